@@ -1,0 +1,1 @@
+//! berth: the containerizer actor and its public handle.

@@ -1,0 +1,1 @@
+//! berth's isolator plugin API and built-in isolators.

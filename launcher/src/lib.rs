@@ -1,0 +1,138 @@
+//! berth's launchers: how a container's command becomes processes.
+//!
+//! A [`Launcher`] creates the container's init **blocked** (so isolators can
+//! place it in cgroups and the fetcher can fill the sandbox first), releases
+//! it to exec the command, kills every process of the container on destroy,
+//! and reports the exit status — also after an agent restart, because the
+//! container's processes belong to a per-container supervisor, not to the
+//! agent.
+
+use berth_state::{ContainerId, ContainerRecord, ExitStatus, LaunchInfo, ProcessRef};
+use futures::future::BoxFuture;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// Where the command's stdout and stderr go.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// `stdout` and `stderr` files in the sandbox dir.
+    #[default]
+    SandboxFiles,
+    /// These fds (e.g. `berth run`'s terminal), duplicated into the init.
+    Fds { stdout: OwnedFd, stderr: OwnedFd },
+}
+
+/// Everything the launcher needs to start one container.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    pub id: ContainerId,
+    /// The argv to exec (already resolved: shell wrapping, image entrypoint).
+    pub argv: Vec<String>,
+    /// The complete environment of the command.
+    pub env: Vec<(String, String)>,
+    /// The merged launch info of all isolators: namespaces, mounts, rootfs,
+    /// rlimits, hostname, capabilities, working dir, cgroup paths.
+    pub launch_info: LaunchInfo,
+    /// uid, gid and supplementary gids; `None` = stay root.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// The container's sandbox dir on the host (its working dir when it
+    /// runs on the host filesystem).
+    pub sandbox_dir: PathBuf,
+    pub stdio: Stdio,
+}
+
+/// What [`Launcher::fork`] created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forked {
+    /// The per-container supervisor (parent of the init).
+    pub supervisor: ProcessRef,
+    /// The container's init, blocked until [`Launcher::release`].
+    pub init: ProcessRef,
+}
+
+/// What the launcher knows of a container's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessStatus {
+    /// The init is alive (blocked or running).
+    Running(Forked),
+    /// The init has exited with this status.
+    Exited(ExitStatus),
+    /// No process and no exit status: never forked, or the status was lost.
+    Unknown,
+}
+
+/// A launcher failure, naming the container and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("container {id}: {op}: {source}")]
+    Sys {
+        id: String,
+        op: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("container {id}: {op} {path}: {source}")]
+    Io {
+        id: String,
+        op: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {id}: {source}")]
+    Runtime {
+        id: String,
+        #[source]
+        source: berth_state::RuntimeError,
+    },
+    #[error("container {id} is unknown to the launcher")]
+    UnknownContainer { id: String },
+    #[error("container {id}: supervisor failed: {message}")]
+    Supervisor { id: String, message: String },
+    #[error("container {id}: {message}")]
+    Other { id: String, message: String },
+}
+
+/// The launcher interface (Mesos's `launcher.hpp`, in async Rust).
+///
+/// Implementations must be idempotent where noted and must never block
+/// the calling thread: blocking syscalls go to a blocking pool.
+pub trait Launcher: Send + Sync + 'static {
+    /// A short name for logs ("linux", "posix").
+    fn name(&self) -> &'static str;
+
+    /// Re-attaches to the containers of `records` whose supervisor is still
+    /// alive (pid **and** start time match). Returns the ids of orphans:
+    /// containers the launcher finds on the host (cgroups, supervisors,
+    /// runtime dirs) that no record names.
+    fn recover(
+        &self,
+        records: Vec<ContainerRecord>,
+    ) -> BoxFuture<'static, Result<Vec<ContainerId>, LaunchError>>;
+
+    /// Creates the container's supervisor and init; the init is blocked
+    /// until [`release`](Launcher::release).
+    fn fork(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Forked, LaunchError>>;
+
+    /// Lets the init exec the command.
+    fn release(&self, id: ContainerId) -> BoxFuture<'static, Result<(), LaunchError>>;
+
+    /// Sends `signal` to the container's init.
+    fn kill(&self, id: ContainerId, signal: i32) -> BoxFuture<'static, Result<(), LaunchError>>;
+
+    /// Kills every process of the container (also ones that escaped the
+    /// init) and removes the launcher's cgroups. Idempotent: destroying a
+    /// gone container is `Ok`.
+    fn destroy(&self, id: ContainerId) -> BoxFuture<'static, Result<(), LaunchError>>;
+
+    /// What is known of the container's processes now.
+    fn status(&self, id: ContainerId) -> BoxFuture<'static, Result<ProcessStatus, LaunchError>>;
+
+    /// Resolves when the init has exited, with its status (learned without
+    /// polling). Resolves at once for a container that already exited.
+    fn wait(&self, id: ContainerId) -> BoxFuture<'static, Result<ExitStatus, LaunchError>>;
+
+    /// Forgets the container (after its destroy finished): removes its
+    /// runtime dir.
+    fn remove(&self, id: ContainerId) -> BoxFuture<'static, Result<(), LaunchError>>;
+}

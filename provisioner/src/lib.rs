@@ -1,0 +1,1 @@
+//! berth's provisioner: OCI images to root filesystems (see issue "Provisioner").

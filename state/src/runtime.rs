@@ -1,0 +1,387 @@
+//! The runtime directory (default `/run/berth`): one directory per
+//! container holding the files its supervisor writes — pids, the exit
+//! status — so they survive an agent restart (not a reboot, by design:
+//! after a reboot no container process exists either).
+//!
+//! Layout:
+//! ```text
+//! <runtime>/containers/<id>/                 a top-level container
+//! <runtime>/containers/<id>/containers/<id>/ a nested one
+//!     supervisor.pid   "PID START_TIME"
+//!     init.pid         "PID START_TIME"
+//!     exit_status      "exit CODE NANOS" | "signal N NANOS" | "start-error ERRNO NANOS MESSAGE"
+//!     record.pb        mirror of the checkpoint, to rebuild a lost store
+//! ```
+//! Every file is written atomically (temp file, fsync, rename, fsync dir),
+//! so a reader sees the old content or the new, never a mix.
+
+use crate::model::{ContainerId, ProcessRef};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// File names inside a container's runtime dir.
+pub const SUPERVISOR_PID: &str = "supervisor.pid";
+pub const INIT_PID: &str = "init.pid";
+pub const EXIT_STATUS: &str = "exit_status";
+pub const RECORD: &str = "record.pb";
+
+/// A runtime-dir file that is missing, unreadable or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is malformed ({why}): {content:?}")]
+    Malformed {
+        path: PathBuf,
+        why: &'static str,
+        content: String,
+    },
+}
+
+/// How the container's init ended, as its supervisor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit(code).
+    Exited { code: i32, at_unix_nanos: i64 },
+    /// Killed by a signal.
+    Signaled { signal: i32, at_unix_nanos: i64 },
+    /// The command could not be exec'd (START_ERROR).
+    StartError {
+        errno: i32,
+        message: String,
+        at_unix_nanos: i64,
+    },
+}
+
+impl ExitStatus {
+    /// The shell-style exit code: the code, 128+N for signal N, 128 for a
+    /// start error.
+    pub fn code(&self) -> i32 {
+        match self {
+            ExitStatus::Exited { code, .. } => *code,
+            ExitStatus::Signaled { signal, .. } => 128 + signal,
+            ExitStatus::StartError { .. } => 128,
+        }
+    }
+
+    pub fn at_unix_nanos(&self) -> i64 {
+        match self {
+            ExitStatus::Exited { at_unix_nanos, .. }
+            | ExitStatus::Signaled { at_unix_nanos, .. }
+            | ExitStatus::StartError { at_unix_nanos, .. } => *at_unix_nanos,
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            ExitStatus::Exited {
+                code,
+                at_unix_nanos,
+            } => format!("exit {code} {at_unix_nanos}\n"),
+            ExitStatus::Signaled {
+                signal,
+                at_unix_nanos,
+            } => format!("signal {signal} {at_unix_nanos}\n"),
+            ExitStatus::StartError {
+                errno,
+                message,
+                at_unix_nanos,
+            } => format!(
+                "start-error {errno} {at_unix_nanos} {}\n",
+                message.replace('\n', " ")
+            ),
+        }
+    }
+
+    fn decode(s: &str) -> Option<ExitStatus> {
+        // A file without its final newline was cut short.
+        let line = s.strip_suffix('\n')?;
+        let mut it = line.splitn(4, ' ');
+        let kind = it.next()?;
+        let n: i32 = it.next()?.parse().ok()?;
+        let at_unix_nanos: i64 = it.next()?.parse().ok()?;
+        let rest = it.next();
+        match (kind, rest) {
+            ("exit", None) => Some(ExitStatus::Exited {
+                code: n,
+                at_unix_nanos,
+            }),
+            ("signal", None) => Some(ExitStatus::Signaled {
+                signal: n,
+                at_unix_nanos,
+            }),
+            ("start-error", Some(msg)) => Some(ExitStatus::StartError {
+                errno: n,
+                message: msg.to_string(),
+                at_unix_nanos,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The runtime directory of one agent.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    root: PathBuf,
+}
+
+impl RuntimeDir {
+    /// Uses (and creates, mode 0700) `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        let root = root.into();
+        let containers = root.join("containers");
+        fs::create_dir_all(&containers).map_err(|source| RuntimeError::Io {
+            op: "create",
+            path: containers.clone(),
+            source,
+        })?;
+        set_mode_0700(&root)?;
+        Ok(RuntimeDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of container `id` (not created).
+    pub fn container_dir(&self, id: &ContainerId) -> PathBuf {
+        let mut p = self.root.clone();
+        for part in id.parts() {
+            p.push("containers");
+            p.push(part);
+        }
+        p
+    }
+
+    /// Creates the directory of container `id`.
+    pub fn create_container_dir(&self, id: &ContainerId) -> Result<PathBuf, RuntimeError> {
+        let dir = self.container_dir(id);
+        fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// Removes the directory of container `id` (and of its nested ones).
+    /// Removing an absent directory is fine.
+    pub fn remove_container_dir(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        let dir = self.container_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::Io {
+                op: "remove",
+                path: dir,
+                source,
+            }),
+        }
+    }
+
+    /// Every container id with a directory here, nested ones included
+    /// (parents before children).
+    pub fn list(&self) -> Result<Vec<ContainerId>, RuntimeError> {
+        let mut out = Vec::new();
+        list_under(&self.root.join("containers"), None, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn list_under(
+    dir: &Path,
+    parent: Option<&ContainerId>,
+    out: &mut Vec<ContainerId>,
+) -> Result<(), RuntimeError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                op: "read dir",
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let id = match parent {
+            Some(p) => p.child(name.clone()),
+            None => ContainerId::new(name.clone()),
+        };
+        if id.validate().is_err() {
+            continue;
+        }
+        out.push(id.clone());
+        list_under(&dir.join(&name).join("containers"), Some(&id), out)?;
+    }
+    Ok(())
+}
+
+fn set_mode_0700(path: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        RuntimeError::Io {
+            op: "chmod",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Writes `data` to `path` atomically: a temp file beside it, fsync,
+/// rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
+    let io_err = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| RuntimeError::Io {
+            op,
+            path: p,
+            source,
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(data).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err("rename into", path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Option<String>, RuntimeError> {
+    match fs::read(path) {
+        Ok(b) => String::from_utf8(b)
+            .map(Some)
+            .map_err(|e| RuntimeError::Malformed {
+                path: path.to_path_buf(),
+                why: "not UTF-8",
+                content: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RuntimeError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a `PID START_TIME` file.
+pub fn write_pid_file(path: &Path, p: &ProcessRef) -> Result<(), RuntimeError> {
+    write_atomic(path, format!("{} {}\n", p.pid, p.start_time).as_bytes())
+}
+
+/// Reads a `PID START_TIME` file; `Ok(None)` when it does not exist.
+pub fn read_pid_file(path: &Path) -> Result<Option<ProcessRef>, RuntimeError> {
+    let Some(s) = read(path)? else {
+        return Ok(None);
+    };
+    let parsed = s.strip_suffix('\n').and_then(|l| {
+        let (pid, st) = l.split_once(' ')?;
+        Some(ProcessRef {
+            pid: pid.parse().ok()?,
+            start_time: st.parse().ok()?,
+        })
+    });
+    parsed.map(Some).ok_or(RuntimeError::Malformed {
+        path: path.to_path_buf(),
+        why: "expected \"PID START_TIME\\n\"",
+        content: s,
+    })
+}
+
+/// Writes the exit status file.
+pub fn write_exit_status(path: &Path, status: &ExitStatus) -> Result<(), RuntimeError> {
+    write_atomic(path, status.encode().as_bytes())
+}
+
+/// Reads the exit status file; `Ok(None)` when it does not exist (yet).
+pub fn read_exit_status(path: &Path) -> Result<Option<ExitStatus>, RuntimeError> {
+    let Some(s) = read(path)? else {
+        return Ok(None);
+    };
+    ExitStatus::decode(&s)
+        .map(Some)
+        .ok_or(RuntimeError::Malformed {
+            path: path.to_path_buf(),
+            why: "expected \"exit CODE NANOS\", \"signal N NANOS\" or \"start-error ERRNO NANOS MESSAGE\"",
+            content: s,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_round_trips_and_partial_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(EXIT_STATUS);
+        assert_eq!(read_exit_status(&p).unwrap(), None);
+        for st in [
+            ExitStatus::Exited {
+                code: 7,
+                at_unix_nanos: 5,
+            },
+            ExitStatus::Signaled {
+                signal: 9,
+                at_unix_nanos: 6,
+            },
+            ExitStatus::StartError {
+                errno: 2,
+                message: "exec /nonexistent: No such file or directory".into(),
+                at_unix_nanos: 7,
+            },
+        ] {
+            write_exit_status(&p, &st).unwrap();
+            assert_eq!(read_exit_status(&p).unwrap(), Some(st));
+        }
+        fs::write(&p, "exit 7").unwrap();
+        let e = read_exit_status(&p).unwrap_err().to_string();
+        assert!(e.contains("malformed"), "{e}");
+        assert!(e.contains(EXIT_STATUS), "{e}");
+    }
+
+    #[test]
+    fn pid_files_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = RuntimeDir::open(dir.path().join("rt")).unwrap();
+        let id = ContainerId::new("a").child("b");
+        let d = rt.create_container_dir(&id).unwrap();
+        assert!(d.ends_with("containers/a/containers/b"));
+        let p = ProcessRef {
+            pid: 42,
+            start_time: 99,
+        };
+        write_pid_file(&d.join(INIT_PID), &p).unwrap();
+        assert_eq!(read_pid_file(&d.join(INIT_PID)).unwrap(), Some(p));
+        fs::write(d.join(INIT_PID), "42\n").unwrap();
+        assert!(read_pid_file(&d.join(INIT_PID)).is_err());
+        let ids: Vec<String> = rt.list().unwrap().iter().map(|i| i.to_string()).collect();
+        assert_eq!(ids, vec!["a", "a/b"]);
+        rt.remove_container_dir(&ContainerId::new("a")).unwrap();
+        assert!(rt.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! Harness for berth's end-to-end tests.
