@@ -1,1 +1,263 @@
-//! berth: the containerizer actor and its public handle.
+//! berth: a containerizer framework in the shape of Mesos's
+//! MesosContainerizer.
+//!
+//! [`Containerizer`] is the handle a cluster agent embeds. Behind it, an
+//! actix actor drives each container through STARTING → PROVISIONING →
+//! PREPARING → ISOLATING → FETCHING → RUNNING → DESTROYING, calling the
+//! isolators (each in its own actor), the launcher and the fetcher, and
+//! checkpointing every step so that an agent restart loses nothing.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), berth::ContainerizerError> {
+//! use berth::{Containerizer, ContainerConfig, ContainerId};
+//! // Inside an actix System (e.g. #[actix::main]):
+//! let c = Containerizer::builder("/var/lib/berth", "/run/berth")
+//!     .default_isolators()
+//!     .build()?;
+//! c.recover().await?;
+//! let id = ContainerId::new("hello");
+//! let config = ContainerConfig {
+//!     command: vec!["/bin/echo".into(), "hi".into()],
+//!     ..Default::default()
+//! };
+//! c.launch(id.clone(), config).await?;
+//! let termination = c.wait(id.clone()).await?;
+//! assert_eq!(termination.exit_code, 0);
+//! c.remove(id).await?;
+//! # Ok(()) }
+//! ```
+
+mod actor;
+mod checkpoint;
+mod destroy;
+mod error;
+pub mod fetcher;
+mod launch;
+mod merge;
+mod recover;
+mod termination;
+mod user;
+mod validate;
+
+pub use actor::{ContainerStatus, ContainerizerActor, Metrics};
+pub use berth_isolators as isolators;
+pub use berth_launcher as launcher;
+pub use berth_state as state;
+pub use berth_state::{
+    ContainerConfig, ContainerId, ContainerState, ContainerTermination, ResourceStatistics,
+    Resources, TerminationReason,
+};
+pub use error::ContainerizerError;
+pub use fetcher::{Fetcher, NoFetcher};
+pub use merge::merge as merge_launch_infos;
+pub use recover::RecoverySummary;
+
+use actix::prelude::*;
+use berth_isolators::{Isolator, IsolatorActor};
+use berth_launcher::{Launcher, Stdio};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The handle an agent embeds: cheap to clone, every call is a message to
+/// the containerizer actor.
+#[derive(Clone)]
+pub struct Containerizer {
+    addr: Addr<ContainerizerActor>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds a [`Containerizer`]. See [`Containerizer::builder`].
+pub struct ContainerizerBuilder {
+    root: PathBuf,
+    runtime_dir: PathBuf,
+    cgroup_root: String,
+    launcher: Option<Arc<dyn Launcher>>,
+    isolators: Vec<Box<dyn Isolator>>,
+    fetcher: Box<dyn Fetcher>,
+}
+
+impl ContainerizerBuilder {
+    /// The launcher (default: the Linux launcher, with a supervisor per
+    /// container).
+    pub fn launcher(mut self, launcher: impl Launcher) -> Self {
+        self.launcher = Some(Arc::new(launcher));
+        self
+    }
+
+    /// Appends an isolator; isolators run in the order they are added.
+    pub fn isolator(mut self, isolator: impl Isolator) -> Self {
+        self.isolators.push(Box::new(isolator));
+        self
+    }
+
+    /// Appends the default isolators: `filesystem/linux`, `namespaces/pid`,
+    /// `namespaces/ipc`, `namespaces/uts`.
+    pub fn default_isolators(self) -> Self {
+        use berth_isolators::{filesystem, namespaces};
+        self.isolator(filesystem::LinuxFilesystem)
+            .isolator(namespaces::PidNamespace)
+            .isolator(namespaces::IpcNamespace)
+            .isolator(namespaces::UtsNamespace)
+    }
+
+    /// The fetcher (default: [`NoFetcher`]).
+    pub fn fetcher(mut self, fetcher: impl Fetcher) -> Self {
+        self.fetcher = Box::new(fetcher);
+        self
+    }
+
+    /// The cgroup root name (default `berth`): side-by-side agents and
+    /// tests use their own.
+    pub fn cgroup_root(mut self, name: impl Into<String>) -> Self {
+        self.cgroup_root = name.into();
+        self
+    }
+
+    /// Opens the checkpoint store (`<root>/state`, locked against a second
+    /// agent) and starts the actors. Must run inside an actix System.
+    pub fn build(self) -> Result<Containerizer, ContainerizerError> {
+        let setup = |what: &str, e: &dyn std::fmt::Display| {
+            ContainerizerError::Setup(format!("{what}: {e}"))
+        };
+        let runtime = berth_state::RuntimeDir::open(&self.runtime_dir)
+            .map_err(|e| setup("runtime dir", &e))?;
+        let store = berth_state::Store::open_with_mirror(self.root.join("state"), runtime.clone())
+            .map_err(|e| setup("checkpoint store", &e))?;
+        let checkpoints =
+            checkpoint::Checkpointer::start(store).map_err(|e| setup("checkpoint writer", &e))?;
+        let launcher = match self.launcher {
+            Some(l) => l,
+            None => return Err(ContainerizerError::Setup("no launcher configured".into())),
+        };
+        let isolators = self
+            .isolators
+            .into_iter()
+            .map(IsolatorActor::spawn)
+            .collect();
+        let metrics = Arc::new(Metrics::default());
+        let actor = ContainerizerActor {
+            checkpoints,
+            sandboxes: self.root.join("sandboxes"),
+            cgroup_root: self.cgroup_root,
+            launcher,
+            isolators,
+            fetcher: self.fetcher,
+            containers: Default::default(),
+            metrics: metrics.clone(),
+        };
+        Ok(Containerizer {
+            addr: actor.start(),
+            metrics,
+        })
+    }
+}
+
+impl Containerizer {
+    /// A builder with state under `root` (checkpoints in `root/state`,
+    /// sandboxes in `root/sandboxes`) and supervisor files under
+    /// `runtime_dir`.
+    pub fn builder(
+        root: impl Into<PathBuf>,
+        runtime_dir: impl Into<PathBuf>,
+    ) -> ContainerizerBuilder {
+        ContainerizerBuilder {
+            root: root.into(),
+            runtime_dir: runtime_dir.into(),
+            cgroup_root: "berth".into(),
+            launcher: None,
+            isolators: Vec::new(),
+            fetcher: Box::new(NoFetcher),
+        }
+    }
+
+    async fn ask<M>(&self, msg: M) -> Result<M::Result, ContainerizerError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ContainerizerActor: Handler<M>,
+    {
+        self.addr
+            .send(msg)
+            .await
+            .map_err(|_| ContainerizerError::Gone)
+    }
+
+    /// Recovers the checkpointed containers; call once before launching.
+    pub async fn recover(&self) -> Result<RecoverySummary, ContainerizerError> {
+        self.ask(recover::Recover).await?
+    }
+
+    /// Launches a container whose output goes to `stdout`/`stderr` files in
+    /// its sandbox. Resolves once its command runs; a failed launch is an
+    /// error, and `wait` then returns a START_ERROR termination.
+    pub async fn launch(
+        &self,
+        id: ContainerId,
+        config: ContainerConfig,
+    ) -> Result<(), ContainerizerError> {
+        self.launch_with_stdio(id, config, Stdio::SandboxFiles)
+            .await
+    }
+
+    /// As [`launch`](Self::launch), with the command's output going to `stdio`.
+    pub async fn launch_with_stdio(
+        &self,
+        id: ContainerId,
+        config: ContainerConfig,
+        stdio: Stdio,
+    ) -> Result<(), ContainerizerError> {
+        self.ask(launch::Launch { id, config, stdio }).await?
+    }
+
+    /// The container's termination, once it has ended.
+    pub async fn wait(&self, id: ContainerId) -> Result<ContainerTermination, ContainerizerError> {
+        self.ask(actor::Wait(id)).await?
+    }
+
+    /// Destroys the container (in any state) and returns its termination.
+    pub async fn destroy(
+        &self,
+        id: ContainerId,
+    ) -> Result<ContainerTermination, ContainerizerError> {
+        self.ask(actor::Destroy(id)).await?
+    }
+
+    /// Sends `signal` to the container's init.
+    pub async fn kill(&self, id: ContainerId, signal: i32) -> Result<(), ContainerizerError> {
+        self.ask(actor::Kill(id, signal)).await?
+    }
+
+    /// Changes the resources of a running container.
+    pub async fn update(
+        &self,
+        id: ContainerId,
+        resources: Resources,
+    ) -> Result<(), ContainerizerError> {
+        self.ask(actor::Update(id, resources)).await?
+    }
+
+    /// Resource usage of a container.
+    pub async fn usage(&self, id: ContainerId) -> Result<ResourceStatistics, ContainerizerError> {
+        self.ask(actor::Usage(id)).await?
+    }
+
+    /// The status of a container.
+    pub async fn status(&self, id: ContainerId) -> Result<ContainerStatus, ContainerizerError> {
+        self.ask(actor::Status(id)).await?
+    }
+
+    /// Every known container (terminated ones until removed).
+    pub async fn containers(&self) -> Result<Vec<ContainerId>, ContainerizerError> {
+        self.ask(actor::List).await
+    }
+
+    /// Drops a terminated container's record and sandbox.
+    pub async fn remove(&self, id: ContainerId) -> Result<(), ContainerizerError> {
+        self.ask(actor::Remove(id)).await?
+    }
+
+    /// The counters (e.g. `container_destroy_errors`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

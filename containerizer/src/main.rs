@@ -1,4 +1,303 @@
+//! The `berth` binary: `berth run` runs one container in-process (no
+//! daemon) on the embedded defaults.
+
+use anyhow::{bail, Context as _, Result};
+use berth::launcher::Stdio;
+use berth::state::{volume, Volume};
+use berth::{ContainerConfig, ContainerId, ContainerTermination, Containerizer, Resources};
+use clap::{Args, Parser, Subcommand};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A containerizer: real isolation on the real kernel"
+)]
+struct Cli {
+    /// Where berth keeps its state (checkpoints, sandboxes, images).
+    #[arg(long, global = true, default_value = "/var/lib/berth")]
+    root: PathBuf,
+    /// Where per-container supervisors keep pids and exit statuses.
+    #[arg(long, global = true, default_value = "/run/berth")]
+    runtime_dir: PathBuf,
+    /// The name of berth's cgroup under each hierarchy.
+    #[arg(long, global = true, default_value = "berth")]
+    cgroup_root: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one container and exits with its exit code (128+N when killed
+    /// by signal N, 128 when the command could not start).
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The container's id (default: run-<random>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Image reference; default: the host filesystem.
+    #[arg(long)]
+    image: Option<String>,
+    /// CPU share in cores (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Hard CPU limit in cores.
+    #[arg(long)]
+    cpus_limit: Option<f64>,
+    /// Memory limit, e.g. 32M, 1G, or bytes.
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Environment variable K=V (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Bind mount SRC:DST[:ro|rw] (repeatable).
+    #[arg(long = "volume", short = 'v', value_parser = parse_volume)]
+    volumes: Vec<Volume>,
+    /// The container's hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// USER[:GROUP], by name or number.
+    #[arg(long)]
+    user: Option<String>,
+    /// Milliseconds between SIGTERM and SIGKILL when the container is stopped.
+    #[arg(long, default_value_t = 0)]
+    grace_ms: u64,
+    /// Print the termination as one JSON object on stdout at the end.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `32M`, `1G`, `512k`, `1024` (bytes); binary units.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_lowercase();
+            let m: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => {
+                    return Err(format!(
+                        "size {s:?}: unknown unit {unit:?} (use k, M, G, T)"
+                    ))
+                }
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number with an optional unit (e.g. 32M)"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err(format!("size {s:?} must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("env {s:?}: expected K=V")),
+    }
+}
+
+fn parse_volume(s: &str) -> Result<Volume, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, volume::Mode::Rw),
+        [src, dst, "rw"] => (*src, *dst, volume::Mode::Rw),
+        [src, dst, "ro"] => (*src, *dst, volume::Mode::Ro),
+        [_, _, m] => return Err(format!("volume {s:?}: mode {m:?} is not ro or rw")),
+        _ => return Err(format!("volume {s:?}: expected SRC:DST[:ro|rw]")),
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(format!("volume {s:?}: SRC and DST must not be empty"));
+    }
+    Ok(Volume {
+        host_path: src.to_string(),
+        container_path: dst.to_string(),
+        mode: mode as i32,
+    })
+}
+
 fn main() {
-    eprintln!("berth: not built yet");
-    std::process::exit(2);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match actix_rt::System::new().block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            125
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(ref args) => run(&cli, args).await,
+    }
+}
+
+fn config_of(args: &RunArgs) -> ContainerConfig {
+    let resources = Resources {
+        cpus: args.cpus.unwrap_or(0.0),
+        cpu_limit: args.cpus_limit.unwrap_or(0.0),
+        memory_bytes: args.memory.unwrap_or(0),
+        pids: args.pids.unwrap_or(0),
+        ..Default::default()
+    };
+    ContainerConfig {
+        command: args.command.clone(),
+        env: args.env.iter().cloned().collect(),
+        user: args.user.clone().unwrap_or_default(),
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        image: args.image.clone().unwrap_or_default(),
+        resources: Some(resources),
+        volumes: args.volumes.clone(),
+        hostname: args.hostname.clone().unwrap_or_default(),
+        kill_grace_period_ms: args.grace_ms,
+        ..Default::default()
+    }
+}
+
+fn dup_fd(fd: i32) -> Result<OwnedFd> {
+    use std::os::fd::{AsFd, BorrowedFd};
+    // SAFETY: fds 1 and 2 are open for the life of this process.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    b.as_fd()
+        .try_clone_to_owned()
+        .with_context(|| format!("dup fd {fd}"))
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+    let id_text = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("run-{:08x}", rand_suffix()));
+    let id = ContainerId::parse(&id_text).map_err(anyhow::Error::msg)?;
+    let c = Containerizer::builder(&cli.root, &cli.runtime_dir)
+        .cgroup_root(&cli.cgroup_root)
+        .default_isolators()
+        .build()?;
+    let summary = c.recover().await.context("recovering earlier containers")?;
+    if !summary.orphans.is_empty() {
+        tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
+    }
+    let stdio = Stdio::Fds {
+        stdout: dup_fd(1)?,
+        stderr: dup_fd(2)?,
+    };
+    let launched = c
+        .launch_with_stdio(id.clone(), config_of(args), stdio)
+        .await;
+    match &launched {
+        Err(
+            e @ (berth::ContainerizerError::InvalidConfig { .. }
+            | berth::ContainerizerError::Unsupported { .. }
+            | berth::ContainerizerError::AlreadyExists(_)),
+        ) => bail!("{e}"),
+        Err(e) => eprintln!("berth: {e}"),
+        Ok(()) => {}
+    }
+    let termination = tokio::select! {
+        t = c.wait(id.clone()) => t?,
+        _ = shutdown_signal() => {
+            eprintln!("berth: interrupted; destroying {id}");
+            c.destroy(id.clone()).await?
+        }
+    };
+    c.remove(id.clone()).await?;
+    if args.json {
+        println!("{}", termination_json(&id, &termination));
+    }
+    Ok(termination.exit_code)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return futures_pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn futures_pending() {
+    std::future::pending::<()>().await
+}
+
+fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::Value {
+    serde_json::json!({
+        "id": id.to_string(),
+        "exit_code": t.exit_code,
+        "signal": t.signal,
+        "reason": t.reason().as_str_name(),
+        "message": t.message,
+        "limited_resource": t.limited_resource,
+    })
+}
+
+fn rand_suffix() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    t ^ std::process::id().rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("32M"), Ok(32 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn volumes_and_env() {
+        let v = parse_volume("/a:/b:ro").unwrap();
+        assert_eq!(v.mode, volume::Mode::Ro as i32);
+        assert!(parse_volume("/a").unwrap_err().contains("SRC:DST"));
+        assert!(parse_volume("/a:/b:rx").unwrap_err().contains("rx"));
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("=x").is_err());
+    }
 }

@@ -1,0 +1,489 @@
+//! The containerizer actor (Mesos's MesosContainerizerProcess): it alone
+//! owns the map of containers; every step that waits resumes inside it.
+//! The launch steps live in `launch.rs`, the destroy stages in
+//! `destroy.rs`, recovery in `recover.rs`; this file holds the state and
+//! the small request handlers.
+
+use crate::checkpoint::Checkpointer;
+use crate::error::{stage, state_name};
+use crate::fetcher::Fetcher;
+use crate::termination::Cause;
+use crate::ContainerizerError;
+use actix::prelude::*;
+use berth_isolators::{IsolatorHandle, StatusFields};
+use berth_launcher::{Forked, Launcher, Stdio};
+use berth_state::{
+    ContainerConfig, ContainerId, ContainerRecord, ContainerState, ContainerTermination,
+    ExitStatus, LaunchInfo, ProcessRef, ResourceStatistics, Resources, Transition,
+};
+use futures::channel::oneshot;
+use futures::future::{join_all, FutureExt, Shared};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters an operator watches.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Destroy attempts that failed at some stage (the container stays
+    /// DESTROYING and a later destroy retries).
+    pub container_destroy_errors: AtomicU64,
+    /// Containers launched since start.
+    pub containers_launched: AtomicU64,
+}
+
+pub(crate) type Attempt =
+    Shared<oneshot::Receiver<Result<ContainerTermination, ContainerizerError>>>;
+
+/// One container, as the actor tracks it.
+pub(crate) struct Container {
+    pub id: ContainerId,
+    /// The checkpoint; `record.state` is the container's state.
+    pub record: ContainerRecord,
+    /// Indices of the isolators whose `prepare` ran, in order; `cleanup`
+    /// runs for exactly these, in reverse.
+    pub prepared: Vec<usize>,
+    /// Launch infos returned so far, with the isolator's name.
+    pub infos: Vec<(String, LaunchInfo)>,
+    pub forked: Option<Forked>,
+    /// Where the command's output goes, until fork takes it.
+    pub stdio: Option<Stdio>,
+    /// Resolves when the launch chain has stopped (finished or aborted):
+    /// destroy waits for it, so an in-flight step is never raced.
+    pub launch_done: Option<Shared<oneshot::Receiver<()>>>,
+    pub launch_done_tx: Option<oneshot::Sender<()>>,
+    /// Why the destroy started; set once.
+    pub cause: Option<Cause>,
+    pub exit: Option<ExitStatus>,
+    /// The destroy attempt in progress, shared by concurrent callers.
+    pub attempt: Option<Attempt>,
+    pub termination_tx: Option<oneshot::Sender<ContainerTermination>>,
+    pub termination: Shared<oneshot::Receiver<ContainerTermination>>,
+    /// Limitation watches to cancel when the destroy starts.
+    pub watches: Vec<SpawnHandle>,
+    pub sandbox: PathBuf,
+}
+
+impl Container {
+    pub fn new(id: ContainerId, record: ContainerRecord, sandbox: PathBuf) -> Self {
+        let (termination_tx, rx) = oneshot::channel();
+        Container {
+            id,
+            record,
+            prepared: Vec::new(),
+            infos: Vec::new(),
+            forked: None,
+            stdio: None,
+            launch_done: None,
+            launch_done_tx: None,
+            cause: None,
+            exit: None,
+            attempt: None,
+            termination_tx: Some(termination_tx),
+            termination: rx.shared(),
+            watches: Vec::new(),
+            sandbox,
+        }
+    }
+
+    pub fn state(&self) -> ContainerState {
+        ContainerState::try_from(self.record.state).unwrap_or(ContainerState::Unspecified)
+    }
+
+    /// Records that the container entered `state` (in memory; the caller
+    /// checkpoints) and returns the record to write.
+    pub fn enter(&mut self, state: ContainerState) -> ContainerRecord {
+        self.record.state = state as i32;
+        self.record.transitions.push(Transition {
+            state: state as i32,
+            at_unix_nanos: berth_state::time::now_unix_nanos(),
+        });
+        self.record.clone()
+    }
+}
+
+/// The containerizer actor. Build it with [`crate::Containerizer::builder`].
+pub struct ContainerizerActor {
+    pub(crate) checkpoints: Checkpointer,
+    pub(crate) sandboxes: PathBuf,
+    pub(crate) cgroup_root: String,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) isolators: Vec<IsolatorHandle>,
+    pub(crate) fetcher: Box<dyn Fetcher>,
+    pub(crate) containers: BTreeMap<String, Container>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Actor for ContainerizerActor {
+    type Context = Context<Self>;
+}
+
+impl ContainerizerActor {
+    pub(crate) fn get(&self, id: &ContainerId) -> Result<&Container, ContainerizerError> {
+        self.containers
+            .get(&id.to_string())
+            .ok_or_else(|| ContainerizerError::UnknownContainer(id.to_string()))
+    }
+
+    pub(crate) fn get_mut(
+        &mut self,
+        id: &ContainerId,
+    ) -> Result<&mut Container, ContainerizerError> {
+        self.containers
+            .get_mut(&id.to_string())
+            .ok_or_else(|| ContainerizerError::UnknownContainer(id.to_string()))
+    }
+
+    /// Moves `id` to `state` and checkpoints it; resolves once durable.
+    pub(crate) fn transition(
+        &mut self,
+        id: &ContainerId,
+        state: ContainerState,
+    ) -> futures::future::BoxFuture<'static, Result<(), ContainerizerError>> {
+        match self.get_mut(id) {
+            Ok(c) => {
+                let rec = c.enter(state);
+                self.checkpoint(rec)
+            }
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    /// Writes `record`; resolves once durable.
+    pub(crate) fn checkpoint(
+        &self,
+        record: ContainerRecord,
+    ) -> futures::future::BoxFuture<'static, Result<(), ContainerizerError>> {
+        let id = record.id.clone().unwrap_or_default().to_string();
+        let w = self.checkpoints.put(record);
+        Box::pin(async move {
+            w.await
+                .map_err(|message| ContainerizerError::Checkpoint { id, message })
+        })
+    }
+
+    pub(crate) fn sandbox_dir(&self, id: &ContainerId) -> PathBuf {
+        let mut p = self.sandboxes.clone();
+        for (i, part) in id.parts().into_iter().enumerate() {
+            if i > 0 {
+                p.push("containers");
+            }
+            p.push(part);
+        }
+        p
+    }
+
+    fn running(&self, id: &ContainerId) -> Result<Forked, ContainerizerError> {
+        let c = self.get(id)?;
+        match (&c.forked, c.state()) {
+            (Some(f), ContainerState::Running) if c.cause.is_none() => Ok(f.clone()),
+            _ => Err(ContainerizerError::NotRunning {
+                id: id.to_string(),
+                state: state_name(c.record.state),
+            }),
+        }
+    }
+}
+
+/// Waits for a container's termination.
+#[derive(Message)]
+#[rtype(result = "Result<ContainerTermination, ContainerizerError>")]
+pub struct Wait(pub ContainerId);
+
+impl Handler<Wait> for ContainerizerActor {
+    type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
+
+    fn handle(&mut self, Wait(id): Wait, _: &mut Context<Self>) -> Self::Result {
+        let t = self.get(&id).map(|c| c.termination.clone());
+        Box::pin(async move {
+            t?.await
+                .map_err(|_| ContainerizerError::UnknownContainer(id.to_string()))
+        })
+    }
+}
+
+/// Sends a signal to a running container's init.
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerizerError>")]
+pub struct Kill(pub ContainerId, pub i32);
+
+impl Handler<Kill> for ContainerizerActor {
+    type Result = ResponseFuture<Result<(), ContainerizerError>>;
+
+    fn handle(&mut self, Kill(id, signal): Kill, _: &mut Context<Self>) -> Self::Result {
+        let running = self.running(&id);
+        let launcher = self.launcher.clone();
+        Box::pin(async move {
+            running?;
+            launcher
+                .kill(id.clone(), signal)
+                .await
+                .map_err(|e| stage(&id, "kill", e))
+        })
+    }
+}
+
+/// Changes the resources of a running container.
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerizerError>")]
+pub struct Update(pub ContainerId, pub Resources);
+
+impl Handler<Update> for ContainerizerActor {
+    type Result = ResponseActFuture<Self, Result<(), ContainerizerError>>;
+
+    fn handle(&mut self, Update(id, res): Update, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.running(&id) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let calls = self
+            .get(&id)
+            .map(|c| c.prepared.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                let h = self.isolators[i].clone();
+                let f = h.update(id.clone(), res.clone());
+                async move { f.await.map_err(|e| format!("{}: {e}", h.name())) }
+            })
+            .collect::<Vec<_>>();
+        Box::pin(
+            join_all(calls)
+                .into_actor(self)
+                .then(move |results, act, _| {
+                    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+                    if !errors.is_empty() {
+                        let e = stage(&id, "update", errors.join("; "));
+                        return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
+                    }
+                    // The new resources are what a recovered container keeps.
+                    let rec = match act.get_mut(&id) {
+                        Ok(c) => {
+                            c.record
+                                .config
+                                .get_or_insert_with(Default::default)
+                                .resources = Some(res);
+                            c.record.clone()
+                        }
+                        Err(e) => return Box::pin(fut::ready(Err(e))),
+                    };
+                    Box::pin(act.checkpoint(rec).into_actor(act))
+                }),
+        )
+    }
+}
+
+/// Resource usage of a container, merged from every isolator.
+#[derive(Message)]
+#[rtype(result = "Result<ResourceStatistics, ContainerizerError>")]
+pub struct Usage(pub ContainerId);
+
+impl Handler<Usage> for ContainerizerActor {
+    type Result = ResponseFuture<Result<ResourceStatistics, ContainerizerError>>;
+
+    fn handle(&mut self, Usage(id): Usage, _: &mut Context<Self>) -> Self::Result {
+        let prepared = match self.get(&id) {
+            Ok(c) => c.prepared.clone(),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let calls: Vec<_> = prepared
+            .into_iter()
+            .map(|i| self.isolators[i].usage(id.clone()))
+            .collect();
+        Box::pin(async move {
+            let mut total = ResourceStatistics {
+                timestamp: berth_state::time::now_unix_nanos() as f64 / 1e9,
+                ..Default::default()
+            };
+            for r in join_all(calls).await {
+                merge_usage(&mut total, r.map_err(|e| stage(&id, "usage", e))?);
+            }
+            Ok(total)
+        })
+    }
+}
+
+/// Each isolator fills the figures it knows; a figure is taken from the
+/// first isolator that reports it.
+fn merge_usage(into: &mut ResourceStatistics, from: ResourceStatistics) {
+    macro_rules! take {
+        ($($f:ident),*) => {$(
+            if into.$f == Default::default() {
+                into.$f = from.$f;
+            }
+        )*};
+    }
+    take!(
+        cpus_user_time_secs,
+        cpus_system_time_secs,
+        cpus_limit,
+        cpus_nr_periods,
+        cpus_nr_throttled,
+        cpus_throttled_time_secs,
+        mem_rss_bytes,
+        mem_cache_bytes,
+        mem_swap_bytes,
+        mem_max_usage_bytes,
+        mem_limit_bytes,
+        processes,
+        disk_used_bytes,
+        disk_limit_bytes,
+        mem_usage_bytes
+    );
+}
+
+/// What `status` reports of a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStatus {
+    pub id: ContainerId,
+    pub state: ContainerState,
+    pub supervisor: Option<ProcessRef>,
+    pub init: Option<ProcessRef>,
+    pub sandbox_dir: PathBuf,
+    /// Every state entered, with its time.
+    pub transitions: Vec<Transition>,
+    pub termination: Option<ContainerTermination>,
+    pub config: ContainerConfig,
+    /// Facts from the isolators (e.g. `network.ip`).
+    pub isolator_fields: StatusFields,
+}
+
+/// The status of one container.
+#[derive(Message)]
+#[rtype(result = "Result<ContainerStatus, ContainerizerError>")]
+pub struct Status(pub ContainerId);
+
+impl Handler<Status> for ContainerizerActor {
+    type Result = ResponseFuture<Result<ContainerStatus, ContainerizerError>>;
+
+    fn handle(&mut self, Status(id): Status, _: &mut Context<Self>) -> Self::Result {
+        let c = match self.get(&id) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let status = ContainerStatus {
+            id: id.clone(),
+            state: c.state(),
+            supervisor: c.record.supervisor,
+            init: c.record.init,
+            sandbox_dir: c.sandbox.clone(),
+            transitions: c.record.transitions.clone(),
+            termination: c.record.termination.clone(),
+            config: c.record.config.clone().unwrap_or_default(),
+            isolator_fields: StatusFields::new(),
+        };
+        let live = !matches!(c.state(), ContainerState::Terminated);
+        let calls: Vec<_> = if live {
+            c.prepared
+                .iter()
+                .map(|&i| self.isolators[i].status(id.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Box::pin(async move {
+            let mut status = status;
+            for fields in join_all(calls).await.into_iter().flatten() {
+                status.isolator_fields.extend(fields);
+            }
+            Ok(status)
+        })
+    }
+}
+
+/// The ids of every container known (terminated ones until removed).
+#[derive(Message)]
+#[rtype(result = "Vec<ContainerId>")]
+pub struct List;
+
+impl Handler<List> for ContainerizerActor {
+    type Result = Vec<ContainerId>;
+
+    fn handle(&mut self, _: List, _: &mut Context<Self>) -> Self::Result {
+        self.containers.values().map(|c| c.id.clone()).collect()
+    }
+}
+
+/// Drops a terminated container's record and sandbox (and those of its
+/// nested containers).
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerizerError>")]
+pub struct Remove(pub ContainerId);
+
+impl Handler<Remove> for ContainerizerActor {
+    type Result = ResponseActFuture<Self, Result<(), ContainerizerError>>;
+
+    fn handle(&mut self, Remove(id): Remove, _: &mut Context<Self>) -> Self::Result {
+        let key = id.to_string();
+        // The container and its nested ones, deepest first.
+        let mut victims: Vec<ContainerId> = self
+            .containers
+            .values()
+            .filter(|c| c.id.parts().starts_with(&id.parts()))
+            .map(|c| c.id.clone())
+            .collect();
+        if victims.is_empty() {
+            return Box::pin(fut::ready(Err(ContainerizerError::UnknownContainer(key))));
+        }
+        if let Some(live) = victims
+            .iter()
+            .filter_map(|v| self.containers.get(&v.to_string()))
+            .find(|c| c.state() != ContainerState::Terminated)
+        {
+            return Box::pin(fut::ready(Err(ContainerizerError::NotTerminated {
+                id: live.id.to_string(),
+                state: state_name(live.record.state),
+            })));
+        }
+        victims.sort_by_key(|v| std::cmp::Reverse(v.parts().len()));
+        let deletes: Vec<_> = victims
+            .iter()
+            .map(|v| self.checkpoints.delete(v.clone()))
+            .collect();
+        let sandbox = self.sandbox_dir(&id);
+        let id2 = id.clone();
+        let work = async move {
+            for d in deletes {
+                d.await.map_err(|message| ContainerizerError::Checkpoint {
+                    id: id2.to_string(),
+                    message,
+                })?;
+            }
+            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&sandbox) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("remove sandbox {}: {e}", sandbox.display()))
+                }
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| stage(&id2, "remove", e))?
+            .map_err(|e| stage(&id2, "remove", e))
+        };
+        Box::pin(work.into_actor(self).map(move |r, act, _| {
+            if r.is_ok() {
+                for v in victims {
+                    act.containers.remove(&v.to_string());
+                }
+            }
+            r
+        }))
+    }
+}
+
+/// Destroys a container (any state); concurrent calls share one attempt.
+#[derive(Message)]
+#[rtype(result = "Result<ContainerTermination, ContainerizerError>")]
+pub struct Destroy(pub ContainerId);
+
+impl Handler<Destroy> for ContainerizerActor {
+    type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
+
+    fn handle(&mut self, Destroy(id): Destroy, ctx: &mut Context<Self>) -> Self::Result {
+        let attempt = self.start_destroy(&id, Cause::Requested, ctx);
+        Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,285 @@
+//! The destroy, in Mesos's stages:
+//! nested containers first → wait for the in-flight launch step → the
+//! launcher kills every process → the exit status → isolators' `cleanup`
+//! in reverse order → provisioner → the TERMINATED record and the
+//! termination for every `wait`.
+//!
+//! Callable in any state and idempotent; concurrent callers share one
+//! attempt. A failing stage leaves the container DESTROYING, counts in
+//! `container_destroy_errors`, and a later destroy retries what is left.
+
+use crate::actor::{bump, Attempt, ContainerizerActor};
+use crate::error::stage;
+use crate::termination::{compose, Cause};
+use crate::ContainerizerError;
+use actix::prelude::*;
+use berth_state::{ContainerId, ContainerState, ContainerTermination};
+use futures::channel::oneshot;
+use futures::future::{join_all, FutureExt};
+use std::time::Duration;
+
+type Stage = ResponseActFuture<ContainerizerActor, Result<(), ContainerizerError>>;
+
+fn done(r: Result<(), ContainerizerError>) -> Stage {
+    Box::pin(fut::ready(r))
+}
+
+impl ContainerizerActor {
+    /// Starts destroying `id` for `cause` (or joins the attempt under way)
+    /// and returns the attempt's outcome.
+    pub(crate) fn start_destroy(
+        &mut self,
+        id: &ContainerId,
+        cause: Cause,
+        ctx: &mut Context<Self>,
+    ) -> Result<Attempt, ContainerizerError> {
+        let c = self.get_mut(id)?;
+        if let Some(a) = &c.attempt {
+            return Ok(a.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        let attempt = rx.shared();
+        if c.state() == ContainerState::Terminated {
+            let t = c.record.termination.clone().unwrap_or_default();
+            let _ = tx.send(Ok(t));
+            return Ok(attempt);
+        }
+        c.cause.get_or_insert(cause);
+        c.attempt = Some(attempt.clone());
+        for w in c.watches.drain(..) {
+            ctx.cancel_future(w);
+        }
+        let key = id.to_string();
+        tracing::info!(container = %id, cause = ?c.cause, "destroying");
+        ctx.spawn(self.destroy_stages(id.clone()).map(move |res, act, _| {
+            if let Some(c) = act.containers.get_mut(&key) {
+                c.attempt = None;
+            }
+            if let Err(e) = &res {
+                bump(&act.metrics.container_destroy_errors);
+                tracing::error!(container = %key, error = %e, "destroy failed; the container stays DESTROYING");
+            }
+            let _ = tx.send(res);
+        }));
+        Ok(attempt)
+    }
+
+    fn destroy_stages(
+        &mut self,
+        id: ContainerId,
+    ) -> ResponseActFuture<Self, Result<ContainerTermination, ContainerizerError>> {
+        let (i1, i2, i3, i4, i5) = (id.clone(), id.clone(), id.clone(), id.clone(), id.clone());
+        Box::pin(
+            self.stage_mark_destroying(&id)
+                .then(move |r, act, ctx| match r {
+                    Ok(()) => act.stage_nested(&i1, ctx),
+                    e => done(e),
+                })
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.stage_wait_launch(&i2),
+                    e => done(e),
+                })
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.stage_kill(&i3),
+                    e => done(e),
+                })
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.stage_cleanup(&i4),
+                    e => done(e),
+                })
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.stage_terminate(&i5),
+                    Err(e) => Box::pin(fut::ready(Err(e))),
+                }),
+        )
+    }
+
+    /// DESTROYING is checkpointed first: after a crash the destroy resumes.
+    fn stage_mark_destroying(&mut self, id: &ContainerId) -> Stage {
+        match self.get(id) {
+            Ok(c) if c.state() == ContainerState::Destroying => done(Ok(())),
+            Ok(_) => Box::pin(
+                self.transition(id, ContainerState::Destroying)
+                    .into_actor(self),
+            ),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    fn stage_nested(&mut self, id: &ContainerId, ctx: &mut Context<Self>) -> Stage {
+        let children: Vec<ContainerId> = self
+            .containers
+            .values()
+            .filter(|c| c.id.parent.as_deref() == Some(id))
+            .map(|c| c.id.clone())
+            .collect();
+        let attempts: Vec<_> = children
+            .iter()
+            .filter_map(|child| {
+                let a = self.start_destroy(child, Cause::Requested, ctx).ok()?;
+                let child = child.clone();
+                Some(async move { (child, a.await) })
+            })
+            .collect();
+        let id = id.clone();
+        Box::pin(
+            async move {
+                for (child, r) in join_all(attempts).await {
+                    match r {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            return Err(stage(&id, &format!("destroy of nested {child}"), e))
+                        }
+                        Err(_) => return Err(ContainerizerError::Gone),
+                    }
+                }
+                Ok(())
+            }
+            .into_actor(self),
+        )
+    }
+
+    /// Waits until the launch chain's in-flight step has finished.
+    fn stage_wait_launch(&mut self, id: &ContainerId) -> Stage {
+        match self.get(id).map(|c| c.launch_done.clone()) {
+            Ok(Some(done)) => Box::pin(done.map(|_| Ok(())).into_actor(self)),
+            Ok(None) => done(Ok(())),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Kills every process of the container and collects the exit status.
+    fn stage_kill(&mut self, id: &ContainerId) -> Stage {
+        let c = match self.get(id) {
+            Ok(c) => c,
+            Err(e) => return done(Err(e)),
+        };
+        if c.forked.is_none() && c.record.supervisor.is_none() {
+            // Nothing was ever forked.
+            return done(Ok(()));
+        }
+        let grace = c
+            .record
+            .config
+            .as_ref()
+            .map(|c| c.kill_grace_period_ms)
+            .unwrap_or(0);
+        let polite = grace > 0 && c.exit.is_none() && matches!(c.cause, Some(Cause::Requested));
+        let have_exit = c.exit.is_some();
+        let launcher = self.launcher.clone();
+        let id = id.clone();
+        let id2 = id.clone();
+        let work = async move {
+            if polite {
+                // Shutdown as the Nomad executor does it: a signal, a grace
+                // period, then SIGKILL for whatever is left.
+                if launcher.kill(id.clone(), libc::SIGTERM).await.is_ok() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(grace),
+                        launcher.wait(id.clone()),
+                    )
+                    .await;
+                }
+            }
+            launcher
+                .destroy(id.clone())
+                .await
+                .map_err(|e| stage(&id, "kill", e))?;
+            if have_exit {
+                return Ok(None);
+            }
+            match launcher.wait(id.clone()).await {
+                Ok(status) => Ok(Some(status)),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "exit status unknown");
+                    Ok(None)
+                }
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |r, act, _| {
+            let status = r?;
+            let c = act.get_mut(&id2)?;
+            if let Some(s) = status {
+                c.exit.get_or_insert(s);
+            }
+            Ok(())
+        }))
+    }
+
+    /// Every prepared isolator's cleanup, in reverse order; all are tried
+    /// even when one fails, and the ones that succeeded are not retried.
+    fn stage_cleanup(&mut self, id: &ContainerId) -> Stage {
+        let order: Vec<usize> = match self.get(id) {
+            Ok(c) => c.prepared.iter().rev().copied().collect(),
+            Err(e) => return done(Err(e)),
+        };
+        let handles: Vec<_> = order
+            .iter()
+            .map(|&i| (i, self.isolators[i].clone()))
+            .collect();
+        let id2 = id.clone();
+        let work = async move {
+            let mut cleaned = Vec::new();
+            let mut failed = Vec::new();
+            for (i, h) in handles {
+                match h.cleanup(id2.clone()).await {
+                    Ok(()) => cleaned.push(i),
+                    Err(e) => failed.push(format!("{}: {e}", h.name())),
+                }
+            }
+            (cleaned, failed)
+        };
+        let id = id.clone();
+        Box::pin(work.into_actor(self).map(move |(cleaned, failed), act, _| {
+            let c = act.get_mut(&id)?;
+            c.prepared.retain(|i| !cleaned.contains(i));
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(stage(&id, "cleanup", failed.join("; ")))
+            }
+        }))
+    }
+
+    /// The termination is checkpointed with the TERMINATED record (kept
+    /// until `remove`) and delivered to every waiter.
+    fn stage_terminate(
+        &mut self,
+        id: &ContainerId,
+    ) -> ResponseActFuture<Self, Result<ContainerTermination, ContainerizerError>> {
+        let launcher = self.launcher.clone();
+        let c = match self.get_mut(id) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let forked = c.forked.is_some() || c.record.supervisor.is_some();
+        let cause = c.cause.clone().unwrap_or(Cause::Requested);
+        let t = compose(&cause, c.exit.as_ref());
+        c.record.termination = Some(t.clone());
+        c.record.prepared_isolators.clear();
+        let rec = c.enter(ContainerState::Terminated);
+        let cp = self.checkpoint(rec);
+        let id = id.clone();
+        let id2 = id.clone();
+        let work = async move {
+            cp.await?;
+            if forked {
+                // The exit status now lives in the record.
+                launcher
+                    .remove(id.clone())
+                    .await
+                    .map_err(|e| stage(&id, "remove runtime dir", e))?;
+            }
+            Ok(())
+        };
+        Box::pin(work.into_actor(self).map(move |r: Result<(), ContainerizerError>, act, _| {
+            r?;
+            let c = act.get_mut(&id2)?;
+            if let Some(tx) = c.termination_tx.take() {
+                let _ = tx.send(t.clone());
+            }
+            tracing::info!(container = %id2, reason = t.reason().as_str_name(), exit_code = t.exit_code, "terminated");
+            Ok(t)
+        }))
+    }
+}

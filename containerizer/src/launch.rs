@@ -1,0 +1,427 @@
+//! The launch: STARTING → PROVISIONING → PREPARING → ISOLATING → FETCHING
+//! → RUNNING, one step at a time. Each step is checkpointed before its
+//! side effects and resumes inside the actor; before every step the chain
+//! checks whether a destroy was requested meanwhile and, if so, stops — the
+//! destroy then unwinds exactly what was done.
+
+use crate::actor::{bump, Container, ContainerizerActor};
+use crate::error::{stage, state_name};
+use crate::merge::merge;
+use crate::termination::Cause;
+use crate::validate::{validate, Backing};
+use crate::ContainerizerError;
+use actix::prelude::*;
+use berth_isolators::PrepareRequest;
+use berth_launcher::{LaunchSpec, Stdio};
+use berth_state::{ContainerConfig, ContainerId, ContainerRecord, ContainerState};
+use futures::channel::oneshot;
+use futures::future::{join_all, FutureExt};
+
+/// Launches a container; resolves once it is RUNNING (its command exec'd).
+#[derive(Message)]
+#[rtype(result = "Result<(), ContainerizerError>")]
+pub struct Launch {
+    pub id: ContainerId,
+    pub config: ContainerConfig,
+    pub stdio: Stdio,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Start,
+    Provision,
+    Preparing,
+    Prepare(usize),
+    Fork,
+    Isolate,
+    Fetch,
+    Release,
+}
+
+type Chain = ResponseActFuture<ContainerizerActor, Result<(), ContainerizerError>>;
+type StepFuture = ResponseActFuture<ContainerizerActor, Result<Option<Step>, ContainerizerError>>;
+
+fn ready<T: 'static>(v: T) -> ResponseActFuture<ContainerizerActor, T> {
+    Box::pin(fut::ready(v))
+}
+
+impl Handler<Launch> for ContainerizerActor {
+    type Result = ResponseActFuture<Self, Result<(), ContainerizerError>>;
+
+    fn handle(&mut self, msg: Launch, _: &mut Context<Self>) -> Self::Result {
+        let id = msg.id.clone();
+        if let Err(e) = self.admit(msg) {
+            return ready(Err(e));
+        }
+        bump(&self.metrics.containers_launched);
+        Box::pin(
+            self.advance(id.clone(), Step::Start)
+                .map(move |res, act, ctx| act.launch_finished(&id, res, ctx)),
+        )
+    }
+}
+
+impl ContainerizerActor {
+    /// STARTING, the part that needs no waiting: validate and admit.
+    fn admit(&mut self, msg: Launch) -> Result<(), ContainerizerError> {
+        let Launch { id, config, stdio } = msg;
+        let names: Vec<String> = self
+            .isolators
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        validate(
+            &id,
+            &config,
+            &Backing {
+                isolators: &names,
+                fetcher: self.fetcher.supported(),
+                provisioner: false,
+            },
+        )?;
+        let key = id.to_string();
+        if self.containers.contains_key(&key) {
+            return Err(ContainerizerError::AlreadyExists(key));
+        }
+        if let Some(parent) = id.parent.as_deref() {
+            let p = self.get(parent)?;
+            if p.state() != ContainerState::Running || p.cause.is_some() {
+                return Err(ContainerizerError::NotRunning {
+                    id: parent.to_string(),
+                    state: state_name(p.record.state),
+                });
+            }
+        }
+        let sandbox = self.sandbox_dir(&id);
+        let record = ContainerRecord {
+            id: Some(id.clone()),
+            config: Some(config),
+            sandbox_dir: sandbox.display().to_string(),
+            ..Default::default()
+        };
+        let mut c = Container::new(id, record, sandbox);
+        c.enter(ContainerState::Starting);
+        c.stdio = Some(stdio);
+        let (tx, rx) = oneshot::channel();
+        c.launch_done = Some(rx.shared());
+        c.launch_done_tx = Some(tx);
+        self.containers.insert(key, c);
+        Ok(())
+    }
+
+    /// Runs `step`, then the next one, until the chain ends or fails.
+    fn advance(&mut self, id: ContainerId, step: Step) -> Chain {
+        let c = match self.get(&id) {
+            Ok(c) => c,
+            Err(e) => return ready(Err(e)),
+        };
+        if c.cause.is_some() {
+            return ready(Err(ContainerizerError::DestroyedDuringLaunch {
+                id: id.to_string(),
+                state: state_name(c.record.state),
+            }));
+        }
+        tracing::debug!(container = %id, ?step, "launch step");
+        let next = self.step(&id, step);
+        Box::pin(next.then(move |r, act, _| match r {
+            Ok(Some(step)) => act.advance(id, step),
+            Ok(None) => ready(Ok(())),
+            Err(e) => ready(Err(e)),
+        }))
+    }
+
+    fn step(&mut self, id: &ContainerId, step: Step) -> StepFuture {
+        let id = id.clone();
+        match step {
+            Step::Start => {
+                let sandbox = self.sandbox_dir(&id);
+                let rec = match self.get(&id) {
+                    Ok(c) => c.record.clone(),
+                    Err(e) => return ready(Err(e)),
+                };
+                let cp = self.checkpoint(rec);
+                let id2 = id.clone();
+                Box::pin(
+                    async move {
+                        // The record first: after a crash it says a sandbox may exist.
+                        cp.await?;
+                        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&sandbox))
+                            .await
+                            .map_err(|e| stage(&id2, "create sandbox", e))?
+                            .map_err(|e| stage(&id2, "create sandbox", e))?;
+                        Ok(Some(Step::Provision))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Step::Provision => {
+                // No provisioner yet: configs with an image were refused at
+                // STARTING, so this state only marks the step.
+                let t = self.transition(&id, ContainerState::Provisioning);
+                Box::pin(t.map(|r| r.map(|_| Some(Step::Preparing))).into_actor(self))
+            }
+            Step::Preparing => {
+                let names: Vec<String> = self
+                    .isolators
+                    .iter()
+                    .map(|i| i.name().to_string())
+                    .collect();
+                let rec = match self.get_mut(&id) {
+                    Ok(c) => {
+                        // Checkpointed before any prepare runs, so after a
+                        // crash every isolator that may have prepared is cleaned.
+                        c.record.prepared_isolators = names;
+                        c.enter(ContainerState::Preparing)
+                    }
+                    Err(e) => return ready(Err(e)),
+                };
+                let cp = self.checkpoint(rec);
+                Box::pin(
+                    cp.map(|r| r.map(|_| Some(Step::Prepare(0))))
+                        .into_actor(self),
+                )
+            }
+            Step::Prepare(i) if i == self.isolators.len() => ready(Ok(Some(Step::Fork))),
+            Step::Prepare(i) => {
+                let sandbox = self.sandbox_dir(&id);
+                let cgroup_root = self.cgroup_root.clone();
+                let c = match self.get_mut(&id) {
+                    Ok(c) => c,
+                    Err(e) => return ready(Err(e)),
+                };
+                c.prepared.push(i);
+                let req = PrepareRequest {
+                    id: id.clone(),
+                    config: c.record.config.clone().unwrap_or_default(),
+                    sandbox_dir: sandbox,
+                    rootfs: None,
+                    cgroup_root,
+                };
+                let h = self.isolators[i].clone();
+                Box::pin(h.prepare(req).into_actor(self).map(move |r, act, _| {
+                    let info = r.map_err(|e| stage(&id, &format!("prepare of {}", h.name()), e))?;
+                    if let Some(info) = info {
+                        act.get_mut(&id)?.infos.push((h.name().to_string(), info));
+                    }
+                    Ok(Some(Step::Prepare(i + 1)))
+                }))
+            }
+            Step::Fork => {
+                let spec = match self.launch_spec(&id) {
+                    Ok(s) => s,
+                    Err(e) => return ready(Err(e)),
+                };
+                let fork = self.launcher.fork(spec);
+                Box::pin(fork.into_actor(self).then(move |r, act, _| {
+                    let forked = match r {
+                        Ok(f) => f,
+                        Err(e) => return ready(Err(stage(&id, "fork", e))),
+                    };
+                    let c = match act.get_mut(&id) {
+                        Ok(c) => c,
+                        Err(e) => return ready(Err(e)),
+                    };
+                    c.record.supervisor = Some(forked.supervisor);
+                    c.record.init = Some(forked.init);
+                    c.forked = Some(forked);
+                    let t = act.transition(&id, ContainerState::Isolating);
+                    Box::pin(t.map(|r| r.map(|_| Some(Step::Isolate))).into_actor(act))
+                }))
+            }
+            Step::Isolate => {
+                let (pid, prepared) = match self.get(&id) {
+                    Ok(c) => (
+                        c.forked.as_ref().map(|f| f.init.pid).unwrap_or(0),
+                        c.prepared.clone(),
+                    ),
+                    Err(e) => return ready(Err(e)),
+                };
+                let calls: Vec<_> = prepared
+                    .into_iter()
+                    .map(|i| {
+                        let h = self.isolators[i].clone();
+                        let f = h.isolate(id.clone(), pid);
+                        async move { f.await.map_err(|e| format!("{}: {e}", h.name())) }
+                    })
+                    .collect();
+                Box::pin(
+                    async move {
+                        let errors: Vec<String> = join_all(calls)
+                            .await
+                            .into_iter()
+                            .filter_map(Result::err)
+                            .collect();
+                        if errors.is_empty() {
+                            Ok(Some(Step::Fetch))
+                        } else {
+                            Err(stage(&id, "isolate", errors.join("; ")))
+                        }
+                    }
+                    .into_actor(self),
+                )
+            }
+            Step::Fetch => {
+                let uris = self
+                    .get(&id)
+                    .ok()
+                    .and_then(|c| c.record.config.as_ref())
+                    .map(|c| c.uris.clone())
+                    .unwrap_or_default();
+                let sandbox = self.sandbox_dir(&id);
+                let t = self.transition(&id, ContainerState::Fetching);
+                let fetch = self.fetcher.fetch(&id, &uris, &sandbox);
+                Box::pin(
+                    async move {
+                        t.await?;
+                        fetch.await.map_err(|e| stage(&id, "fetch", e))?;
+                        Ok(Some(Step::Release))
+                    }
+                    .into_actor(self),
+                )
+            }
+            Step::Release => {
+                let t = self.transition(&id, ContainerState::Running);
+                let release = self.launcher.clone();
+                Box::pin(
+                    async move {
+                        t.await?;
+                        release
+                            .release(id.clone())
+                            .await
+                            .map_err(|e| stage(&id, "release", e))?;
+                        Ok(None)
+                    }
+                    .into_actor(self),
+                )
+            }
+        }
+    }
+
+    /// The launch chain stopped: release the destroy waiting on it, start
+    /// watching a running container, or destroy one whose launch failed.
+    fn launch_finished(
+        &mut self,
+        id: &ContainerId,
+        res: Result<(), ContainerizerError>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ContainerizerError> {
+        let Ok(c) = self.get_mut(id) else {
+            return res;
+        };
+        if let Some(tx) = c.launch_done_tx.take() {
+            let _ = tx.send(());
+        }
+        c.stdio = None;
+        match res {
+            Ok(()) if c.cause.is_none() => {
+                self.watch(id, ctx);
+                Ok(())
+            }
+            Ok(()) => Err(ContainerizerError::DestroyedDuringLaunch {
+                id: id.to_string(),
+                state: state_name(c.record.state),
+            }),
+            Err(e) => {
+                if c.cause.is_none() {
+                    tracing::warn!(container = %id, error = %e, "launch failed; destroying");
+                    let _ = self.start_destroy(id, Cause::LaunchFailed(e.to_string()), ctx);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The merged launch info and the resolved command, user and env.
+    fn launch_spec(&mut self, id: &ContainerId) -> Result<LaunchSpec, ContainerizerError> {
+        let sandbox = self.sandbox_dir(id);
+        let c = self.get_mut(id)?;
+        let config = c.record.config.clone().unwrap_or_default();
+        let mut info = merge(&c.infos).map_err(|why| ContainerizerError::Conflict {
+            id: id.to_string(),
+            why,
+        })?;
+        if !config.working_dir.is_empty() {
+            info.working_dir = config.working_dir.clone();
+        }
+        let argv = if config.shell {
+            vec!["/bin/sh".into(), "-c".into(), config.command.join(" ")]
+        } else {
+            config.command.clone()
+        };
+        let mut env: std::collections::BTreeMap<String, String> = info.env.clone();
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        env.insert("BERTH_CONTAINER_ID".into(), id.to_string());
+        // The user's env overrides what isolators contribute.
+        env.extend(config.env.clone());
+        let user = crate::user::resolve(&config.user).map_err(|why| {
+            ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why,
+            }
+        })?;
+        c.record.launch_info = Some(info.clone());
+        Ok(LaunchSpec {
+            id: id.clone(),
+            argv,
+            env: env.into_iter().collect(),
+            launch_info: info,
+            user,
+            sandbox_dir: sandbox,
+            stdio: c.stdio.take().unwrap_or_default(),
+        })
+    }
+
+    /// A RUNNING container is watched for its exit (from the launcher) and
+    /// for limitations (from the isolators).
+    pub(crate) fn watch(&mut self, id: &ContainerId, ctx: &mut Context<Self>) {
+        let id2 = id.clone();
+        ctx.spawn(
+            self.launcher
+                .wait(id.clone())
+                .into_actor(self)
+                .map(move |r, act, ctx| act.on_exit(&id2, r, ctx)),
+        );
+        let Ok(c) = self.get(id) else { return };
+        let watches: Vec<_> = c
+            .prepared
+            .iter()
+            .map(|&i| self.isolators[i].watch(id.clone()))
+            .collect();
+        let handles: Vec<SpawnHandle> = watches
+            .into_iter()
+            .map(|w| {
+                let id = id.clone();
+                ctx.spawn(w.into_actor(self).map(move |limitation, act, ctx| {
+                    tracing::info!(container = %id, ?limitation, "limitation; destroying");
+                    let _ = act.start_destroy(&id, Cause::Limited(limitation), ctx);
+                }))
+            })
+            .collect();
+        if let Ok(c) = self.get_mut(id) {
+            c.watches = handles;
+        }
+    }
+
+    fn on_exit(
+        &mut self,
+        id: &ContainerId,
+        r: Result<berth_state::ExitStatus, berth_launcher::LaunchError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Ok(c) = self.get_mut(id) else { return };
+        if c.state() == ContainerState::Terminated {
+            return;
+        }
+        let cause = match r {
+            Ok(status) => {
+                tracing::debug!(container = %id, ?status, "exited");
+                c.exit.get_or_insert(status);
+                Cause::Exited
+            }
+            Err(e) => Cause::Lost(format!("waiting for the exit failed: {e}")),
+        };
+        let _ = self.start_destroy(id, cause, ctx);
+    }
+}

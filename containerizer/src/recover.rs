@@ -1,0 +1,255 @@
+//! Recovery after an agent restart (Mesos's `recover`): every record is
+//! read; the launcher re-attaches to live containers and names orphans;
+//! isolators get the recovered and the orphaned containers; then running
+//! containers are watched again, those that exited meanwhile keep their
+//! real exit status, those caught mid-launch or mid-destroy are destroyed,
+//! and orphans are cleaned up.
+
+use crate::actor::{Container, ContainerizerActor};
+use crate::error::{stage, state_name};
+use crate::termination::Cause;
+use crate::ContainerizerError;
+use actix::prelude::*;
+use berth_launcher::{Forked, ProcessStatus};
+use berth_state::{
+    ContainerId, ContainerRecord, ContainerState, ContainerTermination, TerminationReason,
+};
+use futures::future::join_all;
+use std::path::PathBuf;
+
+/// What recovery found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoverySummary {
+    /// Containers still running, re-attached and watched.
+    pub running: Vec<ContainerId>,
+    /// Containers being destroyed now (exited meanwhile, caught mid-launch
+    /// or mid-destroy).
+    pub destroying: Vec<ContainerId>,
+    /// Terminated containers whose termination is kept until removed.
+    pub terminated: Vec<ContainerId>,
+    /// Containers found on the host that no record explains; cleaned up.
+    pub orphans: Vec<ContainerId>,
+    /// Records that could not be read, with the reason; reported as UNKNOWN.
+    pub corrupt: Vec<(String, String)>,
+}
+
+/// Recovers every checkpointed container. Run once, before any launch.
+#[derive(Message)]
+#[rtype(result = "Result<RecoverySummary, ContainerizerError>")]
+pub struct Recover;
+
+impl Handler<Recover> for ContainerizerActor {
+    type Result = ResponseActFuture<Self, Result<RecoverySummary, ContainerizerError>>;
+
+    fn handle(&mut self, _: Recover, _: &mut Context<Self>) -> Self::Result {
+        let store = self.checkpoints.store().clone();
+        let read = tokio::task::spawn_blocking(move || store.list());
+        Box::pin(
+            async move {
+                read.await
+                    .map_err(|e| ContainerizerError::Setup(format!("reading checkpoints: {e}")))?
+                    .map_err(|e| ContainerizerError::Setup(format!("reading checkpoints: {e}")))
+            }
+            .into_actor(self)
+            .then(|loaded, act, _| {
+                let loaded = match loaded {
+                    Ok(l) => l,
+                    Err(e) => return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>,
+                };
+                let mut summary = RecoverySummary::default();
+                let mut records = Vec::new();
+                for r in loaded {
+                    match r {
+                        Ok(rec) => records.push(rec),
+                        Err(e) => {
+                            let key = match &e {
+                                berth_state::StoreError::Corrupt { id, .. } => id.clone(),
+                                _ => String::new(),
+                            };
+                            tracing::error!(container = %key, error = %e, "checkpoint unreadable");
+                            summary.corrupt.push((key, e.to_string()));
+                        }
+                    }
+                }
+                let corrupt_ids: Vec<ContainerId> = summary
+                    .corrupt
+                    .iter()
+                    .filter_map(|(k, _)| ContainerId::parse(k).ok())
+                    .collect();
+                let launcher = act.launcher.clone();
+                let isolators = act.isolators.clone();
+                let recs = records.clone();
+                let work = async move {
+                    let mut orphans = launcher
+                        .recover(recs.clone())
+                        .await
+                        .map_err(|e| ContainerizerError::Setup(format!("launcher recover: {e}")))?;
+                    // A container whose record is unreadable is cleaned as an orphan.
+                    for id in corrupt_ids {
+                        if !orphans.contains(&id) {
+                            orphans.push(id);
+                        }
+                    }
+                    let calls = isolators
+                        .iter()
+                        .map(|h| h.recover(recs.clone(), orphans.clone()));
+                    for (h, r) in isolators.iter().zip(join_all(calls).await) {
+                        r.map_err(|e| {
+                            ContainerizerError::Setup(format!("isolator {} recover: {e}", h.name()))
+                        })?;
+                    }
+                    let mut statuses = Vec::new();
+                    for rec in &recs {
+                        let id = rec.id.clone().unwrap_or_default();
+                        let st = launcher.status(id).await.unwrap_or(ProcessStatus::Unknown);
+                        statuses.push(st);
+                    }
+                    Ok((orphans, statuses))
+                };
+                Box::pin(work.into_actor(act).then(move |r, act, ctx| {
+                    let (orphans, statuses) = match r {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>
+                        }
+                    };
+                    for (rec, st) in records.into_iter().zip(statuses) {
+                        act.adopt(rec, st, &mut summary, ctx);
+                    }
+                    for (key, why) in &summary.corrupt {
+                        act.adopt_corrupt(key, why);
+                    }
+                    summary.orphans = orphans.clone();
+                    Box::pin(
+                        act.clean_orphans(orphans)
+                            .into_actor(act)
+                            .map(move |r, _, _| {
+                                r?;
+                                Ok(summary)
+                            }),
+                    )
+                }))
+            }),
+        )
+    }
+}
+
+impl ContainerizerActor {
+    fn adopt(
+        &mut self,
+        rec: ContainerRecord,
+        status: ProcessStatus,
+        summary: &mut RecoverySummary,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(id) = rec.id.clone() else { return };
+        let sandbox = if rec.sandbox_dir.is_empty() {
+            self.sandbox_dir(&id)
+        } else {
+            PathBuf::from(&rec.sandbox_dir)
+        };
+        let names = rec.prepared_isolators.clone();
+        let state = ContainerState::try_from(rec.state).unwrap_or(ContainerState::Unspecified);
+        let mut c = Container::new(id.clone(), rec, sandbox);
+        c.prepared = self
+            .isolators
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| names.iter().any(|n| n == h.name()))
+            .map(|(i, _)| i)
+            .collect();
+        if let (Some(supervisor), Some(init)) = (c.record.supervisor, c.record.init) {
+            c.forked = Some(Forked { supervisor, init });
+        }
+        if state == ContainerState::Terminated {
+            if let Some(tx) = c.termination_tx.take() {
+                let _ = tx.send(c.record.termination.clone().unwrap_or_default());
+            }
+            self.containers.insert(id.to_string(), c);
+            summary.terminated.push(id);
+            return;
+        }
+        let cause = match (&status, state) {
+            (ProcessStatus::Running(_), ContainerState::Running) => None,
+            (ProcessStatus::Exited(s), ContainerState::Running | ContainerState::Destroying) => {
+                c.exit = Some(s.clone());
+                Some(Cause::Exited)
+            }
+            (_, ContainerState::Running) => Some(Cause::Lost(
+                "the agent restarted and the container's exit status was lost".into(),
+            )),
+            (_, ContainerState::Destroying) => Some(Cause::Requested),
+            (_, s) => Some(Cause::AgentRestartedDuringLaunch(format!(
+                "the agent restarted during launch (in {})",
+                state_name(s as i32)
+            ))),
+        };
+        self.containers.insert(id.to_string(), c);
+        match cause {
+            None => {
+                tracing::info!(container = %id, "recovered running container");
+                self.watch(&id, ctx);
+                summary.running.push(id);
+            }
+            Some(cause) => {
+                tracing::info!(container = %id, ?cause, "recovered container is destroyed");
+                let _ = self.start_destroy(&id, cause, ctx);
+                summary.destroying.push(id);
+            }
+        }
+    }
+
+    /// A record that cannot be read: its container is reported as UNKNOWN
+    /// (its leftovers are cleaned as an orphan's).
+    fn adopt_corrupt(&mut self, key: &str, why: &str) {
+        let Ok(id) = ContainerId::parse(key) else {
+            return;
+        };
+        let t = ContainerTermination {
+            exit_code: 255,
+            reason: TerminationReason::Unknown as i32,
+            message: format!("its checkpoint could not be read: {why}"),
+            finished_at_unix_nanos: berth_state::time::now_unix_nanos(),
+            ..Default::default()
+        };
+        let rec = ContainerRecord {
+            id: Some(id.clone()),
+            termination: Some(t.clone()),
+            ..Default::default()
+        };
+        let mut c = Container::new(id.clone(), rec, self.sandbox_dir(&id));
+        c.enter(ContainerState::Terminated);
+        if let Some(tx) = c.termination_tx.take() {
+            let _ = tx.send(t);
+        }
+        self.containers.insert(id.to_string(), c);
+    }
+
+    /// Kills the orphans' processes and releases their isolators' resources.
+    fn clean_orphans(
+        &self,
+        orphans: Vec<ContainerId>,
+    ) -> impl std::future::Future<Output = Result<(), ContainerizerError>> {
+        let launcher = self.launcher.clone();
+        let isolators = self.isolators.clone();
+        async move {
+            for id in orphans {
+                tracing::info!(container = %id, "cleaning up orphan");
+                launcher
+                    .destroy(id.clone())
+                    .await
+                    .map_err(|e| stage(&id, "orphan kill", e))?;
+                for h in isolators.iter().rev() {
+                    h.cleanup(id.clone())
+                        .await
+                        .map_err(|e| stage(&id, &format!("orphan cleanup of {}", h.name()), e))?;
+                }
+                launcher
+                    .remove(id.clone())
+                    .await
+                    .map_err(|e| stage(&id, "orphan runtime dir", e))?;
+            }
+            Ok(())
+        }
+    }
+}

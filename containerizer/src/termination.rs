@@ -1,0 +1,145 @@
+//! How a container's end becomes a [`ContainerTermination`] (reasons as
+//! containerd's CRI helpers report them).
+
+use berth_isolators::Limitation;
+use berth_state::{ContainerTermination, ExitStatus, TerminationReason};
+
+/// Why a destroy started. The first cause wins.
+#[derive(Debug, Clone)]
+pub(crate) enum Cause {
+    /// The command exited by itself.
+    Exited,
+    /// Someone called destroy.
+    Requested,
+    /// An isolator reported a limitation.
+    Limited(Limitation),
+    /// A launch step failed.
+    LaunchFailed(String),
+    /// The agent restarted while the container was launching.
+    AgentRestartedDuringLaunch(String),
+    /// The exit status could not be learned.
+    Lost(String),
+}
+
+/// The termination for a destroy with `cause` and the init's `exit` status.
+pub(crate) fn compose(cause: &Cause, exit: Option<&ExitStatus>) -> ContainerTermination {
+    let now = berth_state::time::now_unix_nanos();
+    let mut t = ContainerTermination {
+        finished_at_unix_nanos: exit.map(|e| e.at_unix_nanos()).unwrap_or(now),
+        ..Default::default()
+    };
+    if let Some(ExitStatus::Signaled { signal, .. }) = exit {
+        t.signal = Some(*signal);
+    }
+    t.exit_code = exit.map(|e| e.code()).unwrap_or(255);
+    let reason = match (cause, exit) {
+        // A command that could not start is a start error whatever else happened.
+        (_, Some(ExitStatus::StartError { message, .. })) => {
+            t.message = message.clone();
+            TerminationReason::StartError
+        }
+        (Cause::Exited, Some(ExitStatus::Exited { code: 0, .. })) => TerminationReason::Completed,
+        (Cause::Exited, Some(ExitStatus::Exited { code, .. })) => {
+            t.message = format!("exited with code {code}");
+            TerminationReason::Failed
+        }
+        (Cause::Exited, Some(ExitStatus::Signaled { signal, .. })) => {
+            t.message = format!("killed by signal {signal}");
+            TerminationReason::Failed
+        }
+        (Cause::Requested, _) => {
+            t.message = "destroyed on request".into();
+            if exit.is_none() {
+                // Nothing ever ran.
+                t.exit_code = 137;
+            }
+            TerminationReason::Destroyed
+        }
+        (Cause::Limited(l), _) => {
+            t.limited_resource = l.resource.clone();
+            t.message = l.message.clone();
+            if exit.is_none() {
+                t.exit_code = 137;
+            }
+            if l.reason == TerminationReason::OomKilled {
+                TerminationReason::OomKilled
+            } else {
+                TerminationReason::Limitation
+            }
+        }
+        (Cause::LaunchFailed(m), _) | (Cause::AgentRestartedDuringLaunch(m), _) => {
+            t.message = m.clone();
+            t.exit_code = 128;
+            TerminationReason::StartError
+        }
+        (Cause::Lost(_), _) | (Cause::Exited, None) => {
+            t.message = match cause {
+                Cause::Lost(m) => m.clone(),
+                _ => "the exit status was lost".into(),
+            };
+            t.exit_code = 255;
+            TerminationReason::Unknown
+        }
+    };
+    t.reason = reason as i32;
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons() {
+        let ex = |code| ExitStatus::Exited {
+            code,
+            at_unix_nanos: 1,
+        };
+        let t = compose(&Cause::Exited, Some(&ex(0)));
+        assert_eq!(
+            (t.reason, t.exit_code),
+            (TerminationReason::Completed as i32, 0)
+        );
+        let t = compose(&Cause::Exited, Some(&ex(7)));
+        assert_eq!(
+            (t.reason, t.exit_code),
+            (TerminationReason::Failed as i32, 7)
+        );
+        let sig = ExitStatus::Signaled {
+            signal: 9,
+            at_unix_nanos: 1,
+        };
+        let t = compose(&Cause::Exited, Some(&sig));
+        assert_eq!(
+            (t.reason, t.exit_code, t.signal),
+            (TerminationReason::Failed as i32, 137, Some(9))
+        );
+        let t = compose(&Cause::Requested, Some(&sig));
+        assert_eq!(t.reason, TerminationReason::Destroyed as i32);
+        let se = ExitStatus::StartError {
+            errno: 2,
+            message: "exec /x: ENOENT".into(),
+            at_unix_nanos: 1,
+        };
+        let t = compose(&Cause::Exited, Some(&se));
+        assert_eq!(
+            (t.reason, t.exit_code),
+            (TerminationReason::StartError as i32, 128)
+        );
+        let t = compose(&Cause::Lost("gone".into()), None);
+        assert_eq!(
+            (t.reason, t.exit_code),
+            (TerminationReason::Unknown as i32, 255)
+        );
+        let oom = Limitation {
+            reason: TerminationReason::OomKilled,
+            resource: "memory".into(),
+            message: "m".into(),
+        };
+        let t = compose(&Cause::Limited(oom), Some(&sig));
+        assert_eq!(
+            (t.reason, t.exit_code),
+            (TerminationReason::OomKilled as i32, 137)
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! STARTING: a config is checked before anything is created. Every option
+//! must be backed by a component this containerizer runs; an option that
+//! is not is refused by name — never silently ignored.
+
+use crate::ContainerizerError;
+use berth_state::{network, ContainerClass, ContainerConfig, ContainerId};
+
+/// What the containerizer runs, for deciding which options are backed.
+pub(crate) struct Backing<'a> {
+    pub isolators: &'a [String],
+    pub fetcher: bool,
+    pub provisioner: bool,
+}
+
+pub(crate) fn validate(
+    id: &ContainerId,
+    config: &ContainerConfig,
+    backing: &Backing<'_>,
+) -> Result<(), ContainerizerError> {
+    let invalid = |why: String| ContainerizerError::InvalidConfig {
+        id: id.to_string(),
+        why,
+    };
+    id.validate().map_err(|e| invalid(e.to_string()))?;
+    if config.command.is_empty() && config.image.is_empty() {
+        return Err(invalid(
+            "no command given (and no image to take one from)".into(),
+        ));
+    }
+    if config.shell && config.command.is_empty() {
+        return Err(invalid("shell is set but the command is empty".into()));
+    }
+    if !config.entrypoint.is_empty() && config.image.is_empty() {
+        return Err(invalid("an entrypoint override needs an image".into()));
+    }
+    if config.container_class == ContainerClass::Debug as i32 && id.parent.is_none() {
+        return Err(invalid(
+            "a DEBUG container must be nested in a parent".into(),
+        ));
+    }
+    for (k, _) in config.env.iter() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(invalid(format!("environment variable name {k:?}")));
+        }
+    }
+    if !config.working_dir.is_empty() && !config.working_dir.starts_with('/') {
+        return Err(invalid(format!(
+            "working dir {:?} is not absolute",
+            config.working_dir
+        )));
+    }
+
+    let needs = |option: &str, backing: &str| ContainerizerError::Unsupported {
+        id: id.to_string(),
+        option: option.to_string(),
+        backing: backing.to_string(),
+    };
+    let has = |name: &str| backing.isolators.iter().any(|i| i == name);
+    let res = config.resources.clone().unwrap_or_default();
+    let net_mode = config.network.as_ref().map(|n| n.mode).unwrap_or(0);
+    let checks: [(bool, &str, &str); 8] = [
+        (!config.hostname.is_empty(), "hostname", "namespaces/uts"),
+        (res.cpus > 0.0 || res.cpu_limit > 0.0, "cpus", "cgroups/cpu"),
+        (
+            res.memory_bytes > 0 || res.memory_soft_bytes > 0,
+            "memory",
+            "cgroups/mem",
+        ),
+        (res.pids > 0, "pids", "cgroups/pids"),
+        (res.disk_bytes > 0, "disk", "disk/du"),
+        (!config.volumes.is_empty(), "volumes", "volume/host_path"),
+        (!config.rlimits.is_empty(), "rlimits", "posix/rlimits"),
+        (
+            net_mode != network::Mode::Host as i32,
+            "network",
+            "network/cni",
+        ),
+    ];
+    for (asked, option, isolator) in checks {
+        if asked && !has(isolator) {
+            return Err(needs(option, &format!("the {isolator} isolator")));
+        }
+    }
+    if !config.uris.is_empty() && !backing.fetcher {
+        return Err(needs("fetch URIs", "a fetcher"));
+    }
+    if !config.image.is_empty() && !backing.provisioner {
+        return Err(needs("image", "a provisioner"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_state::Resources;
+
+    fn cfg() -> ContainerConfig {
+        ContainerConfig {
+            command: vec!["true".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unbacked_options_are_refused_by_name() {
+        let isolators = vec!["namespaces/pid".to_string()];
+        let b = Backing {
+            isolators: &isolators,
+            fetcher: false,
+            provisioner: false,
+        };
+        let id = ContainerId::new("c");
+        assert!(validate(&id, &cfg(), &b).is_ok());
+        let mut c = cfg();
+        c.resources = Some(Resources {
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        });
+        let e = validate(&id, &c, &b).unwrap_err().to_string();
+        assert!(e.contains("memory") && e.contains("cgroups/mem"), "{e}");
+        let mut c = cfg();
+        c.image = "busybox".into();
+        assert!(validate(&id, &c, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("provisioner"));
+        let mut c = cfg();
+        c.hostname = "h".into();
+        assert!(validate(&id, &c, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("namespaces/uts"));
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let b = Backing {
+            isolators: &[],
+            fetcher: false,
+            provisioner: false,
+        };
+        let e = validate(&ContainerId::new("c"), &ContainerConfig::default(), &b).unwrap_err();
+        assert!(e.to_string().contains("no command"), "{e}");
+        let e = validate(&ContainerId::new("bad id"), &cfg(), &b).unwrap_err();
+        assert!(e.to_string().contains("bad id"), "{e}");
+    }
+}
