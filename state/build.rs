@@ -2,7 +2,7 @@
 //! berth never needs `protoc` on the machine.
 
 fn main() {
-    let protos = ["proto/berth/v1/model.proto"];
+    let protos = ["proto/berth/v1/model.proto", "proto/berth/v1/launch.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -243,7 +243,7 @@ impl Handler<Update> for ContainerizerActor {
             .into_iter()
             .map(|i| {
                 let h = self.isolators[i].clone();
-                let f = h.update(id.clone(), res.clone());
+                let f = h.update(id.clone(), res);
                 async move { f.await.map_err(|e| format!("{}: {e}", h.name())) }
             })
             .collect::<Vec<_>>();

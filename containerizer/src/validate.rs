@@ -56,7 +56,7 @@ pub(crate) fn validate(
         backing: backing.to_string(),
     };
     let has = |name: &str| backing.isolators.iter().any(|i| i == name);
-    let res = config.resources.clone().unwrap_or_default();
+    let res = config.resources.unwrap_or_default();
     let net_mode = config.network.as_ref().map(|n| n.mode).unwrap_or(0);
     let checks: [(bool, &str, &str); 8] = [
         (!config.hostname.is_empty(), "hostname", "namespaces/uts"),

@@ -19,6 +19,7 @@ use crate::model::{ContainerId, ProcessRef};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// File names inside a container's runtime dir.
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
@@ -253,21 +254,40 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
             source,
         }
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // Unique per call, not just per process: two threads writing the same
+    // file must not share (and truncate) one temp file.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    // A bare file name has an empty parent; that is the current dir.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all(data).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(f);
-    fs::rename(&tmp, path).map_err(io_err("rename into", path))?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("rename into", path)(e));
+    }
+    sync_dir(dir)
+}
+
+/// fsyncs directory `dir`, making a rename or unlink in it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), RuntimeError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))?;
-    Ok(())
+        .map_err(|source| RuntimeError::Io {
+            op: "fsync",
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 fn read(path: &Path) -> Result<Option<String>, RuntimeError> {

@@ -74,69 +74,66 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
-            op: "create",
-            path: dir.clone(),
-            source,
-        })?;
-        let lock = lock(&dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(8 << 20)
-            // We flush at every checkpoint ourselves.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Sled {
-                op: "open",
-                dir: dir.clone(),
-                source,
-            })?;
-        let store = Store {
-            records: db
-                .open_tree("containers")
-                .map_err(|source| StoreError::Sled {
-                    op: "open tree",
-                    dir: dir.clone(),
-                    source,
-                })?,
-            db,
+        let lock = create_and_lock(&dir)?;
+        let (db, records) = open_db(&dir)?;
+        Ok(Store {
             dir,
+            db,
+            records,
             mirror: None,
             _lock: lock,
-        };
-        store.check_schema()?;
-        Ok(store)
+        })
     }
 
     /// Opens the store and mirrors every record into the runtime dir
-    /// (`record.pb` of each container). If the sled database cannot be
-    /// opened (damaged after an abrupt kill), it is moved aside to
-    /// `db.broken-<nanos>` and rebuilt from those mirrors, as Mesos
-    /// recovers from its checkpoint files.
+    /// (`record.pb` of each container), as Mesos recovers from its
+    /// checkpoint files:
+    /// - if the sled database cannot be opened (damaged after an abrupt
+    ///   kill), it is moved aside to `db.broken-<nanos>` and rebuilt from
+    ///   the mirrors;
+    /// - sled 0.34 also opens a damaged log *without error* and silently
+    ///   drops what it cannot read (a truncated or overwritten log, a lost
+    ///   file), so every open reconciles: a readable mirror that differs
+    ///   from sled's copy wins. That is safe because `put` writes the
+    ///   mirror before sled and `delete` removes it before sled, so the
+    ///   mirror is never older than sled. Records only in sled are kept
+    ///   and mirrored (the runtime dir is a tmpfs that a reboot empties);
+    ///   so a delete that sled's damage undid comes back, as a record of a
+    ///   dead container, which recovery destroys again (idempotent).
     pub fn open_with_mirror(
         dir: impl Into<PathBuf>,
         mirror: RuntimeDir,
     ) -> Result<Store, StoreError> {
         let dir = dir.into();
-        let mut store = match Store::open(&dir) {
-            Ok(s) => s,
+        let lock = create_and_lock(&dir)?;
+        let (db, records) = match open_db(&dir) {
+            Ok(opened) => opened,
             Err(StoreError::Sled { source, .. }) => {
+                let db_dir = dir.join("db");
                 let aside = dir.join(format!("db.broken-{}", crate::time::now_unix_nanos()));
                 tracing::error!(dir = %dir.display(), error = %source, aside = %aside.display(),
                     "checkpoint store cannot be opened; rebuilding it from the runtime dir");
-                fs::rename(dir.join("db"), &aside).map_err(|source| StoreError::Io {
+                fs::rename(&db_dir, &aside).map_err(|source| StoreError::Io {
                     op: "move aside",
-                    path: dir.join("db"),
+                    path: db_dir,
                     source,
                 })?;
-                let s = Store::open(&dir)?;
-                s.rebuild_from(&mirror)?;
-                s
+                open_db(&dir)?
             }
             Err(e) => return Err(e),
         };
-        store.mirror = Some(mirror);
-        Ok(store)
+        let store = Store {
+            dir,
+            db,
+            records,
+            mirror: None,
+            _lock: lock,
+        };
+        store.reconcile_with(&mirror)?;
+        Ok(Store {
+            mirror: Some(mirror),
+            ..store
+        })
     }
 
     /// The store's directory.
@@ -149,35 +146,6 @@ impl Store {
             op,
             dir: self.dir.clone(),
             source,
-        }
-    }
-
-    fn check_schema(&self) -> Result<(), StoreError> {
-        match self
-            .db
-            .get(SCHEMA_KEY)
-            .map_err(self.sled_err("read schema"))?
-        {
-            None => {
-                self.db
-                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes())
-                    .map_err(self.sled_err("write schema"))?;
-                self.flush()
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_le_bytes);
-                match found {
-                    Ok(n) if n <= SCHEMA_VERSION => Ok(()),
-                    Ok(n) => Err(StoreError::Schema {
-                        dir: self.dir.clone(),
-                        found: n.to_string(),
-                    }),
-                    Err(_) => Err(StoreError::Schema {
-                        dir: self.dir.clone(),
-                        found: format!("{:?} (unreadable)", v.as_ref()),
-                    }),
-                }
-            }
         }
     }
 
@@ -218,14 +186,13 @@ impl Store {
     /// Removes the record of `id`; durable when this returns. Removing an
     /// absent record is fine.
     pub fn delete(&self, id: &ContainerId) -> Result<(), StoreError> {
-        self.records
-            .remove(id.to_string().as_bytes())
-            .map_err(self.sled_err("remove"))?;
-        self.flush()?;
+        // The mirror goes first, so it is never older than sled (see
+        // `open_with_mirror`).
         if let Some(m) = &self.mirror {
-            let f = m.container_dir(id).join(runtime::RECORD);
+            let dir = m.container_dir(id);
+            let f = dir.join(runtime::RECORD);
             match fs::remove_file(&f) {
-                Ok(()) => {}
+                Ok(()) => runtime::sync_dir(&dir)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(StoreError::Io {
@@ -236,7 +203,10 @@ impl Store {
                 }
             }
         }
-        Ok(())
+        self.records
+            .remove(id.to_string().as_bytes())
+            .map_err(self.sled_err("remove"))?;
+        self.flush()
     }
 
     /// Every record, in id order. A record that cannot be decoded is an
@@ -251,6 +221,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The raw stored bytes of a record: for tests that damage one, and
+    /// for tools that salvage one.
+    #[doc(hidden)]
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .records
+            .get(key.as_bytes())
+            .map_err(self.sled_err("get"))?
+            .map(|v| v.to_vec()))
+    }
+
     /// Overwrites the raw bytes of a record: for tests that need a damaged
     /// record, and for tools that salvage one.
     #[doc(hidden)]
@@ -261,7 +242,24 @@ impl Store {
         self.flush()
     }
 
-    fn rebuild_from(&self, mirror: &RuntimeDir) -> Result<(), StoreError> {
+    /// Writes `version` as the store's schema version: for tests of the
+    /// refusal of a store written by a newer berth.
+    #[doc(hidden)]
+    pub fn write_schema_version(&self, version: u32) -> Result<(), StoreError> {
+        self.db
+            .insert(SCHEMA_KEY, &version.to_le_bytes())
+            .map_err(self.sled_err("write schema"))?;
+        self.flush()
+    }
+
+    /// Brings sled and the mirror together (see `open_with_mirror`):
+    /// every readable mirror that sled lacks or holds differently is
+    /// copied into sled; every sled record without a mirror is mirrored,
+    /// so that after a reboot emptied the runtime dir the mirror is whole
+    /// again.
+    fn reconcile_with(&self, mirror: &RuntimeDir) -> Result<(), StoreError> {
+        let mut mirrored_keys = std::collections::HashSet::new();
+        let mut restored = 0;
         for id in mirror.list()? {
             let f = mirror.container_dir(&id).join(runtime::RECORD);
             let bytes = match fs::read(&f) {
@@ -275,13 +273,129 @@ impl Store {
                     })
                 }
             };
-            // A damaged mirror is copied as is, so list() reports it.
-            self.records
-                .insert(id.to_string().as_bytes(), bytes)
-                .map_err(self.sled_err("insert"))?;
+            let key = id.to_string();
+            let current = self
+                .records
+                .get(key.as_bytes())
+                .map_err(self.sled_err("get"))?;
+            let take = match &current {
+                Some(v) if v.as_ref() == bytes.as_slice() => false,
+                // A damaged mirror only fills a gap, so list() reports it;
+                // it never replaces what sled has.
+                Some(_) => decode(&key, &bytes).is_ok(),
+                None => true,
+            };
+            if take {
+                self.records
+                    .insert(key.as_bytes(), bytes)
+                    .map_err(self.sled_err("insert"))?;
+                restored += 1;
+            }
+            mirrored_keys.insert(key);
         }
-        self.flush()
+        if restored > 0 {
+            tracing::warn!(dir = %self.dir.display(), restored,
+                "checkpoint store was missing or behind on records; restored them from the runtime dir");
+            self.flush()?;
+        }
+        let mut mirrored = 0;
+        for kv in self.records.iter() {
+            let (k, v) = kv.map_err(self.sled_err("iterate"))?;
+            let key = String::from_utf8_lossy(&k);
+            if mirrored_keys.contains(key.as_ref()) {
+                continue;
+            }
+            let Ok(id) = ContainerId::parse(&key) else {
+                tracing::warn!(dir = %self.dir.display(), key = %key,
+                    "checkpoint store holds a key that is no container id; not mirrored");
+                continue;
+            };
+            let dir = mirror.create_container_dir(&id)?;
+            runtime::write_atomic(&dir.join(runtime::RECORD), &v)?;
+            mirrored += 1;
+        }
+        if mirrored > 0 {
+            tracing::info!(dir = %self.dir.display(), mirrored,
+                "mirrored checkpoint records missing from the runtime dir");
+        }
+        Ok(())
     }
+}
+
+fn create_and_lock(dir: &Path) -> Result<Flock<File>, StoreError> {
+    fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        op: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    lock(dir)
+}
+
+/// Opens sled in `<dir>/db` and checks the schema. Every failure of sled
+/// itself (a panic included) is a `StoreError::Sled`, which
+/// `open_with_mirror` answers with a rebuild.
+fn open_db(dir: &Path) -> Result<(sled::Db, sled::Tree), StoreError> {
+    let sled_err = |op: &'static str| {
+        move |source| StoreError::Sled {
+            op,
+            dir: dir.to_path_buf(),
+            source,
+        }
+    };
+    let db_dir = dir.join("db");
+    let existed = db_dir.join("conf").exists();
+    let config = sled::Config::new()
+        .path(&db_dir)
+        // sled's default cache is 1 GiB; records are small and few.
+        .cache_capacity(8 << 20)
+        // We flush at every checkpoint ourselves.
+        .flush_every_ms(None);
+    // sled may panic on a damaged log instead of returning an error.
+    let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(sled::Error::ReportableBug(format!(
+                "sled panicked while opening: {why}"
+            )))
+        })
+        .map_err(sled_err("open"))?;
+    let records = db.open_tree("containers").map_err(sled_err("open tree"))?;
+    match db.get(SCHEMA_KEY).map_err(sled_err("read schema"))? {
+        None => {
+            if existed {
+                // The schema key is the first thing written; sled lost it,
+                // and so maybe records, without an error.
+                tracing::error!(dir = %dir.display(),
+                    "checkpoint store lost its schema key: sled's log was damaged and records may be lost");
+            }
+            db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes())
+                .map_err(sled_err("write schema"))?;
+            db.flush().map_err(sled_err("flush"))?;
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_le_bytes);
+            match found {
+                Ok(n) if n <= SCHEMA_VERSION => {}
+                Ok(n) => {
+                    return Err(StoreError::Schema {
+                        dir: dir.to_path_buf(),
+                        found: n.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(StoreError::Schema {
+                        dir: dir.to_path_buf(),
+                        found: format!("{:?} (unreadable)", v.as_ref()),
+                    })
+                }
+            }
+        }
+    }
+    Ok((db, records))
 }
 
 fn record_id(record: &ContainerRecord) -> Result<ContainerId, StoreError> {
