@@ -40,7 +40,8 @@
 //!         let id = req.id.clone();
 //!         Box::pin(async move {
 //!             // File I/O blocks: run it on the blocking pool.
-//!             blocking(move || std::fs::write(&motd, "hello\n"))
+//!             let path = motd.clone();
+//!             blocking(move || std::fs::write(&path, "hello\n"))
 //!                 .await
 //!                 .map_err(|e| IsolatorError::io(&id, "write", &motd, e))?;
 //!             let mut info = LaunchInfo::default();
