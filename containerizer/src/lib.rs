@@ -72,6 +72,7 @@ pub struct ContainerizerBuilder {
     runtime_dir: PathBuf,
     cgroup_root: String,
     launcher: Option<Arc<dyn Launcher>>,
+    supervisor: Option<PathBuf>,
     isolators: Vec<Box<dyn Isolator>>,
     fetcher: Box<dyn Fetcher>,
 }
@@ -81,6 +82,13 @@ impl ContainerizerBuilder {
     /// container).
     pub fn launcher(mut self, launcher: impl Launcher) -> Self {
         self.launcher = Some(Arc::new(launcher));
+        self
+    }
+
+    /// The `berth-supervisor` binary the default launcher runs (default:
+    /// `$BERTH_SUPERVISOR`, else beside the current executable).
+    pub fn supervisor(mut self, path: impl Into<PathBuf>) -> Self {
+        self.supervisor = Some(path.into());
         self
     }
 
@@ -127,7 +135,14 @@ impl ContainerizerBuilder {
             checkpoint::Checkpointer::start(store).map_err(|e| setup("checkpoint writer", &e))?;
         let launcher = match self.launcher {
             Some(l) => l,
-            None => return Err(ContainerizerError::Setup("no launcher configured".into())),
+            None => {
+                let mut cfg = berth_launcher::LauncherConfig::new(&self.runtime_dir);
+                cfg.cgroup_root = self.cgroup_root.clone();
+                cfg.supervisor = self.supervisor;
+                Arc::new(
+                    berth_launcher::LinuxLauncher::new(cfg).map_err(|e| setup("launcher", &e))?,
+                )
+            }
         };
         let isolators = self
             .isolators
@@ -165,6 +180,7 @@ impl Containerizer {
             runtime_dir: runtime_dir.into(),
             cgroup_root: "berth".into(),
             launcher: None,
+            supervisor: None,
             isolators: Vec::new(),
             fetcher: Box::new(NoFetcher),
         }

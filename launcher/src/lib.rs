@@ -7,6 +7,28 @@
 //! container's processes belong to a per-container supervisor, not to the
 //! agent.
 
+#[macro_use]
+mod engine;
+pub mod actor;
+pub mod capabilities;
+pub mod config;
+pub mod freezer;
+mod linux;
+pub mod mounts;
+pub mod namespaces;
+mod posix;
+pub mod protocol;
+pub mod rlimits;
+pub mod step;
+pub mod supervisor;
+pub mod sys;
+mod watch;
+
+pub use actor::LauncherActor;
+pub use config::{default_supervisor_path, LauncherConfig, SUPERVISOR_BIN, SUPERVISOR_ENV};
+pub use linux::LinuxLauncher;
+pub use posix::PosixLauncher;
+
 use berth_state::{ContainerId, ContainerRecord, ExitStatus, LaunchInfo, ProcessRef};
 use futures::future::BoxFuture;
 use std::os::fd::OwnedFd;
@@ -91,6 +113,21 @@ pub enum LaunchError {
     Supervisor { id: String, message: String },
     #[error("container {id}: {message}")]
     Other { id: String, message: String },
+    /// The supervisor binary is not where the config says.
+    #[error("berth-supervisor not found at {path}: {why}")]
+    SupervisorMissing { path: PathBuf, why: String },
+    /// The init could not be set up (a namespace, mount, cgroup step
+    /// failed); the exit status records the same as `StartError`.
+    #[error("container {id}: start failed: {message}")]
+    StartFailed {
+        id: String,
+        errno: i32,
+        message: String,
+    },
+    /// The supervisor is gone and left no exit status (it was killed, or
+    /// the runtime dir was lost): the containerizer reports UNKNOWN.
+    #[error("container {id}: the supervisor exited without recording an exit status")]
+    ExitStatusLost { id: String },
 }
 
 /// The launcher interface (Mesos's `launcher.hpp`, in async Rust).

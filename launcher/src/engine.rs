@@ -1,0 +1,743 @@
+//! What the Linux and POSIX launchers share: starting a supervisor,
+//! releasing, signalling, status, wait, recovery. They differ only in how
+//! they validate a launch and how they kill every process of a container
+//! ([`Kind`]).
+//!
+//! Methods here block (syscalls, files); the `Launcher` impls run them on
+//! tokio's blocking pool. Nothing is kept that the runtime dir cannot
+//! tell again after a restart, except the control sockets of containers
+//! not yet released.
+
+/// Implements [`Launcher`] for a type with an `engine: Arc<Engine>`.
+macro_rules! impl_launcher {
+    ($ty:ty, $name:literal) => {
+        impl $crate::Launcher for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn recover(
+                &self,
+                records: Vec<berth_state::ContainerRecord>,
+            ) -> futures::future::BoxFuture<
+                'static,
+                Result<Vec<berth_state::ContainerId>, $crate::LaunchError>,
+            > {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(String::new(), move || {
+                    e.recover(records)
+                }))
+            }
+
+            fn fork(
+                &self,
+                spec: $crate::LaunchSpec,
+            ) -> futures::future::BoxFuture<'static, Result<$crate::Forked, $crate::LaunchError>>
+            {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(spec.id.to_string(), move || {
+                    e.fork(spec)
+                }))
+            }
+
+            fn release(
+                &self,
+                id: berth_state::ContainerId,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::LaunchError>> {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.release(&id)
+                }))
+            }
+
+            fn kill(
+                &self,
+                id: berth_state::ContainerId,
+                signal: i32,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::LaunchError>> {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.kill(&id, signal)
+                }))
+            }
+
+            fn destroy(
+                &self,
+                id: berth_state::ContainerId,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::LaunchError>> {
+                Box::pin($crate::engine::destroy(self.engine.clone(), id))
+            }
+
+            fn status(
+                &self,
+                id: berth_state::ContainerId,
+            ) -> futures::future::BoxFuture<
+                'static,
+                Result<$crate::ProcessStatus, $crate::LaunchError>,
+            > {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.status(&id)
+                }))
+            }
+
+            fn wait(
+                &self,
+                id: berth_state::ContainerId,
+            ) -> futures::future::BoxFuture<
+                'static,
+                Result<berth_state::ExitStatus, $crate::LaunchError>,
+            > {
+                Box::pin($crate::engine::wait(self.engine.clone(), id))
+            }
+
+            fn remove(
+                &self,
+                id: berth_state::ContainerId,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::LaunchError>> {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.remove(&id)
+                }))
+            }
+        }
+    };
+}
+
+use crate::config::LauncherConfig;
+use crate::freezer::Freezer;
+use crate::protocol::{self, Reply};
+use crate::{capabilities, namespaces, rlimits, sys, watch};
+use crate::{Forked, LaunchError, LaunchSpec, ProcessStatus, Stdio};
+use berth_state::runtime::{self, ExitStatus, RuntimeDir};
+use berth_state::{ContainerId, ContainerRecord, EnvVar, ProcessRef, SupervisorRequest, UserSpec};
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a launcher kills a container.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// Per-container freezer (v1) or cgroup.kill (v2) cgroup.
+    Linux(Freezer),
+    /// The init's process group.
+    Posix,
+}
+
+/// The launcher's memory of one container.
+#[derive(Debug)]
+struct Entry {
+    forked: Forked,
+    /// The control socket, until the release is sent.
+    control: Option<UnixStream>,
+    /// A pidfd on the supervisor.
+    pidfd: Option<Arc<OwnedFd>>,
+}
+
+/// The shared launcher implementation.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) cfg: LauncherConfig,
+    runtime: RuntimeDir,
+    pub(crate) kind: Kind,
+    containers: Mutex<HashMap<String, Entry>>,
+}
+
+fn other(id: &ContainerId, message: impl Into<String>) -> LaunchError {
+    LaunchError::Other {
+        id: id.to_string(),
+        message: message.into(),
+    }
+}
+
+fn rt_err(id: &ContainerId) -> impl Fn(berth_state::RuntimeError) -> LaunchError + '_ {
+    move |source| LaunchError::Runtime {
+        id: id.to_string(),
+        source,
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: LauncherConfig, kind: Kind) -> Result<Engine, LaunchError> {
+        let runtime =
+            RuntimeDir::open(&cfg.runtime_dir).map_err(|source| LaunchError::Runtime {
+                id: String::new(),
+                source,
+            })?;
+        Ok(Engine {
+            cfg,
+            runtime,
+            kind,
+            containers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A panic while holding the lock leaves a usable map.
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn freezer_dir(&self, id: &ContainerId) -> Option<PathBuf> {
+        match &self.kind {
+            Kind::Linux(f) => Some(f.dir(&self.cfg.cgroup_root, id)),
+            Kind::Posix => None,
+        }
+    }
+
+    /// Checks what would otherwise fail only inside the init.
+    fn validate(&self, spec: &LaunchSpec) -> Result<(), LaunchError> {
+        let id = &spec.id;
+        id.validate().map_err(|e| other(id, e.to_string()))?;
+        if spec.argv.is_empty() {
+            return Err(other(id, "the command (argv) is empty"));
+        }
+        let info = &spec.launch_info;
+        rlimits::validate(&info.rlimits).map_err(|e| other(id, e.to_string()))?;
+        match self.kind {
+            Kind::Linux(_) => {
+                let plan = namespaces::plan(info).map_err(|e| other(id, e.to_string()))?;
+                capabilities::mask(&info.capabilities).map_err(|e| other(id, e.to_string()))?;
+                if !plan.new_mount && (!info.rootfs.is_empty() || !info.mounts.is_empty()) {
+                    return Err(other(
+                        id,
+                        "a rootfs or mounts need a mount namespace of its own (add MOUNT to clone_namespaces)",
+                    ));
+                }
+            }
+            Kind::Posix => {
+                let unsupported = [
+                    (!info.clone_namespaces.is_empty(), "namespaces"),
+                    (!info.join_namespaces.is_empty(), "joining namespaces"),
+                    (!info.rootfs.is_empty(), "a rootfs"),
+                    (!info.mounts.is_empty(), "mounts"),
+                    (!info.hostname.is_empty(), "a hostname"),
+                    (!info.capabilities.is_empty(), "capabilities"),
+                ];
+                if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+                    return Err(other(
+                        id,
+                        format!("the posix launcher does not support {what}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fork(&self, spec: LaunchSpec) -> Result<Forked, LaunchError> {
+        let id = spec.id.clone();
+        let _span = tracing::info_span!("launcher.fork", container = %id).entered();
+        self.validate(&spec)?;
+        if let Some(e) = self.entries().get(&id.to_string()) {
+            if e.forked.supervisor.is_alive() {
+                return Err(other(&id, "is already running"));
+            }
+        }
+        let supervisor = self.cfg.supervisor_path()?;
+        let dir = self
+            .runtime
+            .create_container_dir(&id)
+            .map_err(rt_err(&id))?;
+        // A previous run's files must not be mistaken for this one's.
+        for f in [
+            runtime::EXIT_STATUS,
+            runtime::SUPERVISOR_PID,
+            runtime::INIT_PID,
+        ] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let mut cgroups = Vec::new();
+        if let (Kind::Linux(freezer), Some(cg)) = (&self.kind, self.freezer_dir(&id)) {
+            freezer.create(&cg).map_err(|e| other(&id, e.to_string()))?;
+            cgroups.push(cg.display().to_string());
+        }
+        cgroups.extend(spec.launch_info.cgroup_paths.iter().cloned());
+
+        let inherited = matches!(spec.stdio, Stdio::Fds { .. });
+        let req = SupervisorRequest {
+            container_id: id.to_string(),
+            argv: spec.argv.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            launch_info: Some(spec.launch_info.clone()),
+            user: spec.user.as_ref().map(|(uid, gid, groups)| UserSpec {
+                uid: *uid,
+                gid: *gid,
+                groups: groups.clone(),
+            }),
+            sandbox_dir: spec.sandbox_dir.display().to_string(),
+            runtime_dir: dir.display().to_string(),
+            cgroups,
+            stdio_inherited: inherited,
+            posix: matches!(self.kind, Kind::Posix),
+        };
+
+        match self.start_supervisor(&id, &supervisor, &req, spec.stdio) {
+            Ok((forked, control)) => {
+                let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
+                tracing::info!(
+                    supervisor = forked.supervisor.pid,
+                    init = forked.init.pid,
+                    "forked"
+                );
+                self.entries().insert(
+                    id.to_string(),
+                    Entry {
+                        forked: forked.clone(),
+                        control: Some(control),
+                        pidfd,
+                    },
+                );
+                Ok(forked)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fork failed; cleaning up");
+                if let Some(sup) = read_ref(&dir.join(runtime::SUPERVISOR_PID)) {
+                    if let Some(fd) = open_pidfd(&sup) {
+                        let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                    }
+                }
+                let _ = self.kill_all(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Execs the supervisor, sends it the request and reads its reply.
+    fn start_supervisor(
+        &self,
+        id: &ContainerId,
+        path: &std::path::Path,
+        req: &SupervisorRequest,
+        stdio: Stdio,
+    ) -> Result<(Forked, UnixStream), LaunchError> {
+        let io = |op: &str, p: &std::path::Path| {
+            let (op, p) = (op.to_string(), p.to_path_buf());
+            move |source| LaunchError::Io {
+                id: id.to_string(),
+                op,
+                path: p,
+                source,
+            }
+        };
+        let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair for", path))?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(path);
+        cmd.arg("--control-fd")
+            .arg(theirs_fd.to_string())
+            .arg("--id")
+            .arg(id.to_string())
+            .stdin(std::process::Stdio::null());
+        match stdio {
+            Stdio::SandboxFiles => {
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+            Stdio::Fds { stdout, stderr } => {
+                cmd.stdout(stdout).stderr(stderr);
+            }
+        }
+        // SAFETY: runs between fork and exec in a possibly multi-threaded
+        // process: fcntl is async-signal-safe and nothing here allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Let exactly this one fd through the exec.
+                if libc::fcntl(theirs_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io("exec supervisor", path))?;
+        // Our copies: the supervisor has its own now; EOF must mean it died.
+        drop(theirs);
+        drop(cmd);
+
+        let sent = protocol::write_request(&mut ours, req);
+        let _ = ours.set_read_timeout(Some(self.cfg.startup_timeout));
+        let mut line = String::new();
+        let read = sent.and_then(|_| std::io::BufReader::new(&ours).read_line(&mut line));
+        // The first process only detaches; reap it at once.
+        let first = child.wait();
+        match (read, Reply::decode(&line)) {
+            (_, Some(Reply::Ready { supervisor, init })) => Ok((Forked { supervisor, init }, ours)),
+            (_, Some(Reply::Failed { errno, message })) => Err(LaunchError::StartFailed {
+                id: id.to_string(),
+                errno,
+                message,
+            }),
+            (Err(e), None)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                Err(LaunchError::Supervisor {
+                    id: id.to_string(),
+                    message: format!(
+                        "no report within {:?} from {}",
+                        self.cfg.startup_timeout,
+                        path.display()
+                    ),
+                })
+            }
+            (r, None) => Err(LaunchError::Supervisor {
+                id: id.to_string(),
+                message: format!(
+                    "{} ended without a report (read: {r:?}, got {line:?}, first process: {first:?})",
+                    path.display()
+                ),
+            }),
+        }
+    }
+
+    pub(crate) fn release(&self, id: &ContainerId) -> Result<(), LaunchError> {
+        let _span = tracing::info_span!("launcher.release", container = %id).entered();
+        let control = {
+            let mut map = self.entries();
+            let entry = map
+                .get_mut(&id.to_string())
+                .ok_or_else(|| LaunchError::UnknownContainer { id: id.to_string() })?;
+            entry.control.take()
+        };
+        let Some(control) = control else {
+            return Err(other(
+                id,
+                "was already released (or recovered: only a fork of this launcher can be released)",
+            ));
+        };
+        // MSG_NOSIGNAL: a supervisor that died must not SIGPIPE the agent.
+        // SAFETY: a valid socket and a one-byte buffer that outlives the call.
+        let n = unsafe {
+            libc::send(
+                control.as_raw_fd(),
+                [protocol::RELEASE].as_ptr().cast(),
+                1,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n != 1 {
+            let e = std::io::Error::last_os_error();
+            // The supervisor is gone, so is the init: wait() tells how.
+            if !matches!(e.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)) {
+                return Err(LaunchError::Sys {
+                    id: id.to_string(),
+                    op: "send release to the supervisor".into(),
+                    source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
+                });
+            }
+        }
+        tracing::info!("released");
+        Ok(())
+    }
+
+    /// The supervisor and init of `id`: remembered, or from the pid files.
+    fn refs(&self, id: &ContainerId) -> Option<Forked> {
+        if let Some(e) = self.entries().get(&id.to_string()) {
+            return Some(e.forked.clone());
+        }
+        let dir = self.runtime.container_dir(id);
+        let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID))?;
+        let init = read_ref(&dir.join(runtime::INIT_PID)).unwrap_or_default();
+        Some(Forked { supervisor, init })
+    }
+
+    fn known(&self, id: &ContainerId) -> bool {
+        self.entries().contains_key(&id.to_string()) || self.runtime.container_dir(id).is_dir()
+    }
+
+    /// A pidfd on the live supervisor of `id`, or `None` when it is gone.
+    pub(crate) fn supervisor_pidfd(&self, id: &ContainerId) -> Option<Arc<OwnedFd>> {
+        if let Some(fd) = self
+            .entries()
+            .get(&id.to_string())
+            .and_then(|e| e.pidfd.clone())
+        {
+            return Some(fd);
+        }
+        self.refs(id)
+            .and_then(|f| open_pidfd(&f.supervisor))
+            .map(Arc::new)
+    }
+
+    pub(crate) fn exit_status(&self, id: &ContainerId) -> Result<Option<ExitStatus>, LaunchError> {
+        runtime::read_exit_status(&self.runtime.container_dir(id).join(runtime::EXIT_STATUS))
+            .map_err(rt_err(id))
+    }
+
+    pub(crate) fn kill(&self, id: &ContainerId, signal: i32) -> Result<(), LaunchError> {
+        let _span = tracing::info_span!("launcher.kill", container = %id, signal).entered();
+        let Some(forked) = self.refs(id) else {
+            return Err(LaunchError::UnknownContainer { id: id.to_string() });
+        };
+        if let Some(fd) = open_pidfd(&forked.init) {
+            match sys::pidfd_send_signal(&fd, signal) {
+                Ok(()) => {}
+                // Exited meanwhile: nothing left to signal.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    return Err(LaunchError::Sys {
+                        id: id.to_string(),
+                        op: format!("signal {signal} to init {}", forked.init.pid),
+                        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every process of the container and removes its kill cgroup.
+    pub(crate) fn kill_all(&self, id: &ContainerId) -> Result<(), LaunchError> {
+        let _span = tracing::info_span!("launcher.kill_all", container = %id).entered();
+        // An unreleased init is killed by its supervisor once this closes.
+        if let Some(e) = self.entries().get_mut(&id.to_string()) {
+            e.control = None;
+        }
+        let refs = self.refs(id);
+        match &self.kind {
+            Kind::Linux(freezer) => {
+                if let Some(dir) = self.freezer_dir(id) {
+                    freezer
+                        .destroy(&dir, self.cfg.destroy_timeout)
+                        .map_err(|e| other(id, format!("destroy cgroup: {e}")))?;
+                }
+                // An init that never reached its cgroup (it failed first).
+                if let Some(fd) = refs.as_ref().and_then(|f| open_pidfd(&f.init)) {
+                    let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                }
+            }
+            Kind::Posix => {
+                if let Some(f) = refs.filter(|f| f.init.pid > 0) {
+                    // The group id is the init's pid (it called setsid). A
+                    // group id cannot be reused while the group exists, but
+                    // once it is gone the number can: only trust it while
+                    // the init or its supervisor is the one we started.
+                    if f.init.is_alive() || f.supervisor.is_alive() {
+                        kill_group(id, f.init.pid, self.cfg.destroy_timeout)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn status(&self, id: &ContainerId) -> Result<ProcessStatus, LaunchError> {
+        if let Some(s) = self.exit_status(id)? {
+            return Ok(ProcessStatus::Exited(s));
+        }
+        match self.refs(id) {
+            Some(f) if f.supervisor.is_alive() => Ok(ProcessStatus::Running(f)),
+            _ => {
+                // It may have written the status just before exiting.
+                Ok(match self.exit_status(id)? {
+                    Some(s) => ProcessStatus::Exited(s),
+                    None => ProcessStatus::Unknown,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &ContainerId) -> Result<(), LaunchError> {
+        let _span = tracing::info_span!("launcher.remove", container = %id).entered();
+        self.entries().remove(&id.to_string());
+        self.runtime.remove_container_dir(id).map_err(rt_err(id))
+    }
+
+    pub(crate) fn recover(
+        &self,
+        records: Vec<ContainerRecord>,
+    ) -> Result<Vec<ContainerId>, LaunchError> {
+        let _span = tracing::info_span!("launcher.recover").entered();
+        let mut named = BTreeSet::new();
+        for r in records {
+            let Some(id) = r.id else { continue };
+            named.insert(id.to_string());
+            let dir = self.runtime.container_dir(&id);
+            // The supervisor's own files first; the record second.
+            let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID)).or(r.supervisor);
+            let init = read_ref(&dir.join(runtime::INIT_PID))
+                .or(r.init)
+                .unwrap_or_default();
+            let Some(supervisor) = supervisor else {
+                continue;
+            };
+            match open_pidfd(&supervisor) {
+                Some(fd) => {
+                    tracing::info!(container = %id, supervisor = supervisor.pid, "re-attached");
+                    self.entries().insert(
+                        id.to_string(),
+                        Entry {
+                            forked: Forked { supervisor, init },
+                            control: None,
+                            pidfd: Some(Arc::new(fd)),
+                        },
+                    );
+                }
+                None => {
+                    // Dead (or its pid now belongs to someone else): forget
+                    // any stale memory; status/wait read the exit file.
+                    self.entries().remove(&id.to_string());
+                    tracing::info!(container = %id, "supervisor gone");
+                }
+            }
+        }
+        let mut found = BTreeSet::new();
+        if let Kind::Linux(freezer) = &self.kind {
+            found.extend(
+                freezer
+                    .list(&self.cfg.cgroup_root)
+                    .iter()
+                    .map(|i| i.to_string()),
+            );
+        }
+        for id in self.runtime.list().map_err(|source| LaunchError::Runtime {
+            id: String::new(),
+            source,
+        })? {
+            let sup = read_ref(
+                &self
+                    .runtime
+                    .container_dir(&id)
+                    .join(runtime::SUPERVISOR_PID),
+            );
+            if sup.is_some_and(|s| s.is_alive()) {
+                found.insert(id.to_string());
+            }
+        }
+        let orphans = found
+            .difference(&named)
+            .filter_map(|s| ContainerId::parse(s).ok())
+            .collect::<Vec<_>>();
+        tracing::info!(orphans = orphans.len(), "recovered");
+        Ok(orphans)
+    }
+}
+
+/// SIGKILLs process group `pgid` until it is empty.
+fn kill_group(id: &ContainerId, pgid: i32, timeout: Duration) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + timeout;
+    let group = nix::unistd::Pid::from_raw(-pgid);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match nix::sys::signal::kill(group, nix::sys::signal::SIGKILL) {
+            Err(nix::errno::Errno::ESRCH) => return Ok(()),
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    id: id.to_string(),
+                    op: format!("kill process group {pgid}"),
+                    source: e,
+                })
+            }
+            Ok(()) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(other(id, format!("process group {pgid} survives SIGKILL")));
+        }
+        // Zombies keep the group until their parent reaps them.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Reads a pid file; a missing or malformed one is `None`.
+fn read_ref(path: &std::path::Path) -> Option<ProcessRef> {
+    runtime::read_pid_file(path).ok().flatten()
+}
+
+/// A pidfd on `p` if it is alive *and* still the same process (start
+/// time checked after opening, so a reused pid never passes).
+fn open_pidfd(p: &ProcessRef) -> Option<OwnedFd> {
+    if p.pid <= 0 {
+        return None;
+    }
+    let fd = sys::pidfd_open(p.pid).ok()?;
+    p.is_alive().then_some(fd)
+}
+
+/// Runs `f` on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    id: String,
+    f: impl FnOnce() -> Result<T, LaunchError> + Send + 'static,
+) -> Result<T, LaunchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LaunchError::Other {
+            id,
+            message: format!("launcher task failed: {e}"),
+        })?
+}
+
+/// Resolves with the exit status of `id` once its supervisor has exited.
+pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitStatus, LaunchError> {
+    let key = id.to_string();
+    let (e, i) = (engine.clone(), id.clone());
+    let (done, pidfd) = blocking(key.clone(), move || {
+        if let Some(s) = e.exit_status(&i)? {
+            return Ok((Some(s), None));
+        }
+        let fd = e.supervisor_pidfd(&i);
+        if fd.is_none() && !e.known(&i) {
+            return Err(LaunchError::UnknownContainer { id: i.to_string() });
+        }
+        Ok((None, fd))
+    })
+    .await?;
+    if let Some(s) = done {
+        return Ok(s);
+    }
+    let dir = engine.runtime.container_dir(&id);
+    if pidfd.is_some() {
+        watch::appeared_or_exited(&dir, runtime::EXIT_STATUS, pidfd.as_deref())
+            .await
+            .map_err(|source| LaunchError::Io {
+                id: key.clone(),
+                op: "wait for the exit status in".into(),
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    blocking(key.clone(), move || {
+        engine
+            .exit_status(&id)?
+            .ok_or(LaunchError::ExitStatusLost { id: id.to_string() })
+    })
+    .await
+}
+
+/// Kills everything of `id`, then waits until its supervisor has
+/// recorded the exit (so `wait` and `remove` may follow at once).
+pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), LaunchError> {
+    let key = id.to_string();
+    let (e, i) = (engine.clone(), id.clone());
+    let pidfd = blocking(key.clone(), move || {
+        e.kill_all(&i)?;
+        Ok(e.supervisor_pidfd(&i))
+    })
+    .await?;
+    if let Some(fd) = pidfd {
+        let limit = engine.cfg.destroy_timeout;
+        match tokio::time::timeout(limit, watch::exited(&fd)).await {
+            Ok(_) => {}
+            Err(_) => {
+                return Err(LaunchError::Supervisor {
+                    id: key,
+                    message: format!(
+                        "did not exit within {limit:?} after its container was killed"
+                    ),
+                })
+            }
+        }
+    }
+    tracing::info!(container = %id, "destroyed");
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! The per-container kill cgroup: on cgroup v1 a freezer cgroup, on v2 a
+//! plain cgroup with `cgroup.kill`. Every process of the container is in
+//! it (the init joins it before anything else), so destroy kills even
+//! processes that escaped the init's tree.
+//!
+//! Destroy, as Mesos learned it: freeze (retrying: a v1 freeze can stay
+//! FREEZING), SIGKILL every task, thaw (frozen tasks die only when
+//! thawed), wait until empty, then `rmdir` bottom-up retrying EBUSY with
+//! backoff (an emptied cgroup can stay busy for a moment).
+
+use berth_state::ContainerId;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A failure of the kill cgroup, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezerError {
+    /// A cgroupfs operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Processes survived every kill round.
+    #[error("{path} still has processes {pids:?} after {secs} s")]
+    NotEmpty {
+        path: PathBuf,
+        pids: Vec<i32>,
+        secs: u64,
+    },
+    /// Neither hierarchy is mounted.
+    #[error("no freezer (cgroup v1) or cgroup2 hierarchy is mounted")]
+    NoHierarchy,
+}
+
+/// Which kind of hierarchy the kill cgroups live in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freezer {
+    /// cgroup v1 freezer hierarchy at this mount point.
+    V1 { mount: PathBuf },
+    /// cgroup2 at this mount point (`cgroup.kill`, kernel ≥ 5.14).
+    V2 { mount: PathBuf },
+}
+
+impl Freezer {
+    /// The v1 freezer hierarchy if mounted, else the cgroup2 mount.
+    pub fn detect() -> Result<Freezer, FreezerError> {
+        let info =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|source| FreezerError::Io {
+                op: "read",
+                path: "/proc/self/mountinfo".into(),
+                source,
+            })?;
+        let mut v2 = None;
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mp) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut r = right.split(' ');
+            let fstype = r.next().unwrap_or("");
+            let opts = r.nth(1).unwrap_or("");
+            if fstype == "cgroup" && opts.split(',').any(|o| o == "freezer") {
+                return Ok(Freezer::V1 { mount: mp.into() });
+            }
+            // Prefer a cgroup2 mount that has controllers (the real one).
+            if fstype == "cgroup2" && v2.is_none() {
+                v2 = Some(PathBuf::from(mp));
+            }
+        }
+        v2.map(|mount| Freezer::V2 { mount })
+            .ok_or(FreezerError::NoHierarchy)
+    }
+
+    /// Uses `mount`, a v1 freezer hierarchy or a cgroup2 mount (told apart
+    /// by `freezer.state` or `cgroup.controllers` at its root).
+    pub fn at(mount: PathBuf) -> Freezer {
+        if mount.join("cgroup.controllers").exists() {
+            Freezer::V2 { mount }
+        } else {
+            Freezer::V1 { mount }
+        }
+    }
+
+    fn mount(&self) -> &Path {
+        match self {
+            Freezer::V1 { mount } | Freezer::V2 { mount } => mount,
+        }
+    }
+
+    /// The cgroup root dir of this launcher.
+    pub fn root_dir(&self, cgroup_root: &str) -> PathBuf {
+        self.mount().join(cgroup_root)
+    }
+
+    /// The cgroup of container `id` (nested ids nest).
+    pub fn dir(&self, cgroup_root: &str, id: &ContainerId) -> PathBuf {
+        let mut p = self.root_dir(cgroup_root);
+        for part in id.parts() {
+            p.push(part);
+        }
+        p
+    }
+
+    /// Creates the container's cgroup (and the root).
+    pub fn create(&self, dir: &Path) -> Result<(), FreezerError> {
+        fs::create_dir_all(dir).map_err(|source| FreezerError::Io {
+            op: "create cgroup",
+            path: dir.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The container ids with a cgroup under the root.
+    pub fn list(&self, cgroup_root: &str) -> Vec<ContainerId> {
+        let mut out = Vec::new();
+        list_under(&self.root_dir(cgroup_root), None, &mut out);
+        out
+    }
+
+    /// Kills every process in `dir` and below, then removes the cgroups
+    /// bottom-up. A missing `dir` is fine (idempotent).
+    pub fn destroy(&self, dir: &Path, timeout: Duration) -> Result<(), FreezerError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        match self {
+            Freezer::V1 { .. } => kill_v1(dir, deadline)?,
+            Freezer::V2 { .. } => kill_v2(dir, deadline)?,
+        }
+        let mut dirs = Vec::new();
+        subdirs_deepest_first(dir, &mut dirs);
+        dirs.push(dir.to_path_buf());
+        for d in dirs {
+            rmdir_retrying(&d, deadline)?;
+        }
+        Ok(())
+    }
+}
+
+fn kill_v1(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
+    loop {
+        // Freezing first stops a fork bomb from outrunning the kill loop.
+        let frozen = freeze_v1(dir, "FROZEN", Duration::from_secs(1))?;
+        let pids = all_pids(dir);
+        for &pid in &pids {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        // Thaw even if freezing timed out: a frozen task never dies.
+        write(&dir.join("freezer.state"), "THAWED")?;
+        if wait_empty(
+            dir,
+            Instant::now() + Duration::from_secs(2).min(remaining(deadline)),
+        ) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(FreezerError::NotEmpty {
+                path: dir.to_path_buf(),
+                pids: all_pids(dir),
+                secs: 0,
+            });
+        }
+        tracing::debug!(path = %dir.display(), frozen, "cgroup not empty after kill; again");
+    }
+}
+
+/// Writes `state` until the freezer reports it (v1 freezing can stall in
+/// FREEZING; writing FROZEN again retries it). False on timeout.
+fn freeze_v1(dir: &Path, state: &str, timeout: Duration) -> Result<bool, FreezerError> {
+    let f = dir.join("freezer.state");
+    let deadline = Instant::now() + timeout;
+    loop {
+        write(&f, state)?;
+        for _ in 0..10 {
+            if fs::read_to_string(&f)
+                .map(|s| s.trim() == state)
+                .unwrap_or(false)
+            {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+}
+
+fn kill_v2(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
+    let kill = dir.join("cgroup.kill");
+    loop {
+        if kill.exists() {
+            write(&kill, "1")?;
+        } else {
+            for pid in all_pids(dir) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        if wait_empty(
+            dir,
+            Instant::now() + Duration::from_secs(2).min(remaining(deadline)),
+        ) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(FreezerError::NotEmpty {
+                path: dir.to_path_buf(),
+                pids: all_pids(dir),
+                secs: 0,
+            });
+        }
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Waits (sleeping with backoff) until no process is left in `dir` or below.
+fn wait_empty(dir: &Path, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if all_pids(dir).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Every pid in `dir` and its descendants (v1 `cgroup.procs` lists only
+/// the cgroup's own).
+pub fn all_pids(dir: &Path) -> Vec<i32> {
+    let mut dirs = vec![dir.to_path_buf()];
+    subdirs_deepest_first(dir, &mut dirs);
+    dirs.iter()
+        .flat_map(|d| {
+            fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn rmdir_retrying(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(FreezerError::Io {
+                    op: "rmdir",
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), FreezerError> {
+    fs::write(path, value).map_err(|source| FreezerError::Io {
+        op: "write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn subdirs_deepest_first(root: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            let p = e.path();
+            subdirs_deepest_first(&p, out);
+            out.push(p);
+        }
+    }
+}
+
+fn list_under(dir: &Path, parent: Option<&ContainerId>, out: &mut Vec<ContainerId>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let id = match parent {
+            Some(p) => p.child(name.clone()),
+            None => ContainerId::new(name.clone()),
+        };
+        if id.validate().is_err() {
+            continue;
+        }
+        out.push(id.clone());
+        list_under(&dir.join(&name), Some(&id), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_listing_follow_nested_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = Freezer::V1 {
+            mount: tmp.path().to_path_buf(),
+        };
+        let id = ContainerId::new("pod").child("side");
+        let d = f.dir("root", &id);
+        assert_eq!(d, tmp.path().join("root/pod/side"));
+        fs::create_dir_all(&d).unwrap();
+        fs::create_dir_all(tmp.path().join("root/.hidden")).unwrap();
+        let ids: Vec<String> = f.list("root").iter().map(|i| i.to_string()).collect();
+        assert_eq!(ids, vec!["pod", "pod/side"]);
+    }
+
+    #[test]
+    fn v2_is_told_apart_by_its_controllers_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(Freezer::at(tmp.path().into()), Freezer::V1 { .. }));
+        fs::write(tmp.path().join("cgroup.controllers"), "").unwrap();
+        assert!(matches!(Freezer::at(tmp.path().into()), Freezer::V2 { .. }));
+    }
+
+    #[test]
+    fn destroying_an_absent_cgroup_is_fine() {
+        let f = Freezer::V1 {
+            mount: "/nonexistent".into(),
+        };
+        f.destroy(Path::new("/nonexistent/x"), Duration::from_secs(1))
+            .unwrap();
+    }
+}

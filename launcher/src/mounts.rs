@@ -1,0 +1,542 @@
+//! The container's filesystem, set up by its init inside its own mount
+//! namespace, in this order: everything private; the rootfs bound onto
+//! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
+//! usual nodes, devpts, shm and mqueue; a read-only `/sys`; a private
+//! `/tmp` (host filesystem only); the launch info's mounts; the masked
+//! and read-only paths (as the Nomad executor and runc do); `pivot_root`.
+//!
+//! Every path below is the container's path joined under the new root
+//! (the rootfs, or `/` for the host filesystem), so the same code serves
+//! both cases.
+
+use crate::step::{StepError, StepResult};
+use crate::sys;
+use berth_state::Mount;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Paths hidden from the container: files get `/dev/null` bound over them,
+/// directories an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Paths the container may read but not write.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes bound from the host into the container's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What the filesystem setup needs to know.
+#[derive(Debug)]
+pub struct FsPlan<'a> {
+    /// The rootfs to pivot into; `None` = the host's filesystem.
+    pub rootfs: Option<&'a Path>,
+    /// The container has a network namespace of its own (a fresh sysfs
+    /// then shows its interfaces, not the host's).
+    pub new_net: bool,
+    /// The launch info's mounts, made after the standard ones.
+    pub mounts: &'a [Mount],
+    /// The sandbox dir (host path). On the host filesystem it stays
+    /// reachable at that path even when it lies under the private `/tmp`.
+    pub sandbox: &'a Path,
+}
+
+/// Sets up the container's filesystem. Must run in a fresh mount
+/// namespace (or every mount here would land on the host).
+pub fn setup(plan: &FsPlan<'_>) -> StepResult {
+    // The host's device nodes, opened before /dev is covered, so that they
+    // can be bound from /proc/self/fd afterwards.
+    let devs = DEVICES
+        .iter()
+        .map(|d| Ok((*d, open_path(Path::new(&format!("/dev/{d}")))?)))
+        .collect::<StepResult<Vec<_>>>()?;
+
+    // The sandbox, held open in case the private /tmp covers it.
+    let sandbox = match plan.rootfs {
+        None if plan.sandbox.starts_with("/tmp") => Some(open_path(plan.sandbox)?),
+        _ => None,
+    };
+
+    // Nothing mounted below may propagate back to the host.
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+        "make / private",
+    )?;
+
+    let root = plan.rootfs.unwrap_or(Path::new("/")).to_path_buf();
+    if let Some(rootfs) = plan.rootfs {
+        // pivot_root needs the new root to be a mount point.
+        mnt_path(
+            Some(rootfs),
+            rootfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    }
+    let at = |p: &str| join_inside(&root, p);
+
+    let proc_dir = at("/proc")?;
+    ensure_dir(&proc_dir)?;
+    mnt_path(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+
+    setup_dev(&at("/dev")?, &devs)?;
+    setup_sys(&at("/sys")?, plan.new_net)?;
+
+    if plan.rootfs.is_none() {
+        mnt_path(
+            Some(Path::new("tmpfs")),
+            Path::new("/tmp"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )?;
+        if let Some(fd) = &sandbox {
+            ensure_dir(plan.sandbox)?;
+            let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            mnt(
+                Some(&src),
+                plan.sandbox,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                &format!(
+                    "bind the sandbox {} into the private /tmp",
+                    plan.sandbox.display()
+                ),
+            )?;
+        }
+    }
+
+    for m in plan.mounts {
+        user_mount(&root, m)?;
+    }
+
+    let dev_null = at("/dev/null")?;
+    for p in MASKED_PATHS {
+        mask(&at(p)?, &dev_null)?;
+    }
+    for p in READONLY_PATHS {
+        readonly(&at(p)?)?;
+    }
+
+    if let Some(rootfs) = plan.rootfs {
+        pivot(rootfs)?;
+    }
+    Ok(())
+}
+
+fn setup_dev(dev: &Path, devs: &[(&str, OwnedFd)]) -> StepResult {
+    ensure_dir(dev)?;
+    mnt_path(
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for (name, fd) in devs {
+        let node = dev.join(name);
+        ensure_file(&node)?;
+        let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        mnt(
+            Some(&src),
+            &node,
+            None,
+            MsFlags::MS_BIND,
+            None,
+            &format!("bind /dev/{name} on {}", node.display()),
+        )?;
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts)?;
+    mnt_path(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    symlink("pts/ptmx", &dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    ensure_dir(&shm)?;
+    mnt_path(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let mq = dev.join("mqueue");
+    ensure_dir(&mq)?;
+    mnt_path(
+        Some(Path::new("mqueue")),
+        &mq,
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, &dev.join(link))?;
+    }
+    Ok(())
+}
+
+fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
+    ensure_dir(sys_dir)?;
+    if new_net {
+        mnt_path(
+            Some(Path::new("sysfs")),
+            sys_dir,
+            Some("sysfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    } else if sys_dir != Path::new("/sys") {
+        mnt_path(
+            Some(Path::new("/sys")),
+            sys_dir,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    }
+    // Recursive: the cgroup mounts below /sys must be read-only too.
+    set_readonly_recursive(sys_dir)
+}
+
+fn user_mount(root: &Path, m: &Mount) -> StepResult {
+    let target = join_inside(root, &m.target)?;
+    let opts = MountOptions::parse(&m.options);
+    let is_bind = opts.flags.contains(MsFlags::MS_BIND) || m.fs_type.is_empty();
+    let source = Path::new(&m.source);
+    if is_bind && source.is_file() {
+        ensure_file(&target)?;
+    } else {
+        ensure_dir(&target)?;
+    }
+    // A symlink inside the rootfs must not lead the mount out of it.
+    if root != Path::new("/") {
+        let real = fs::canonicalize(&target)
+            .map_err(|e| StepError::io(format!("resolve {}", target.display()), e))?;
+        let real_root = fs::canonicalize(root)
+            .map_err(|e| StepError::io(format!("resolve {}", root.display()), e))?;
+        if !real.starts_with(&real_root) {
+            return Err(StepError::invalid(
+                format!("mount {} on {}", m.source, m.target),
+                format!("target resolves to {} outside the rootfs", real.display()),
+            ));
+        }
+    }
+    if is_bind {
+        let rec = opts.flags & MsFlags::MS_REC;
+        mnt_path(Some(source), &target, None, MsFlags::MS_BIND | rec, None)?;
+        // Flags of a bind mount only take effect on a remount.
+        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        if !extra.is_empty() || opts.flags.contains(MsFlags::MS_RDONLY) {
+            mnt(
+                None,
+                &target,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra | (opts.flags & MsFlags::MS_RDONLY),
+                None,
+                &format!("remount {} ({})", target.display(), m.options.join(",")),
+            )?;
+        }
+        if opts.flags.contains(MsFlags::MS_RDONLY) && !rec.is_empty() {
+            set_readonly_recursive(&target)?;
+        }
+    } else {
+        let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
+        mnt_path(
+            Some(source),
+            &target,
+            Some(&m.fs_type),
+            opts.flags,
+            data.as_deref(),
+        )?;
+    }
+    if let Some(prop) = opts.propagation {
+        mnt(
+            None,
+            &target,
+            None,
+            prop,
+            None,
+            &format!("set propagation of {}", target.display()),
+        )?;
+    }
+    Ok(())
+}
+
+/// mount(8)-style options split into flags, propagation and fs data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `MS_*` flags.
+    pub flags: MsFlags,
+    /// A propagation change applied after the mount.
+    pub propagation: Option<MsFlags>,
+    /// Options passed to the filesystem as data.
+    pub data: Vec<String>,
+}
+
+impl MountOptions {
+    /// Parses options like `["rbind", "ro", "private", "size=1m"]`.
+    pub fn parse(options: &[String]) -> MountOptions {
+        let mut o = MountOptions {
+            flags: MsFlags::empty(),
+            propagation: None,
+            data: Vec::new(),
+        };
+        for opt in options {
+            match opt.as_str() {
+                "bind" => o.flags |= MsFlags::MS_BIND,
+                "rbind" => o.flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+                "ro" => o.flags |= MsFlags::MS_RDONLY,
+                "rw" => {}
+                "nosuid" => o.flags |= MsFlags::MS_NOSUID,
+                "nodev" => o.flags |= MsFlags::MS_NODEV,
+                "noexec" => o.flags |= MsFlags::MS_NOEXEC,
+                "noatime" => o.flags |= MsFlags::MS_NOATIME,
+                "relatime" => o.flags |= MsFlags::MS_RELATIME,
+                "strictatime" => o.flags |= MsFlags::MS_STRICTATIME,
+                "private" => o.propagation = Some(MsFlags::MS_PRIVATE),
+                "rprivate" => o.propagation = Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+                "slave" => o.propagation = Some(MsFlags::MS_SLAVE),
+                "rslave" => o.propagation = Some(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+                "shared" => o.propagation = Some(MsFlags::MS_SHARED),
+                "rshared" => o.propagation = Some(MsFlags::MS_SHARED | MsFlags::MS_REC),
+                other => o.data.push(other.to_string()),
+            }
+        }
+        o
+    }
+}
+
+fn mask(path: &Path, dev_null: &Path) -> StepResult {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(()); // Not on this kernel: nothing to hide.
+    };
+    if meta.is_dir() {
+        mnt(
+            Some(Path::new("tmpfs")),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=0"),
+            &format!("mask {} (tmpfs)", path.display()),
+        )
+    } else {
+        mnt(
+            Some(dev_null),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+            &format!("mask {} (bind /dev/null)", path.display()),
+        )
+    }
+}
+
+fn readonly(path: &Path) -> StepResult {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    mnt(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        &format!("bind {} read-only", path.display()),
+    )?;
+    set_readonly_recursive(path)
+}
+
+fn set_readonly_recursive(path: &Path) -> StepResult {
+    let c = cpath(path)?;
+    sys::mount_setattr_recursive(&c, sys::MOUNT_ATTR_RDONLY)
+        .map_err(|e| StepError::io(format!("make {} read-only", path.display()), e))
+}
+
+/// `pivot_root` into `rootfs` and detach the old root (runc's
+/// `pivot_root(".", ".")` way: no directory for the old root needed).
+fn pivot(rootfs: &Path) -> StepResult {
+    nix::unistd::chdir(rootfs)
+        .map_err(|e| StepError::nix(format!("chdir {}", rootfs.display()), e))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| StepError::nix(format!("pivot_root into {}", rootfs.display()), e))?;
+    // The old root is now stacked under "."; make sure its unmount cannot
+    // propagate anywhere, then detach it.
+    mnt(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+        "make the old root a slave",
+    )?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| StepError::nix("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| StepError::nix("chdir / after pivot_root", e))
+}
+
+/// `root` joined with the container path `p`; `..` is refused so that a
+/// mount target cannot climb out of the rootfs.
+pub fn join_inside(root: &Path, p: &str) -> StepResult<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(StepError::invalid(
+                    format!("container path {p:?}"),
+                    "may not contain \"..\"",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An `O_PATH` fd on `p`: a handle that can be bound from
+/// `/proc/self/fd/N` after `p` itself has been covered by a mount.
+fn open_path(p: &Path) -> StepResult<OwnedFd> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p)
+        .map(OwnedFd::from)
+        .map_err(|e| StepError::io(format!("open {}", p.display()), e))
+}
+
+fn ensure_dir(p: &Path) -> StepResult {
+    fs::create_dir_all(p).map_err(|e| StepError::io(format!("create dir {}", p.display()), e))
+}
+
+fn ensure_file(p: &Path) -> StepResult {
+    if let Some(parent) = p.parent() {
+        ensure_dir(parent)?;
+    }
+    if p.exists() {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .map(drop)
+        .map_err(|e| StepError::io(format!("create file {}", p.display()), e))
+}
+
+fn symlink(target: &str, link: &Path) -> StepResult {
+    match std::os::unix::fs::symlink(target, link) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StepError::io(
+            format!("symlink {} -> {target}", link.display()),
+            e,
+        )),
+    }
+}
+
+fn cpath(p: &Path) -> StepResult<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| StepError::invalid(format!("path {}", p.display()), "contains a NUL byte"))
+}
+
+/// `mount` with a message naming source, type and target.
+fn mnt_path(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> StepResult {
+    let what = match (source, fstype) {
+        (Some(s), Some(t)) => format!("mount {t} {} on {}", s.display(), target.display()),
+        (Some(s), None) => format!("bind {} on {}", s.display(), target.display()),
+        (None, _) => format!("mount on {}", target.display()),
+    };
+    mnt(source, target, fstype, flags, data, &what)
+}
+
+fn mnt(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> StepResult {
+    mount(source, target, fstype, flags, data).map_err(|e| StepError::nix(what, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = MountOptions::parse(&[
+            "rbind".into(),
+            "ro".into(),
+            "private".into(),
+            "size=1m".into(),
+        ]);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        );
+        assert_eq!(o.propagation, Some(MsFlags::MS_PRIVATE));
+        assert_eq!(o.data, vec!["size=1m".to_string()]);
+    }
+
+    #[test]
+    fn container_paths_stay_inside_the_root() {
+        let r = Path::new("/r");
+        assert_eq!(
+            join_inside(r, "/mnt/sandbox").unwrap(),
+            Path::new("/r/mnt/sandbox")
+        );
+        assert_eq!(join_inside(r, "proc").unwrap(), Path::new("/r/proc"));
+        assert!(join_inside(r, "/a/../../etc").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Linux namespaces: which ones a launch creates and joins, as clone flags.
+
+use berth_state::{LaunchInfo, Namespace};
+use nix::sched::CloneFlags;
+
+/// A namespace request the launcher cannot honour.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NamespaceError {
+    /// A value that is not a `Namespace`.
+    #[error("unknown namespace value {0}")]
+    Unknown(i32),
+    /// User namespaces are not implemented.
+    #[error("user namespaces are not supported by this launcher")]
+    UserUnsupported,
+    /// A namespace in both `clone_namespaces` and `join_namespaces`.
+    #[error("namespace {0:?} is both created and joined")]
+    CreatedAndJoined(Namespace),
+    /// A hostname without a UTS namespace would rename the host.
+    #[error("a hostname needs a UTS namespace of its own (add UTS to clone_namespaces)")]
+    HostnameWithoutUts,
+}
+
+/// What the init does with namespaces, split by who must do it: a new or
+/// joined pid namespace applies to the *children* of the caller, so the
+/// supervisor does those before it forks; the init does the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `unshare(CLONE_NEWPID)` in the supervisor before it forks the init.
+    pub new_pid: bool,
+    /// A pid namespace path the supervisor joins before it forks.
+    pub join_pid: Option<String>,
+    /// `setns` done by the init, in order: (flag, path).
+    pub joins: Vec<(CloneFlags, String)>,
+    /// `unshare` flags of the init (all but pid).
+    pub unshare: CloneFlags,
+    /// The init gets a mount namespace of its own (so it may mount).
+    pub new_mount: bool,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            new_pid: false,
+            join_pid: None,
+            joins: Vec::new(),
+            unshare: CloneFlags::empty(),
+            new_mount: false,
+        }
+    }
+}
+
+/// The clone flag of one namespace.
+pub fn flag(ns: Namespace) -> Result<CloneFlags, NamespaceError> {
+    Ok(match ns {
+        Namespace::Mount => CloneFlags::CLONE_NEWNS,
+        Namespace::Pid => CloneFlags::CLONE_NEWPID,
+        Namespace::Uts => CloneFlags::CLONE_NEWUTS,
+        Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
+        Namespace::Net => CloneFlags::CLONE_NEWNET,
+        Namespace::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        Namespace::User => return Err(NamespaceError::UserUnsupported),
+        Namespace::Unspecified => return Err(NamespaceError::Unknown(0)),
+    })
+}
+
+fn ns(v: i32) -> Result<Namespace, NamespaceError> {
+    Namespace::try_from(v).map_err(|_| NamespaceError::Unknown(v))
+}
+
+/// Checks `info`'s namespace requests and orders them.
+pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
+    let mut p = Plan::default();
+    let mut created = Vec::new();
+    for &v in &info.clone_namespaces {
+        let n = ns(v)?;
+        let f = flag(n)?;
+        created.push(n);
+        if n == Namespace::Pid {
+            p.new_pid = true;
+        } else {
+            p.unshare |= f;
+        }
+        if n == Namespace::Mount {
+            p.new_mount = true;
+        }
+    }
+    for j in &info.join_namespaces {
+        let n = ns(j.namespace)?;
+        if created.contains(&n) {
+            return Err(NamespaceError::CreatedAndJoined(n));
+        }
+        let f = flag(n)?;
+        if n == Namespace::Pid {
+            p.join_pid = Some(j.path.clone());
+        } else {
+            p.joins.push((f, j.path.clone()));
+        }
+    }
+    if !info.hostname.is_empty() && !created.contains(&Namespace::Uts) {
+        return Err(NamespaceError::HostnameWithoutUts);
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_state::NamespaceJoin;
+
+    #[test]
+    fn pid_is_split_from_the_rest() {
+        let info = LaunchInfo {
+            clone_namespaces: vec![Namespace::Pid as i32, Namespace::Mount as i32],
+            join_namespaces: vec![NamespaceJoin {
+                namespace: Namespace::Net as i32,
+                path: "/proc/1/ns/net".into(),
+            }],
+            ..Default::default()
+        };
+        let p = plan(&info).unwrap();
+        assert!(p.new_pid && p.new_mount);
+        assert_eq!(p.unshare, CloneFlags::CLONE_NEWNS);
+        assert_eq!(
+            p.joins,
+            vec![(CloneFlags::CLONE_NEWNET, "/proc/1/ns/net".to_string())]
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let both = LaunchInfo {
+            clone_namespaces: vec![Namespace::Net as i32],
+            join_namespaces: vec![berth_state::NamespaceJoin {
+                namespace: Namespace::Net as i32,
+                path: "/x".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&both),
+            Err(NamespaceError::CreatedAndJoined(Namespace::Net))
+        );
+        let host = LaunchInfo {
+            hostname: "h".into(),
+            ..Default::default()
+        };
+        assert_eq!(plan(&host), Err(NamespaceError::HostnameWithoutUts));
+        let user = LaunchInfo {
+            clone_namespaces: vec![Namespace::User as i32],
+            ..Default::default()
+        };
+        assert_eq!(plan(&user), Err(NamespaceError::UserUnsupported));
+    }
+}

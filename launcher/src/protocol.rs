@@ -1,0 +1,176 @@
+//! The launcher ↔ supervisor ↔ init protocol, both ends in one place.
+//!
+//! Control socket (a Unix stream socketpair, launcher ↔ supervisor):
+//! 1. launcher → supervisor: the [`SupervisorRequest`] (u32 little-endian
+//!    length, then protobuf bytes);
+//! 2. supervisor → launcher: one [`Reply`] line, once the init is set up
+//!    and blocked (or could not be);
+//! 3. launcher → supervisor: [`RELEASE`]. EOF before it means the agent
+//!    went away mid-launch: the supervisor kills the blocked init.
+//!
+//! Status pipe (init → supervisor, close-on-exec): [`READY`] after the
+//! setup, or [`ERROR`] followed by `ERRNO MESSAGE` when a step or the exec
+//! failed; EOF without an error means the exec succeeded.
+
+use berth_state::{ProcessRef, SupervisorRequest};
+use prost::Message;
+use std::io::{self, Read, Write};
+
+/// Release byte (launcher → supervisor → init).
+pub const RELEASE: u8 = b'R';
+/// Init → supervisor: set up and blocked.
+pub const READY: u8 = b'R';
+/// Init → supervisor: a step failed; `ERRNO MESSAGE` follows.
+pub const ERROR: u8 = b'E';
+
+/// The largest request accepted (a sanity bound, not a real limit).
+const MAX_REQUEST: usize = 16 << 20;
+
+/// Writes `req` framed by its length.
+pub fn write_request(w: &mut impl Write, req: &SupervisorRequest) -> io::Result<()> {
+    let body = req.encode_to_vec();
+    w.write_all(&(body.len() as u32).to_le_bytes())?;
+    w.write_all(&body)?;
+    w.flush()
+}
+
+/// Reads a request written by [`write_request`].
+pub fn read_request(r: &mut impl Read) -> io::Result<SupervisorRequest> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_REQUEST {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("request of {len} bytes is too large"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    SupervisorRequest::decode(body.as_slice())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad request: {e}")))
+}
+
+/// The supervisor's answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The init exists and is blocked.
+    Ready {
+        /// The supervisor and the blocked init.
+        supervisor: ProcessRef,
+        init: ProcessRef,
+    },
+    /// Setting up the init failed (the exit status says the same).
+    /// The errno and the failed step, as text.
+    Failed { errno: i32, message: String },
+}
+
+impl Reply {
+    /// One line: `ready SUP START INIT START` or `failed ERRNO MESSAGE`.
+    pub fn encode(&self) -> String {
+        match self {
+            Reply::Ready { supervisor, init } => format!(
+                "ready {} {} {} {}\n",
+                supervisor.pid, supervisor.start_time, init.pid, init.start_time
+            ),
+            Reply::Failed { errno, message } => {
+                format!("failed {errno} {}\n", message.replace('\n', " "))
+            }
+        }
+    }
+
+    /// Parses a line made by [`encode`](Reply::encode).
+    pub fn decode(line: &str) -> Option<Reply> {
+        let line = line.strip_suffix('\n')?;
+        let (kind, rest) = line.split_once(' ')?;
+        match kind {
+            "ready" => {
+                let n: Vec<&str> = rest.split(' ').collect();
+                if n.len() != 4 {
+                    return None;
+                }
+                Some(Reply::Ready {
+                    supervisor: ProcessRef {
+                        pid: n[0].parse().ok()?,
+                        start_time: n[1].parse().ok()?,
+                    },
+                    init: ProcessRef {
+                        pid: n[2].parse().ok()?,
+                        start_time: n[3].parse().ok()?,
+                    },
+                })
+            }
+            "failed" => {
+                let (errno, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(Reply::Failed {
+                    errno: errno.parse().ok()?,
+                    message: message.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Encodes an init's error report (after the [`ERROR`] byte).
+pub fn encode_error(errno: i32, message: &str) -> Vec<u8> {
+    let mut v = vec![ERROR];
+    v.extend_from_slice(format!("{errno} {}", message.replace('\n', " ")).as_bytes());
+    v
+}
+
+/// Decodes what the init wrote on its status pipe after [`READY`] (or
+/// instead of it): `None` when it wrote nothing (the exec succeeded).
+pub fn decode_error(bytes: &[u8]) -> Option<(i32, String)> {
+    let rest = bytes.strip_prefix(&[ERROR])?;
+    let text = String::from_utf8_lossy(rest);
+    let (errno, msg) = text.split_once(' ').unwrap_or((&text, ""));
+    Some((errno.parse().unwrap_or(0), msg.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip() {
+        for r in [
+            Reply::Ready {
+                supervisor: ProcessRef {
+                    pid: 10,
+                    start_time: 11,
+                },
+                init: ProcessRef {
+                    pid: 12,
+                    start_time: 13,
+                },
+            },
+            Reply::Failed {
+                errno: 2,
+                message: "mount proc on /x: No such file or directory (os error 2)".into(),
+            },
+        ] {
+            assert_eq!(Reply::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(Reply::decode("ready 1 2\n"), None);
+        assert_eq!(Reply::decode("ready 1 2 3 4"), None);
+    }
+
+    #[test]
+    fn requests_and_errors_round_trip() {
+        let req = SupervisorRequest {
+            container_id: "a/b".into(),
+            argv: vec!["sh".into()],
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        write_request(&mut buf, &req).unwrap();
+        assert_eq!(read_request(&mut buf.as_slice()).unwrap(), req);
+        let e = encode_error(13, "exec /x: Permission denied (os error 13)");
+        assert_eq!(
+            decode_error(&e),
+            Some((13, "exec /x: Permission denied (os error 13)".into()))
+        );
+        assert_eq!(decode_error(b""), None);
+    }
+}

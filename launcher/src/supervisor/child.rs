@@ -1,0 +1,271 @@
+//! The container's init, from the supervisor's fork to the exec of the
+//! command. The order of the steps is the order of this file's `setup`
+//! and `exec` functions. Runs in the single-threaded supervisor's child,
+//! so allocating is fine here.
+//!
+//! Before release: join the cgroups (so everything after, the command
+//! included, is accounted and killable), join and create namespaces, set
+//! the hostname, set up the filesystem, report ready, block.
+//! After release: rlimits, working dir, user, capabilities, no_new_privs,
+//! stdio, signals, close-on-exec for every fd above 2, exec.
+
+use super::Stdio;
+use crate::namespaces::Plan;
+use crate::step::{StepError, StepResult};
+use crate::{capabilities, mounts, protocol, rlimits, sys};
+use berth_state::SupervisorRequest;
+use nix::sched::CloneFlags;
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The PATH used to find argv[0] when the environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs the init: never returns. On failure the step's error goes to the
+/// supervisor over `status` and the process exits 127.
+pub fn run(
+    req: &SupervisorRequest,
+    plan: &Plan,
+    stdio: Stdio,
+    release: OwnedFd,
+    status: OwnedFd,
+) -> ! {
+    let mut status = fs::File::from(status);
+    let err = match setup(req, plan) {
+        Ok(()) => {
+            // A failed write means the supervisor is gone: nothing to do.
+            let _ = status.write_all(&[protocol::READY]);
+            match wait_release(release) {
+                true => exec(req, stdio),
+                false => {
+                    // SAFETY: _exit is always safe; the supervisor went away.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    let _ = status.write_all(&protocol::encode_error(err.errno, &err.to_string()));
+    // SAFETY: _exit skips atexit handlers that belong to the supervisor.
+    unsafe { libc::_exit(127) }
+}
+
+fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
+    let info = req.launch_info.clone().unwrap_or_default();
+    // Our own session and process group: the POSIX launcher kills by group.
+    nix::unistd::setsid().map_err(|e| StepError::nix("setsid", e))?;
+
+    // First, so the init is in the container's cgroups before anything
+    // it does is charged and before the command's first instruction.
+    for cg in &req.cgroups {
+        let procs = Path::new(cg).join("cgroup.procs");
+        // "0" means the writing process itself.
+        fs::write(&procs, "0")
+            .map_err(|e| StepError::io(format!("join cgroup {}", procs.display()), e))?;
+    }
+    if req.posix {
+        return Ok(());
+    }
+
+    for (flag, path) in &plan.joins {
+        let f =
+            fs::File::open(path).map_err(|e| StepError::io(format!("open namespace {path}"), e))?;
+        nix::sched::setns(f, *flag)
+            .map_err(|e| StepError::nix(format!("setns {path} ({flag:?})"), e))?;
+    }
+    if !plan.unshare.is_empty() {
+        nix::sched::unshare(plan.unshare)
+            .map_err(|e| StepError::nix(format!("unshare {:?}", plan.unshare), e))?;
+    }
+    if !info.hostname.is_empty() {
+        nix::unistd::sethostname(&info.hostname)
+            .map_err(|e| StepError::nix(format!("sethostname {:?}", info.hostname), e))?;
+    }
+    let rootfs = (!info.rootfs.is_empty()).then(|| PathBuf::from(&info.rootfs));
+    if plan.new_mount {
+        mounts::setup(&mounts::FsPlan {
+            rootfs: rootfs.as_deref(),
+            new_net: plan.unshare.contains(CloneFlags::CLONE_NEWNET),
+            mounts: &info.mounts,
+            sandbox: Path::new(&req.sandbox_dir),
+        })?;
+    }
+    Ok(())
+}
+
+/// Blocks until the supervisor forwards the release; false on EOF.
+fn wait_release(release: OwnedFd) -> bool {
+    let mut f = fs::File::from(release);
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(1) => return b[0] == protocol::RELEASE,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// The steps after release; returns only with the error that stopped it.
+fn exec(req: &SupervisorRequest, stdio: Stdio) -> StepError {
+    match prepare_exec(req, stdio) {
+        Ok(prog) => {
+            let argv: Vec<CString> = req
+                .argv
+                .iter()
+                .filter_map(|a| CString::new(a.as_bytes()).ok())
+                .collect();
+            let env: Vec<CString> = req
+                .env
+                .iter()
+                .filter_map(|e| CString::new(format!("{}={}", e.name, e.value)).ok())
+                .collect();
+            let e = nix::unistd::execve(&prog, &argv, &env).unwrap_err();
+            StepError::nix(format!("exec {}", req.argv[0]), e)
+        }
+        Err(e) => e,
+    }
+}
+
+fn prepare_exec(req: &SupervisorRequest, stdio: Stdio) -> StepResult<CString> {
+    let info = req.launch_info.clone().unwrap_or_default();
+    rlimits::apply(&info.rlimits)
+        .map_err(|(name, e)| StepError::io(format!("setrlimit {name}"), e))?;
+
+    let wd = if !info.working_dir.is_empty() {
+        info.working_dir.clone()
+    } else if !info.rootfs.is_empty() {
+        "/".to_string()
+    } else {
+        req.sandbox_dir.clone()
+    };
+    nix::unistd::chdir(Path::new(&wd))
+        .map_err(|e| StepError::nix(format!("chdir to working dir {wd}"), e))?;
+
+    if let Some(u) = &req.user {
+        // Keep the permitted set across setuid so the capability step
+        // below decides what survives, not the uid switch.
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        let groups: Vec<nix::unistd::Gid> = u
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&groups).map_err(|e| StepError::nix("setgroups", e))?;
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(u.gid))
+            .map_err(|e| StepError::nix(format!("setgid {}", u.gid), e))?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(u.uid))
+            .map_err(|e| StepError::nix(format!("setuid {}", u.uid), e))?;
+    }
+
+    if !req.posix {
+        let keep = capabilities::mask(&info.capabilities)
+            .map_err(|e| StepError::invalid("capabilities", e.to_string()))?;
+        capabilities::restrict_to(keep).map_err(|e| StepError::io("reduce capabilities", e))?;
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(StepError::io(
+                "set no_new_privs",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+
+    stdio.install()?;
+    reset_signals();
+
+    // Resolve argv[0] before the fds are marked, while errors still can
+    // be reported with a path.
+    let prog = resolve(&req.argv[0], req)?;
+
+    // The runc CVE-2024-21626 lesson: no fd of the supervisor (or of the
+    // agent before it) may reach the command.
+    sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC)
+        .map_err(|e| StepError::io("close_range(3.., CLOEXEC)", e))?;
+    Ok(prog)
+}
+
+/// The supervisor runs with Rust's SIGPIPE ignored; the command must start
+/// with every signal at its default and none blocked.
+fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition; invalid numbers fail harmlessly.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty, initialised set; SIG_SETMASK with it unblocks all.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// argv[0] as a path: itself when it has a `/`, else the first executable
+/// file of that name in the command's PATH (not the supervisor's).
+fn resolve(argv0: &str, req: &SupervisorRequest) -> StepResult<CString> {
+    let not_found = || {
+        StepError::io(
+            format!("exec {argv0}"),
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        )
+    };
+    let path = if argv0.contains('/') {
+        PathBuf::from(argv0)
+    } else {
+        let search = req
+            .env
+            .iter()
+            .find(|e| e.name == "PATH")
+            .map(|e| e.value.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        search
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(argv0))
+            .find(|p| is_executable(p))
+            .ok_or_else(not_found)?
+    };
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| StepError::invalid(format!("exec {argv0}"), "argv[0] contains a NUL byte"))
+}
+
+fn is_executable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path.
+    let ok = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+    ok && p.is_file()
+}
+
+impl Stdio {
+    /// Puts the command's stdin, stdout and stderr on fds 0, 1 and 2.
+    fn install(&self) -> StepResult {
+        dup_onto(&self.stdin, 0, "stdin")?;
+        if let Some((out, err)) = &self.files {
+            dup_onto(out, 1, "stdout")?;
+            dup_onto(err, 2, "stderr")?;
+        }
+        Ok(())
+    }
+}
+
+fn dup_onto(fd: &OwnedFd, target: i32, name: &str) -> StepResult {
+    // SAFETY: both fds are valid; dup2 replaces `target` atomically and
+    // the new fd does not carry O_CLOEXEC.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(StepError::io(
+            format!("dup2 {name}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

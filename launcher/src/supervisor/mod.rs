@@ -1,0 +1,369 @@
+//! The per-container supervisor (`berth-supervisor`): the parent of the
+//! container's init, so that the container does not belong to the agent.
+//!
+//! Started by the launcher with its control socket as an fd, it detaches
+//! (fork + setsid: its first process exits at once and the launcher reaps
+//! it), reads the request, writes `supervisor.pid`, forks the init (after
+//! joining or creating its pid namespace), reports the init ready or
+//! failed, forwards the release, reaps the init and writes the exit status
+//! atomically into the container's runtime dir. As a child subreaper it
+//! also reaps every process that escapes the init's tree, and exits when
+//! none is left. The agent learns of the exit status from an inotify
+//! event on the runtime dir (or the supervisor's pidfd, should it die).
+//!
+//! Single-threaded, std/nix/libc only, so it stays small and may allocate
+//! freely after fork.
+
+mod child;
+
+use crate::namespaces::{self, Plan};
+use crate::protocol::{self, Reply};
+use crate::sys;
+use berth_state::runtime::{self, ExitStatus};
+use berth_state::{ProcessRef, SupervisorRequest};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+/// The command's stdio, opened by the supervisor on the host's filesystem
+/// (the init may pivot away from it).
+pub(crate) struct Stdio {
+    stdin: OwnedFd,
+    /// `stdout`/`stderr` sandbox files; `None` = keep fds 1 and 2.
+    files: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// The supervisor binary's `main`: `berth-supervisor --control-fd N
+/// [--id ID]` (the id only makes `ps` readable).
+pub fn main() -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    let fd = args
+        .iter()
+        .position(|a| a == "--control-fd")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse::<i32>().ok());
+    let Some(fd) = fd.filter(|fd| *fd > 2) else {
+        eprintln!(
+            "usage: berth-supervisor --control-fd FD [--id ID] (started by berth's launcher)"
+        );
+        std::process::exit(2);
+    };
+    // Nothing else the launcher's process had open may stay with us.
+    let _ = sys::close_range(3, (fd - 1) as u32, 0);
+    let _ = sys::close_range(fd as u32 + 1, u32::MAX, 0);
+    // SAFETY: the launcher passed this fd to us and nothing else uses it.
+    let control = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = nix::fcntl::fcntl(
+        control.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+
+    // Detach: the launcher reaps this first process at once; the second
+    // is nobody's child in the agent and outlives it.
+    // SAFETY: single-threaded here, so fork is safe.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+        Ok(ForkResult::Child) => {}
+        Err(e) => fail_early(control, e as i32, &format!("supervisor fork: {e}")),
+    }
+    let _ = nix::unistd::setsid();
+    // Do not pin the agent's working directory (or its mount).
+    let _ = nix::unistd::chdir("/");
+    std::process::exit(supervise(control))
+}
+
+/// Reports a failure before the request was read, then exits.
+fn fail_early(mut control: UnixStream, errno: i32, message: &str) -> ! {
+    let _ = control.write_all(
+        Reply::Failed {
+            errno,
+            message: message.to_string(),
+        }
+        .encode()
+        .as_bytes(),
+    );
+    std::process::exit(1)
+}
+
+fn supervise(mut control: UnixStream) -> i32 {
+    let req = match protocol::read_request(&mut control) {
+        Ok(r) => r,
+        Err(e) => fail_early(control, 0, &format!("read request: {e}")),
+    };
+    let rt = PathBuf::from(&req.runtime_dir);
+    let me = std::process::id() as i32;
+    if let Err(e) = ProcessRef::of(me)
+        .map_err(|e| e.to_string())
+        .and_then(|p| p.ok_or_else(|| "no /proc entry for myself".to_string()))
+        .and_then(|p| {
+            runtime::write_pid_file(&rt.join(runtime::SUPERVISOR_PID), &p)
+                .map_err(|e| e.to_string())
+        })
+    {
+        fail_early(control, 0, &format!("write supervisor.pid: {e}"));
+    }
+
+    // Orphans of the container come to us (and are reaped at once), and
+    // SIGCHLD arrives as a readable fd next to the control socket.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigchld = match mask
+        .thread_block()
+        .and_then(|_| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+    {
+        Ok(fd) => fd,
+        Err(e) => fail_early(control, e as i32, &format!("signalfd for SIGCHLD: {e}")),
+    };
+
+    let (init, status_r, release_w) = match start_init(&req) {
+        Ok(v) => v,
+        Err((errno, message)) => {
+            record(&rt, start_error(errno, message.clone()));
+            let _ = control.write_all(Reply::Failed { errno, message }.encode().as_bytes());
+            return 1;
+        }
+    };
+    let mut status_r = fs::File::from(status_r);
+
+    // The init reports READY, or an error, or dies.
+    let mut first = [0u8; 1];
+    let ready = matches!(status_r.read(&mut first), Ok(1) if first[0] == protocol::READY);
+    if !ready {
+        let mut rest = Vec::new();
+        let _ = status_r.read_to_end(&mut rest);
+        let mut all = first.to_vec();
+        all.extend(rest);
+        let ws = waitpid(init, None);
+        let (errno, message) = protocol::decode_error(&all).unwrap_or_else(|| {
+            (
+                0,
+                format!("the container's init died during setup ({ws:?})"),
+            )
+        });
+        record(&rt, start_error(errno, message.clone()));
+        let _ = control.write_all(Reply::Failed { errno, message }.encode().as_bytes());
+        return 1;
+    }
+
+    let init_ref = ProcessRef::of(init.as_raw()).ok().flatten();
+    let sup_ref = ProcessRef::of(me).ok().flatten();
+    let (Some(init_ref), Some(sup_ref)) = (init_ref, sup_ref) else {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+        let _ = waitpid(init, None);
+        let message = "the container's init vanished before it was released".to_string();
+        record(&rt, start_error(0, message.clone()));
+        let _ = control.write_all(Reply::Failed { errno: 0, message }.encode().as_bytes());
+        return 1;
+    };
+    let _ = runtime::write_pid_file(&rt.join(runtime::INIT_PID), &init_ref);
+    let _ = control.write_all(
+        Reply::Ready {
+            supervisor: sup_ref,
+            init: init_ref,
+        }
+        .encode()
+        .as_bytes(),
+    );
+
+    watch(init, control, release_w, sigchld, |ws| {
+        record(&rt, exit_status_of(ws, &mut status_r));
+    });
+    0
+}
+
+/// The init's exit status: its error report if it wrote one (its exec
+/// failed), else how it ended.
+fn exit_status_of(ws: WaitStatus, status_r: &mut fs::File) -> ExitStatus {
+    // The init is gone, so its end of the pipe is closed: this cannot block.
+    let mut report = Vec::new();
+    let _ = status_r.read_to_end(&mut report);
+    match protocol::decode_error(&report) {
+        Some((errno, message)) => start_error(errno, message),
+        None => match ws {
+            WaitStatus::Exited(_, code) => ExitStatus::Exited {
+                code,
+                at_unix_nanos: berth_state::time::now_unix_nanos(),
+            },
+            WaitStatus::Signaled(_, sig, _) => ExitStatus::Signaled {
+                signal: sig as i32,
+                at_unix_nanos: berth_state::time::now_unix_nanos(),
+            },
+            // waitpid without WUNTRACED/WCONTINUED returns only those two.
+            _ => ExitStatus::Exited {
+                code: 255,
+                at_unix_nanos: berth_state::time::now_unix_nanos(),
+            },
+        },
+    }
+}
+
+fn start_error(errno: i32, message: String) -> ExitStatus {
+    ExitStatus::StartError {
+        errno,
+        message,
+        at_unix_nanos: berth_state::time::now_unix_nanos(),
+    }
+}
+
+fn record(rt: &Path, status: ExitStatus) {
+    // Nobody to tell if this fails; the agent then reports the status lost.
+    let _ = runtime::write_exit_status(&rt.join(runtime::EXIT_STATUS), &status);
+}
+
+/// Opens the stdio, enters the pid namespace and forks the init. Returns
+/// the init's pid, the read end of its status pipe and the write end of
+/// its release pipe.
+fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, String)> {
+    let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
+    if req.argv.is_empty() {
+        return Err((libc::EINVAL, "empty argv".into()));
+    }
+    let plan = if req.posix {
+        Plan::default()
+    } else {
+        let info = req.launch_info.clone().unwrap_or_default();
+        namespaces::plan(&info).map_err(|e| (libc::EINVAL, e.to_string()))?
+    };
+    let stdio = open_stdio(req).map_err(|(what, e)| (errno(&e), format!("{what}: {e}")))?;
+    let (release_r, release_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (e as i32, format!("pipe: {e}")))?;
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| (e as i32, format!("pipe: {e}")))?;
+
+    // A pid namespace applies to the children of whoever enters it, so
+    // the supervisor enters it (only its one child lives there).
+    if let Some(path) = &plan.join_pid {
+        let f =
+            fs::File::open(path).map_err(|e| (errno(&e), format!("open namespace {path}: {e}")))?;
+        nix::sched::setns(f, CloneFlags::CLONE_NEWPID)
+            .map_err(|e| (e as i32, format!("setns {path}: {e}")))?;
+    }
+    if plan.new_pid {
+        nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+            .map_err(|e| (e as i32, format!("unshare CLONE_NEWPID: {e}")))?;
+    }
+    // SAFETY: single-threaded, so the child may do anything after fork.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(release_w);
+            drop(status_r);
+            child::run(req, &plan, stdio, release_r, status_w)
+        }
+        Ok(ForkResult::Parent { child }) => Ok((child, status_r, release_w)),
+        Err(e) => Err((e as i32, format!("fork the container's init: {e}"))),
+    }
+}
+
+fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (String, std::io::Error)> {
+    let stdin = fs::File::open("/dev/null").map_err(|e| ("open /dev/null".to_string(), e))?;
+    let files = if req.stdio_inherited {
+        None
+    } else {
+        let open = |name: &str| {
+            let p = Path::new(&req.sandbox_dir).join(name);
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o644)
+                .open(&p)
+                .map_err(|e| (format!("open {}", p.display()), e))?;
+            if let Some(u) = &req.user {
+                // The command may reopen /dev/stdout as its own user.
+                let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
+            }
+            Ok::<OwnedFd, (String, std::io::Error)>(f.into())
+        };
+        Some((open("stdout")?, open("stderr")?))
+    };
+    Ok(Stdio {
+        stdin: stdin.into(),
+        files,
+    })
+}
+
+/// Forwards the release, reaps every child (the supervisor is a child
+/// subreaper, so processes that escape the init's tree without a pid
+/// namespace land here instead of on the host's init, which may reap
+/// them late), records the init's exit status as soon as the init is
+/// reaped, and returns once no child is left. If the control socket closes
+/// before the release (the agent died mid-launch), the blocked init is
+/// killed: nobody will release it.
+fn watch(
+    init: Pid,
+    control: UnixStream,
+    release_w: OwnedFd,
+    sigchld: SignalFd,
+    mut on_init_exit: impl FnMut(WaitStatus),
+) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::wait::WaitPidFlag;
+    let mut control = Some(control);
+    let mut release_w = Some(release_w);
+    let mut init_done = false;
+    loop {
+        // Reap whatever has exited; SIGCHLDs coalesce, so drain fully.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(ws) => {
+                    if ws.pid() == Some(init) {
+                        init_done = true;
+                        // Nothing more comes over the control socket.
+                        control = None;
+                        on_init_exit(ws);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                // ECHILD: no child left at all.
+                Err(_) => {
+                    if !init_done {
+                        on_init_exit(WaitStatus::Exited(init, 255));
+                    }
+                    return;
+                }
+            }
+        }
+        let mut fds = vec![PollFd::new(sigchld.as_fd(), PollFlags::POLLIN)];
+        if let Some(c) = &control {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+        let control_ready = fds.get(1).map(|f| f.any().unwrap_or(true)).unwrap_or(false);
+        drop(fds);
+        // Consume the pending SIGCHLD notifications (non-blocking).
+        while let Ok(Some(_)) = sigchld.read_signal() {}
+        if control_ready {
+            let mut b = [0u8; 1];
+            let n = control.as_mut().map(|c| c.read(&mut b));
+            match n {
+                Some(Ok(1)) if b[0] == protocol::RELEASE => {
+                    if let Some(w) = release_w.take() {
+                        let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+                    }
+                    control = None;
+                }
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => {
+                    // EOF or garbage before release: the launch is abandoned.
+                    if release_w.is_some() {
+                        let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+                    }
+                    control = None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `berth run` as a user runs it: the binary, its exit codes and `--json`.
+
+use berth_tests::TestEnv;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `berth` binary cargo built beside this test (target/<profile>/berth).
+fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("berth"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn berth_run(env: &TestEnv, args: &[&str]) -> Output {
+    Command::new(berth_bin())
+        .arg("--root")
+        .arg(&env.state_dir)
+        .arg("--runtime-dir")
+        .arg(&env.runtime_dir)
+        .arg("--cgroup-root")
+        .arg(&env.cgroup_root)
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run berth")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn pid_one_and_exit_code() {
+    let env = TestEnv::new("run-exit");
+    let out = berth_run(&env, &["--", "sh", "-c", "echo $$; exit 7"]);
+    assert_eq!(text(&out.stdout), "1\n", "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn killed_by_signal_exits_128_plus_n_and_json_says_so() {
+    let env = TestEnv::new("run-kill");
+    // The command is pid 1 of its namespace (which the kernel shields from
+    // SIGKILL sent from inside), so a child kills itself and sh reports it.
+    let out = berth_run(&env, &["--json", "--", "sh", "-c", "sh -c 'kill -9 $$'"]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object on stdout");
+    assert_eq!(json["exit_code"], 137);
+    assert_eq!(json["reason"], "FAILED");
+    assert!(json["id"].as_str().is_some_and(|s| s.starts_with("run-")));
+}
+
+#[test]
+fn exec_failure_is_start_error_128_naming_the_path() {
+    let env = TestEnv::new("run-noexec");
+    let out = berth_run(&env, &["--json", "--name", &env.name, "--", "/nonexistent"]);
+    assert_eq!(
+        out.status.code(),
+        Some(128),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["reason"], "START_ERROR");
+    assert_eq!(json["id"], env.name.as_str());
+    assert!(
+        json["message"].as_str().unwrap().contains("/nonexistent"),
+        "{json}"
+    );
+}
+
+#[test]
+fn unbacked_options_and_bad_input_are_refused_by_name() {
+    let env = TestEnv::new("run-refuse");
+    let out = berth_run(&env, &["--memory", "32M", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("memory") && err.contains("cgroups/mem"),
+        "{err}"
+    );
+    let out = berth_run(&env, &["--hostname", "bad_host", "--", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("bad_host"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = berth_run(&env, &["--volume", "/a", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    assert!(
+        text(&out.stderr).contains("SRC:DST"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn hostname_and_env_reach_the_command() {
+    let env = TestEnv::new("run-host");
+    let out = berth_run(
+        &env,
+        &[
+            "--hostname",
+            "web-1",
+            "--env",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            "echo $(hostname) $GREETING",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "web-1 hi\n",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
