@@ -47,6 +47,9 @@ pub(crate) struct Container {
     /// Launch infos returned so far, with the isolator's name.
     pub infos: Vec<(String, LaunchInfo)>,
     pub forked: Option<Forked>,
+    /// Whether the provisioner was asked for a rootfs (so destroy asks it
+    /// to remove one).
+    pub provisioning: bool,
     /// Where the command's output goes, until fork takes it.
     pub stdio: Option<Stdio>,
     /// Resolves when the launch chain has stopped (finished or aborted):
@@ -74,6 +77,7 @@ impl Container {
             prepared: Vec::new(),
             infos: Vec::new(),
             forked: None,
+            provisioning: false,
             stdio: None,
             launch_done: None,
             launch_done_tx: None,
@@ -109,6 +113,7 @@ pub struct ContainerizerActor {
     pub(crate) sandboxes: PathBuf,
     pub(crate) cgroup_root: String,
     pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
     pub(crate) isolators: Vec<IsolatorHandle>,
     pub(crate) fetcher: Box<dyn Fetcher>,
     pub(crate) containers: BTreeMap<String, Container>,

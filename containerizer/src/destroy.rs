@@ -68,7 +68,14 @@ impl ContainerizerActor {
         &mut self,
         id: ContainerId,
     ) -> ResponseActFuture<Self, Result<ContainerTermination, ContainerizerError>> {
-        let (i1, i2, i3, i4, i5) = (id.clone(), id.clone(), id.clone(), id.clone(), id.clone());
+        let (i1, i2, i3, i4, i5, i6) = (
+            id.clone(),
+            id.clone(),
+            id.clone(),
+            id.clone(),
+            id.clone(),
+            id.clone(),
+        );
         Box::pin(
             self.stage_mark_destroying(&id)
                 .then(move |r, act, ctx| match r {
@@ -85,6 +92,10 @@ impl ContainerizerActor {
                 })
                 .then(move |r, act, _| match r {
                     Ok(()) => act.stage_cleanup(&i4),
+                    e => done(e),
+                })
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.stage_provisioner(&i6),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
@@ -239,6 +250,29 @@ impl ContainerizerActor {
                 Err(stage(&id, "cleanup", failed.join("; ")))
             }
         }))
+    }
+
+    /// The provisioner removes the rootfs it made (if it was asked for one).
+    fn stage_provisioner(&mut self, id: &ContainerId) -> Stage {
+        let (asked, p) = match self.get(id) {
+            Ok(c) => (
+                c.provisioning || !c.record.rootfs.is_empty(),
+                self.provisioner.clone(),
+            ),
+            Err(e) => return done(Err(e)),
+        };
+        let Some(p) = p.filter(|_| asked) else {
+            return done(Ok(()));
+        };
+        let id = id.clone();
+        Box::pin(
+            async move {
+                p.destroy(id.clone())
+                    .await
+                    .map_err(|e| stage(&id, "provisioner destroy", e))
+            }
+            .into_actor(self),
+        )
     }
 
     /// The termination is checkpointed with the TERMINATED record (kept

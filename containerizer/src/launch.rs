@@ -76,7 +76,7 @@ impl ContainerizerActor {
             &Backing {
                 isolators: &names,
                 fetcher: self.fetcher.supported(),
-                provisioner: false,
+                provisioner: self.provisioner.is_some(),
             },
         )?;
         let key = id.to_string();
@@ -155,10 +155,36 @@ impl ContainerizerActor {
                 )
             }
             Step::Provision => {
-                // No provisioner yet: configs with an image were refused at
-                // STARTING, so this state only marks the step.
                 let t = self.transition(&id, ContainerState::Provisioning);
-                Box::pin(t.map(|r| r.map(|_| Some(Step::Preparing))).into_actor(self))
+                let image = self
+                    .get(&id)
+                    .ok()
+                    .and_then(|c| c.record.config.as_ref())
+                    .map(|c| c.image.clone())
+                    .unwrap_or_default();
+                // Configs with an image were refused at STARTING unless a
+                // provisioner runs.
+                let Some(p) = self.provisioner.clone().filter(|_| !image.is_empty()) else {
+                    return Box::pin(t.map(|r| r.map(|_| Some(Step::Preparing))).into_actor(self));
+                };
+                if let Ok(c) = self.get_mut(&id) {
+                    c.provisioning = true;
+                }
+                let id2 = id.clone();
+                Box::pin(
+                    async move {
+                        t.await?;
+                        p.provision(id2.clone(), image)
+                            .await
+                            .map_err(|e| stage(&id2, "provision", e))
+                    }
+                    .into_actor(self)
+                    .map(move |r, act, _| {
+                        let provisioned = r?;
+                        act.get_mut(&id)?.record.rootfs = provisioned.rootfs.display().to_string();
+                        Ok(Some(Step::Preparing))
+                    }),
+                )
             }
             Step::Preparing => {
                 let names: Vec<String> = self
@@ -194,7 +220,9 @@ impl ContainerizerActor {
                     id: id.clone(),
                     config: c.record.config.clone().unwrap_or_default(),
                     sandbox_dir: sandbox,
-                    rootfs: None,
+                    rootfs: Some(&c.record.rootfs)
+                        .filter(|r| !r.is_empty())
+                        .map(std::path::PathBuf::from),
                     cgroup_root,
                 };
                 let h = self.isolators[i].clone();

@@ -42,6 +42,7 @@ mod validate;
 pub use actor::{ContainerStatus, ContainerizerActor, Metrics};
 pub use berth_isolators as isolators;
 pub use berth_launcher as launcher;
+pub use berth_provisioner as provisioner;
 pub use berth_state as state;
 pub use berth_state::{
     ContainerConfig, ContainerId, ContainerState, ContainerTermination, ResourceStatistics,
@@ -73,6 +74,7 @@ pub struct ContainerizerBuilder {
     cgroup_root: String,
     launcher: Option<Arc<dyn Launcher>>,
     supervisor: Option<PathBuf>,
+    provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
     isolators: Vec<Box<dyn Isolator>>,
     fetcher: Box<dyn Fetcher>,
 }
@@ -89,6 +91,13 @@ impl ContainerizerBuilder {
     /// `$BERTH_SUPERVISOR`, else beside the current executable).
     pub fn supervisor(mut self, path: impl Into<PathBuf>) -> Self {
         self.supervisor = Some(path.into());
+        self
+    }
+
+    /// The provisioner that makes root filesystems from images (without
+    /// one, configs with an image are refused).
+    pub fn provisioner(mut self, provisioner: impl berth_provisioner::Provisioner) -> Self {
+        self.provisioner = Some(Arc::new(provisioner));
         self
     }
 
@@ -155,6 +164,7 @@ impl ContainerizerBuilder {
             sandboxes: self.root.join("sandboxes"),
             cgroup_root: self.cgroup_root,
             launcher,
+            provisioner: self.provisioner,
             isolators,
             fetcher: self.fetcher,
             containers: Default::default(),
@@ -181,6 +191,7 @@ impl Containerizer {
             cgroup_root: "berth".into(),
             launcher: None,
             supervisor: None,
+            provisioner: None,
             isolators: Vec::new(),
             fetcher: Box::new(NoFetcher),
         }

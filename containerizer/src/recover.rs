@@ -78,6 +78,7 @@ impl Handler<Recover> for ContainerizerActor {
                     .collect();
                 let launcher = act.launcher.clone();
                 let isolators = act.isolators.clone();
+                let provisioner = act.provisioner.clone();
                 let recs = records.clone();
                 let work = async move {
                     let mut orphans = launcher
@@ -96,6 +97,12 @@ impl Handler<Recover> for ContainerizerActor {
                     for (h, r) in isolators.iter().zip(join_all(calls).await) {
                         r.map_err(|e| {
                             ContainerizerError::Setup(format!("isolator {} recover: {e}", h.name()))
+                        })?;
+                    }
+                    if let Some(p) = provisioner {
+                        let known = recs.iter().filter_map(|r| r.id.clone()).collect();
+                        p.recover(known).await.map_err(|e| {
+                            ContainerizerError::Setup(format!("provisioner recover: {e}"))
                         })?;
                     }
                     let mut statuses = Vec::new();

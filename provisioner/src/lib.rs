@@ -1,1 +1,58 @@
-//! berth's provisioner: OCI images to root filesystems (see issue "Provisioner").
+//! berth's provisioner: images → root filesystems.
+//!
+//! The [`Provisioner`] trait is what the containerizer calls in
+//! PROVISIONING and in destroy; the OCI image store, registry pull, layer
+//! unpack and rootfs backends implement it (issue "Provisioner").
+
+use berth_state::ContainerId;
+use futures::future::BoxFuture;
+use std::path::PathBuf;
+
+/// What provisioning a container's image produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provisioned {
+    /// The container's root filesystem (writable, its own).
+    pub rootfs: PathBuf,
+    /// The image's entrypoint (replaced by the config's, if any).
+    pub entrypoint: Vec<String>,
+    /// The image's cmd (replaced by the config's command, if any).
+    pub cmd: Vec<String>,
+    /// The image's environment, `K=V` (the config's env overrides it).
+    pub env: Vec<String>,
+    /// The image's working dir.
+    pub working_dir: String,
+    /// The image's user.
+    pub user: String,
+}
+
+/// A provisioner failure, naming the container or image.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("container {id}: image {image}: {message}")]
+    Image {
+        id: String,
+        image: String,
+        message: String,
+    },
+    #[error("container {id}: {message}")]
+    Other { id: String, message: String },
+}
+
+/// Makes and removes containers' root filesystems. Calls must not block
+/// the caller's thread; blocking work goes to a blocking pool.
+pub trait Provisioner: Send + Sync + 'static {
+    /// Builds the root filesystem of container `id` from `image`.
+    fn provision(
+        &self,
+        id: ContainerId,
+        image: String,
+    ) -> BoxFuture<'static, Result<Provisioned, ProvisionError>>;
+
+    /// Removes the container's root filesystem (unmount, delete).
+    /// Idempotent: destroying what does not exist is `Ok`.
+    fn destroy(&self, id: ContainerId) -> BoxFuture<'static, Result<(), ProvisionError>>;
+
+    /// After an agent restart: destroys the root filesystems of every
+    /// container not in `known`.
+    fn recover(&self, known: Vec<ContainerId>) -> BoxFuture<'static, Result<(), ProvisionError>>;
+}

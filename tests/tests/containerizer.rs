@@ -392,3 +392,116 @@ async fn a_hundred_concurrent_launches_all_complete() {
     }
     assert!(r.c.containers().await.unwrap().is_empty());
 }
+
+/// A provisioner that holds PROVISIONING until released, and logs calls.
+struct SlowProvisioner {
+    log: Log,
+    rootfs: std::path::PathBuf,
+    entered: mpsc::UnboundedSender<()>,
+    release: Arc<Notify>,
+}
+
+impl berth::provisioner::Provisioner for SlowProvisioner {
+    fn provision(
+        &self,
+        _id: ContainerId,
+        image: String,
+    ) -> BoxFuture<
+        'static,
+        Result<berth::provisioner::Provisioned, berth::provisioner::ProvisionError>,
+    > {
+        self.log.lock().unwrap().push(format!("provision:{image}"));
+        let (entered, release, rootfs) = (
+            self.entered.clone(),
+            self.release.clone(),
+            self.rootfs.clone(),
+        );
+        Box::pin(async move {
+            let _ = entered.send(());
+            release.notified().await;
+            std::fs::create_dir_all(&rootfs).unwrap();
+            Ok(berth::provisioner::Provisioned {
+                rootfs,
+                ..Default::default()
+            })
+        })
+    }
+    fn destroy(
+        &self,
+        _id: ContainerId,
+    ) -> BoxFuture<'static, Result<(), berth::provisioner::ProvisionError>> {
+        self.log.lock().unwrap().push("provisioner:destroy".into());
+        let rootfs = self.rootfs.clone();
+        Box::pin(async move {
+            let _ = std::fs::remove_dir_all(&rootfs);
+            Ok(())
+        })
+    }
+    fn recover(
+        &self,
+        _known: Vec<ContainerId>,
+    ) -> BoxFuture<'static, Result<(), berth::provisioner::ProvisionError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[actix_rt::test]
+async fn destroy_while_provisioning_unwinds_the_rootfs_and_prepares_nothing() {
+    let env = TestEnv::new("cz-provisioning");
+    let log: Log = Default::default();
+    let (tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let rootfs = env.temp_dir.join("rootfs");
+    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .provisioner(SlowProvisioner {
+            log: log.clone(),
+            rootfs: rootfs.clone(),
+            entered: tx.clone(),
+            release: release.clone(),
+        })
+        .default_isolators()
+        .isolator(Probe {
+            name: "a".into(),
+            log: log.clone(),
+            hold: Hold::Nothing,
+            entered: tx,
+            release: release.clone(),
+            fail_cleanups: 0,
+        })
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    let config = ContainerConfig {
+        image: "example/busybox:latest".into(),
+        command: vec!["true".into()],
+        ..Default::default()
+    };
+    let launch = actix_rt::spawn({
+        let (c, id) = (c.clone(), id.clone());
+        async move { c.launch(id, config).await }
+    });
+    entered.recv().await.unwrap();
+    assert_eq!(
+        c.status(id.clone()).await.unwrap().state,
+        ContainerState::Provisioning
+    );
+    let destroy = actix_rt::spawn({
+        let (c, id) = (c.clone(), id.clone());
+        async move { c.destroy(id).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    release.notify_waiters();
+    let t = destroy.await.unwrap().unwrap();
+    assert_eq!(t.reason(), TerminationReason::Destroyed);
+    assert!(launch.await.unwrap().is_err());
+    assert_eq!(
+        calls(&log),
+        ["provision:example/busybox:latest", "provisioner:destroy"],
+        "no isolator prepared, so none is cleaned; the rootfs is destroyed"
+    );
+    assert!(!rootfs.exists());
+    c.remove(id).await.unwrap();
+}
