@@ -134,3 +134,46 @@ fn hostname_and_env_reach_the_command() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn ctrl_c_destroys_the_container() {
+    let env = TestEnv::new("run-ctrlc");
+    let mut child = Command::new(berth_bin())
+        .arg("--root")
+        .arg(&env.state_dir)
+        .arg("--runtime-dir")
+        .arg(&env.runtime_dir)
+        .arg("--cgroup-root")
+        .arg(&env.cgroup_root)
+        .args([
+            "run",
+            "--json",
+            "--name",
+            &env.name,
+            "--",
+            "sh",
+            "-c",
+            "echo up; exec sleep 1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the command runs (it printed), then interrupt berth.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "up\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "stdout: {rest}");
+    let json: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    assert_eq!(json["reason"], "DESTROYED");
+    assert_eq!(json["signal"], 9);
+}
