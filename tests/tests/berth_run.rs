@@ -20,14 +20,20 @@ fn berth_bin() -> PathBuf {
     bin
 }
 
-fn berth_run(env: &TestEnv, args: &[&str]) -> Output {
-    Command::new(berth_bin())
-        .arg("--root")
+/// `berth` on the test's own root, runtime dir and cgroup root.
+fn berth(env: &TestEnv) -> Command {
+    let mut c = Command::new(berth_bin());
+    c.arg("--root")
         .arg(&env.state_dir)
         .arg("--runtime-dir")
         .arg(&env.runtime_dir)
         .arg("--cgroup-root")
-        .arg(&env.cgroup_root)
+        .arg(&env.cgroup_root);
+    c
+}
+
+fn berth_run(env: &TestEnv, args: &[&str]) -> Output {
+    berth(env)
         .arg("run")
         .args(args)
         .output()
@@ -138,13 +144,7 @@ fn hostname_and_env_reach_the_command() {
 #[test]
 fn ctrl_c_destroys_the_container() {
     let env = TestEnv::new("run-ctrlc");
-    let mut child = Command::new(berth_bin())
-        .arg("--root")
-        .arg(&env.state_dir)
-        .arg("--runtime-dir")
-        .arg(&env.runtime_dir)
-        .arg("--cgroup-root")
-        .arg(&env.cgroup_root)
+    let mut child = berth(&env)
         .args([
             "run",
             "--json",
