@@ -202,6 +202,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| format!("run-{:08x}", rand_suffix()));
     let id = ContainerId::parse(&id_text).map_err(anyhow::Error::msg)?;
+    let shutdown = shutdown_signal()?;
     let c = Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .default_isolators()
@@ -228,7 +229,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     }
     let termination = tokio::select! {
         t = c.wait(id.clone()) => t?,
-        _ = shutdown_signal() => {
+        _ = shutdown => {
             eprintln!("berth: interrupted; destroying {id}");
             c.destroy(id.clone()).await?
         }
@@ -240,22 +241,19 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     Ok(termination.exit_code)
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGINT and SIGTERM handlers now — before the launch, so a
+/// signal that comes early is kept rather than killing berth and stranding
+/// the container — and resolves on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return futures_pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-}
-
-async fn futures_pending() {
-    std::future::pending::<()>().await
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::Value {

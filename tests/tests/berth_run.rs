@@ -169,8 +169,17 @@ fn ctrl_c_destroys_the_container() {
         nix::sys::signal::SIGINT,
     )
     .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    // Read the rest on a thread, so a regression fails the test instead of
+    // hanging it (the harness then kills what is left).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("berth did not end 30 s after SIGINT");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137), "stdout: {rest}");
     let json: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();

@@ -505,3 +505,43 @@ async fn destroy_while_provisioning_unwinds_the_rootfs_and_prepares_nothing() {
     assert!(!rootfs.exists());
     c.remove(id).await.unwrap();
 }
+
+/// Reports a disk limitation shortly after the container starts running.
+struct Limiter;
+
+impl Isolator for Limiter {
+    fn name(&self) -> &str {
+        "test/limiter"
+    }
+    fn watch(&mut self, _id: &ContainerId) -> BoxFuture<'static, berth::isolators::Limitation> {
+        Box::pin(async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            berth::isolators::Limitation {
+                reason: TerminationReason::Limitation,
+                resource: "disk".into(),
+                message: "disk usage 2 MiB exceeds the limit of 1 MiB".into(),
+            }
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_limitation_destroys_the_container_with_its_reason() {
+    let env = TestEnv::new("cz-limit");
+    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .default_isolators()
+        .isolator(Limiter)
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    c.launch(id.clone(), sh("sleep 1000")).await.unwrap();
+    let t = c.wait(id.clone()).await.unwrap();
+    assert_eq!(t.reason(), TerminationReason::Limitation, "{t:?}");
+    assert_eq!(t.limited_resource, "disk");
+    assert!(t.message.contains("exceeds the limit"), "{t:?}");
+    assert_eq!(t.signal, Some(9));
+    c.remove(id).await.unwrap();
+}
