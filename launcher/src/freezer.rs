@@ -119,9 +119,9 @@ impl Freezer {
 
     /// The container ids with a cgroup under the root.
     pub fn list(&self, cgroup_root: &str) -> Vec<ContainerId> {
-        let mut out = Vec::new();
-        list_under(&self.root_dir(cgroup_root), None, &mut out);
-        out
+        // Nested containers' cgroups are direct subdirectories. An
+        // unreadable tree lists as empty, as it did: orphans are best effort.
+        berth_state::runtime::list_id_tree(&self.root_dir(cgroup_root), "").unwrap_or_default()
     }
 
     /// Kills every process in `dir` and below, then removes the cgroups
@@ -298,29 +298,6 @@ fn subdirs_deepest_first(root: &Path, out: &mut Vec<PathBuf>) {
             subdirs_deepest_first(&p, out);
             out.push(p);
         }
-    }
-}
-
-fn list_under(dir: &Path, parent: Option<&ContainerId>, out: &mut Vec<ContainerId>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    for name in names {
-        let id = match parent {
-            Some(p) => p.child(name.clone()),
-            None => ContainerId::new(name.clone()),
-        };
-        if id.validate().is_err() {
-            continue;
-        }
-        out.push(id.clone());
-        list_under(&dir.join(&name), Some(&id), out);
     }
 }
 

@@ -190,14 +190,24 @@ impl RuntimeDir {
     /// Every container id with a directory here, nested ones included
     /// (parents before children).
     pub fn list(&self) -> Result<Vec<ContainerId>, RuntimeError> {
-        let mut out = Vec::new();
-        list_under(&self.root.join("containers"), None, &mut out)?;
-        Ok(out)
+        list_id_tree(&self.root.join("containers"), "containers")
     }
+}
+
+/// The container ids of a directory tree in which each container is a
+/// directory named by its id part, and its nested containers sit in
+/// `<its dir>/<nest>` (`"containers"` here; `""` for cgroup trees, where
+/// they are direct subdirectories). Parents come before children; names
+/// that are not valid ids are skipped. A missing `dir` is an empty tree.
+pub fn list_id_tree(dir: &Path, nest: &str) -> Result<Vec<ContainerId>, RuntimeError> {
+    let mut out = Vec::new();
+    list_under(dir, nest, None, &mut out)?;
+    Ok(out)
 }
 
 fn list_under(
     dir: &Path,
+    nest: &str,
     parent: Option<&ContainerId>,
     out: &mut Vec<ContainerId>,
 ) -> Result<(), RuntimeError> {
@@ -214,7 +224,7 @@ fn list_under(
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();
@@ -227,7 +237,7 @@ fn list_under(
             continue;
         }
         out.push(id.clone());
-        list_under(&dir.join(&name).join("containers"), Some(&id), out)?;
+        list_under(&dir.join(&name).join(nest), nest, Some(&id), out)?;
     }
     Ok(())
 }
