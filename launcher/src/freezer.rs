@@ -156,21 +156,31 @@ fn kill_v1(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
         }
         // Thaw even if freezing timed out: a frozen task never dies.
         write(&dir.join("freezer.state"), "THAWED")?;
-        if wait_empty(
-            dir,
-            Instant::now() + Duration::from_secs(2).min(remaining(deadline)),
-        ) {
+        if settled(dir, deadline)? {
             return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(FreezerError::NotEmpty {
-                path: dir.to_path_buf(),
-                pids: all_pids(dir),
-                secs: 0,
-            });
         }
         tracing::debug!(path = %dir.display(), frozen, "cgroup not empty after kill; again");
     }
+}
+
+/// After a kill round: waits (up to 2 s, within `deadline`) for `dir` to
+/// empty. `Ok(true)` when empty, `Ok(false)` to try another round, an error
+/// once the deadline has passed with tasks left.
+fn settled(dir: &Path, deadline: Instant) -> Result<bool, FreezerError> {
+    if wait_empty(
+        dir,
+        Instant::now() + Duration::from_secs(2).min(remaining(deadline)),
+    ) {
+        return Ok(true);
+    }
+    if Instant::now() >= deadline {
+        return Err(FreezerError::NotEmpty {
+            path: dir.to_path_buf(),
+            pids: all_pids(dir),
+            secs: 0,
+        });
+    }
+    Ok(false)
 }
 
 /// Writes `state` until the freezer reports it (v1 freezing can stall in
@@ -208,18 +218,8 @@ fn kill_v2(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
                 );
             }
         }
-        if wait_empty(
-            dir,
-            Instant::now() + Duration::from_secs(2).min(remaining(deadline)),
-        ) {
+        if settled(dir, deadline)? {
             return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(FreezerError::NotEmpty {
-                path: dir.to_path_buf(),
-                pids: all_pids(dir),
-                secs: 0,
-            });
         }
     }
 }
