@@ -46,9 +46,8 @@ impl ContainerizerActor {
         }
         c.cause.get_or_insert(cause);
         c.attempt = Some(attempt.clone());
-        for w in c.watches.drain(..) {
-            ctx.cancel_future(w);
-        }
+        // The limitation watches stay until the termination is composed:
+        // an OOM kill of the init can be learned after its exit.
         let key = id.to_string();
         tracing::info!(container = %id, cause = ?c.cause, "destroying");
         ctx.spawn(self.destroy_stages(id.clone()).map(move |res, act, _| {
@@ -98,8 +97,8 @@ impl ContainerizerActor {
                     Ok(()) => act.stage_provisioner(&i6),
                     e => done(e),
                 })
-                .then(move |r, act, _| match r {
-                    Ok(()) => act.stage_terminate(&i5),
+                .then(move |r, act, ctx| match r {
+                    Ok(()) => act.stage_terminate(&i5, ctx),
                     Err(e) => Box::pin(fut::ready(Err(e))),
                 }),
         )
@@ -280,6 +279,7 @@ impl ContainerizerActor {
     fn stage_terminate(
         &mut self,
         id: &ContainerId,
+        ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<ContainerTermination, ContainerizerError>> {
         let launcher = self.launcher.clone();
         let c = match self.get_mut(id) {
@@ -287,11 +287,15 @@ impl ContainerizerActor {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let forked = c.forked.is_some() || c.record.supervisor.is_some();
+        let watches: Vec<SpawnHandle> = c.watches.drain(..).collect();
         let cause = c.cause.clone().unwrap_or(Cause::Requested);
         let t = compose(&cause, c.exit.as_ref());
         c.record.termination = Some(t.clone());
         c.record.prepared_isolators.clear();
         let rec = c.enter(ContainerState::Terminated);
+        for w in watches {
+            ctx.cancel_future(w);
+        }
         let cp = self.checkpoint(rec);
         let id = id.clone();
         let id2 = id.clone();

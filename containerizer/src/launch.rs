@@ -13,7 +13,9 @@ use crate::ContainerizerError;
 use actix::prelude::*;
 use berth_isolators::PrepareRequest;
 use berth_launcher::{LaunchSpec, Stdio};
-use berth_state::{ContainerConfig, ContainerId, ContainerRecord, ContainerState};
+use berth_state::{
+    ContainerConfig, ContainerId, ContainerRecord, ContainerState, TerminationReason,
+};
 use futures::channel::oneshot;
 use futures::future::{join_all, FutureExt};
 
@@ -422,6 +424,16 @@ impl ContainerizerActor {
             .map(|w| {
                 let id = id.clone();
                 ctx.spawn(w.into_actor(self).map(move |limitation, act, ctx| {
+                    if let Ok(c) = act.get_mut(&id) {
+                        let oom = limitation.reason == TerminationReason::OomKilled;
+                        if oom && matches!(c.cause, Some(Cause::Exited)) {
+                            // The init's exit was learned first, but the
+                            // limitation (an OOM kill) is why it exited.
+                            tracing::info!(container = %id, ?limitation, "limitation explains the exit");
+                            c.cause = Some(Cause::Limited(limitation));
+                            return;
+                        }
+                    }
                     tracing::info!(container = %id, ?limitation, "limitation; destroying");
                     let _ = act.start_destroy(&id, Cause::Limited(limitation), ctx);
                 }))

@@ -75,8 +75,15 @@ pub struct ContainerizerBuilder {
     launcher: Option<Arc<dyn Launcher>>,
     supervisor: Option<PathBuf>,
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
-    isolators: Vec<Box<dyn Isolator>>,
+    isolators: Vec<Slot>,
     fetcher: Box<dyn Fetcher>,
+}
+
+/// An isolator, or the place where the defaults go: they are made at
+/// `build`, once the cgroup root is known.
+enum Slot {
+    One(Box<dyn Isolator>),
+    Defaults,
 }
 
 impl ContainerizerBuilder {
@@ -103,18 +110,36 @@ impl ContainerizerBuilder {
 
     /// Appends an isolator; isolators run in the order they are added.
     pub fn isolator(mut self, isolator: impl Isolator) -> Self {
-        self.isolators.push(Box::new(isolator));
+        self.isolators.push(Slot::One(Box::new(isolator)));
         self
     }
 
     /// Appends the default isolators: `filesystem/linux`, `namespaces/pid`,
-    /// `namespaces/ipc`, `namespaces/uts`.
-    pub fn default_isolators(self) -> Self {
+    /// `namespaces/ipc`, `namespaces/uts`, and the cgroup isolators
+    /// `cgroups/cpu`, `cgroups/mem`, `cgroups/pids`, `cgroups/devices`
+    /// (on the hierarchies detected at `build`, under the cgroup root).
+    pub fn default_isolators(mut self) -> Self {
+        self.isolators.push(Slot::Defaults);
+        self
+    }
+
+    fn defaults(cgroup_root: &str) -> Vec<Box<dyn Isolator>> {
+        use berth_isolators::cgroups::{Cpu, Devices, Hierarchies, Memory, Pids};
         use berth_isolators::{filesystem, namespaces};
-        self.isolator(filesystem::LinuxFilesystem)
-            .isolator(namespaces::PidNamespace)
-            .isolator(namespaces::IpcNamespace)
-            .isolator(namespaces::UtsNamespace)
+        let h = Hierarchies::detect().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the cgroup hierarchies; cgroup isolators are inert");
+            Hierarchies::default()
+        });
+        vec![
+            Box::new(filesystem::LinuxFilesystem),
+            Box::new(namespaces::PidNamespace),
+            Box::new(namespaces::IpcNamespace),
+            Box::new(namespaces::UtsNamespace),
+            Box::new(Cpu::isolator(h.clone(), cgroup_root)),
+            Box::new(Memory::isolator(h.clone(), cgroup_root)),
+            Box::new(Pids::isolator(h.clone(), cgroup_root)),
+            Box::new(Devices::isolator(h, cgroup_root)),
+        ]
     }
 
     /// The fetcher (default: [`NoFetcher`]).
@@ -153,9 +178,14 @@ impl ContainerizerBuilder {
                 )
             }
         };
+        let cgroup_root = self.cgroup_root.clone();
         let isolators = self
             .isolators
             .into_iter()
+            .flat_map(|slot| match slot {
+                Slot::One(i) => vec![i],
+                Slot::Defaults => Self::defaults(&cgroup_root),
+            })
             .map(IsolatorActor::spawn)
             .collect();
         let metrics = Arc::new(Metrics::default());

@@ -61,6 +61,7 @@
 //! ```
 
 mod actor;
+pub mod cgroups;
 pub mod filesystem;
 pub mod namespaces;
 

@@ -135,13 +135,13 @@ impl Freezer {
             Freezer::V1 { .. } => kill_v1(dir, deadline)?,
             Freezer::V2 { .. } => kill_v2(dir, deadline)?,
         }
-        let mut dirs = Vec::new();
-        subdirs_deepest_first(dir, &mut dirs);
-        dirs.push(dir.to_path_buf());
-        for d in dirs {
-            rmdir_retrying(&d, deadline)?;
-        }
-        Ok(())
+        berth_state::cgroupfs::remove_tree(dir, deadline).map_err(|(path, source)| {
+            FreezerError::Io {
+                op: "rmdir",
+                path,
+                source,
+            }
+        })
     }
 }
 
@@ -247,7 +247,7 @@ fn wait_empty(dir: &Path, deadline: Instant) -> bool {
 /// the cgroup's own).
 pub fn all_pids(dir: &Path) -> Vec<i32> {
     let mut dirs = vec![dir.to_path_buf()];
-    subdirs_deepest_first(dir, &mut dirs);
+    dirs.extend(berth_state::cgroupfs::subdirs_deepest_first(dir));
     dirs.iter()
         .flat_map(|d| {
             fs::read_to_string(d.join("cgroup.procs"))
@@ -259,46 +259,12 @@ pub fn all_pids(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn rmdir_retrying(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            Err(source) => {
-                return Err(FreezerError::Io {
-                    op: "rmdir",
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
 fn write(path: &Path, value: &str) -> Result<(), FreezerError> {
     fs::write(path, value).map_err(|source| FreezerError::Io {
         op: "write",
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn subdirs_deepest_first(root: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            let p = e.path();
-            subdirs_deepest_first(&p, out);
-            out.push(p);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -259,6 +259,37 @@ impl Drop for TestEnv {
     }
 }
 
+/// The `berth` binary cargo built beside the running test
+/// (target/<profile>/berth).
+pub fn berth_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("berth"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+impl TestEnv {
+    /// `berth` on the test's own root, runtime dir and cgroup root.
+    pub fn berth(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(berth_bin());
+        c.arg("--root")
+            .arg(&self.state_dir)
+            .arg("--runtime-dir")
+            .arg(&self.runtime_dir)
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root);
+        c
+    }
+}
+
 /// Panics with a clear message when `name` is not an executable on PATH.
 pub fn require_tool(name: &str) {
     if find_tool(name).is_none() {

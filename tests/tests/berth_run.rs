@@ -1,35 +1,10 @@
 //! `berth run` as a user runs it: the binary, its exit codes and `--json`.
 
 use berth_tests::TestEnv;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `berth` binary cargo built beside this test (target/<profile>/berth).
-fn berth_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("berth"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
-/// `berth` on the test's own root, runtime dir and cgroup root.
 fn berth(env: &TestEnv) -> Command {
-    let mut c = Command::new(berth_bin());
-    c.arg("--root")
-        .arg(&env.state_dir)
-        .arg("--runtime-dir")
-        .arg(&env.runtime_dir)
-        .arg("--cgroup-root")
-        .arg(&env.cgroup_root);
-    c
+    env.berth()
 }
 
 fn berth_run(env: &TestEnv, args: &[&str]) -> Output {
