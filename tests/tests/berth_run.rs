@@ -66,13 +66,13 @@ fn exec_failure_is_start_error_128_naming_the_path() {
 }
 
 #[test]
-fn unbacked_options_and_bad_input_are_refused_by_name() {
+fn bad_input_is_refused_by_name() {
     let env = TestEnv::new("run-refuse");
-    let out = berth_run(&env, &["--memory", "32M", "--", "true"]);
-    assert_eq!(out.status.code(), Some(125));
+    let out = berth_run(&env, &["--memory", "1K", "--", "true"]);
+    assert_eq!(out.status.code(), Some(128), "a start error");
     let err = text(&out.stderr);
     assert!(
-        err.contains("memory") && err.contains("cgroups/mem"),
+        err.contains("invalid memory") && err.contains("below the minimum of 4.0 MiB"),
         "{err}"
     );
     let out = berth_run(&env, &["--hostname", "bad_host", "--", "true"]);
