@@ -118,6 +118,8 @@ pub struct ContainerizerActor {
     pub(crate) fetcher: Box<dyn Fetcher>,
     pub(crate) containers: BTreeMap<String, Container>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Every transition and limitation, for `events()` subscribers.
+    pub(crate) events: tokio::sync::broadcast::Sender<crate::agent::api::Event>,
 }
 
 impl Actor for ContainerizerActor {
@@ -149,6 +151,7 @@ impl ContainerizerActor {
         match self.get_mut(id) {
             Ok(c) => {
                 let rec = c.enter(state);
+                self.publish_state(id, state, None);
                 self.checkpoint(rec)
             }
             Err(e) => Box::pin(async move { Err(e) }),
@@ -161,11 +164,46 @@ impl ContainerizerActor {
         record: ContainerRecord,
     ) -> futures::future::BoxFuture<'static, Result<(), ContainerizerError>> {
         let id = record.id.clone().unwrap_or_default().to_string();
+        let state = record.state;
         let w = self.checkpoints.put(record);
         Box::pin(async move {
             w.await
-                .map_err(|message| ContainerizerError::Checkpoint { id, message })
+                .map_err(|message| ContainerizerError::Checkpoint { id, message })?;
+            crate::failpoint::hit(&format!("after-checkpoint:{}", state_name(state)));
+            Ok(())
         })
+    }
+
+    /// Tells subscribers that `id` entered `state` (with its termination
+    /// once TERMINATED). Nobody listening is fine.
+    pub(crate) fn publish_state(
+        &self,
+        id: &ContainerId,
+        state: ContainerState,
+        termination: Option<ContainerTermination>,
+    ) {
+        let _ = self.events.send(crate::agent::api::Event {
+            id: Some(id.clone()),
+            at_unix_nanos: berth_state::time::now_unix_nanos(),
+            kind: Some(crate::agent::api::event::Kind::State(state as i32)),
+            termination,
+        });
+    }
+
+    /// Tells subscribers that `id` hit a limit.
+    pub(crate) fn publish_limitation(&self, id: &ContainerId, l: &berth_isolators::Limitation) {
+        let _ = self.events.send(crate::agent::api::Event {
+            id: Some(id.clone()),
+            at_unix_nanos: berth_state::time::now_unix_nanos(),
+            kind: Some(crate::agent::api::event::Kind::Limitation(
+                crate::agent::api::Limitation {
+                    reason: l.reason as i32,
+                    resource: l.resource.clone(),
+                    message: l.message.clone(),
+                },
+            )),
+            termination: None,
+        });
     }
 
     pub(crate) fn sandbox_dir(&self, id: &ContainerId) -> PathBuf {

@@ -195,6 +195,7 @@ impl ContainerizerActor {
                 .destroy(id.clone())
                 .await
                 .map_err(|e| stage(&id, "kill", e))?;
+            crate::failpoint::hit("destroy:after-kill");
             if have_exit {
                 return Ok(None);
             }
@@ -233,9 +234,15 @@ impl ContainerizerActor {
             let mut failed = Vec::new();
             for (i, h) in handles {
                 match h.cleanup(id2.clone()).await {
-                    Ok(()) => cleaned.push(i),
+                    Ok(()) => {
+                        crate::failpoint::hit(&format!("destroy:after-cleanup:{}", h.name()));
+                        cleaned.push(i)
+                    }
                     Err(e) => failed.push(format!("{}: {e}", h.name())),
                 }
+            }
+            if failed.is_empty() {
+                crate::failpoint::hit("destroy:after-cleanup");
             }
             (cleaned, failed)
         };
@@ -268,7 +275,9 @@ impl ContainerizerActor {
             async move {
                 p.destroy(id.clone())
                     .await
-                    .map_err(|e| stage(&id, "provisioner destroy", e))
+                    .map_err(|e| stage(&id, "provisioner destroy", e))?;
+                crate::failpoint::hit("destroy:after-provisioner");
+                Ok(())
             }
             .into_actor(self),
         )
@@ -293,6 +302,7 @@ impl ContainerizerActor {
         c.record.termination = Some(t.clone());
         c.record.prepared_isolators.clear();
         let rec = c.enter(ContainerState::Terminated);
+        self.publish_state(id, ContainerState::Terminated, Some(t.clone()));
         for w in watches {
             ctx.cancel_future(w);
         }
@@ -307,6 +317,7 @@ impl ContainerizerActor {
                     .remove(id.clone())
                     .await
                     .map_err(|e| stage(&id, "remove runtime dir", e))?;
+                crate::failpoint::hit("destroy:after-remove-runtime-dir");
             }
             Ok(())
         };

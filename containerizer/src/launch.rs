@@ -101,6 +101,7 @@ impl ContainerizerActor {
             sandbox_dir: sandbox.display().to_string(),
             ..Default::default()
         };
+        self.publish_state(&id, ContainerState::Starting, None);
         let mut c = Container::new(id, record, sandbox);
         c.enter(ContainerState::Starting);
         c.stdio = Some(stdio);
@@ -203,6 +204,7 @@ impl ContainerizerActor {
                     }
                     Err(e) => return ready(Err(e)),
                 };
+                self.publish_state(&id, ContainerState::Preparing, None);
                 let cp = self.checkpoint(rec);
                 Box::pin(
                     cp.map(|r| r.map(|_| Some(Step::Prepare(0))))
@@ -230,6 +232,7 @@ impl ContainerizerActor {
                 let h = self.isolators[i].clone();
                 Box::pin(h.prepare(req).into_actor(self).map(move |r, act, _| {
                     let info = r.map_err(|e| stage(&id, &format!("prepare of {}", h.name()), e))?;
+                    crate::failpoint::hit(&format!("launch:after-prepare:{}", h.name()));
                     if let Some(info) = info {
                         act.get_mut(&id)?.infos.push((h.name().to_string(), info));
                     }
@@ -247,6 +250,7 @@ impl ContainerizerActor {
                         Ok(f) => f,
                         Err(e) => return ready(Err(stage(&id, "fork", e))),
                     };
+                    crate::failpoint::hit("launch:after-fork");
                     let c = match act.get_mut(&id) {
                         Ok(c) => c,
                         Err(e) => return ready(Err(e)),
@@ -424,6 +428,7 @@ impl ContainerizerActor {
             .map(|w| {
                 let id = id.clone();
                 ctx.spawn(w.into_actor(self).map(move |limitation, act, ctx| {
+                    act.publish_limitation(&id, &limitation);
                     if let Ok(c) = act.get_mut(&id) {
                         let oom = limitation.reason == TerminationReason::OomKilled;
                         if oom && matches!(c.cause, Some(Cause::Exited)) {

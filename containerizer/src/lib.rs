@@ -28,9 +28,11 @@
 //! ```
 
 mod actor;
+pub mod agent;
 mod checkpoint;
 mod destroy;
 mod error;
+pub mod failpoint;
 pub mod fetcher;
 mod launch;
 mod merge;
@@ -65,6 +67,7 @@ use std::sync::Arc;
 pub struct Containerizer {
     addr: Addr<ContainerizerActor>,
     metrics: Arc<Metrics>,
+    events: tokio::sync::broadcast::Sender<agent::api::Event>,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -189,6 +192,8 @@ impl ContainerizerBuilder {
             .map(IsolatorActor::spawn)
             .collect();
         let metrics = Arc::new(Metrics::default());
+        // Subscribers that fall this far behind miss events (and are told).
+        let (events, _) = tokio::sync::broadcast::channel(4096);
         let actor = ContainerizerActor {
             checkpoints,
             sandboxes: self.root.join("sandboxes"),
@@ -199,10 +204,12 @@ impl ContainerizerBuilder {
             fetcher: self.fetcher,
             containers: Default::default(),
             metrics: metrics.clone(),
+            events: events.clone(),
         };
         Ok(Containerizer {
             addr: actor.start(),
             metrics,
+            events,
         })
     }
 }
@@ -316,5 +323,12 @@ impl Containerizer {
     /// The counters (e.g. `container_destroy_errors`).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Every state transition (with the termination at TERMINATED) and
+    /// every limitation from now on, in order. A subscriber more than 4096
+    /// events behind gets `Lagged` and resumes with the newest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<agent::api::Event> {
+        self.events.subscribe()
     }
 }

@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+mod cli_agent;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -25,6 +27,9 @@ struct Cli {
     /// The name of berth's cgroup under each hierarchy.
     #[arg(long, global = true, default_value = "berth")]
     cgroup_root: String,
+    /// The agent's API socket (served by `berth agent`, used by the clients).
+    #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +39,27 @@ enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
     /// by signal N, 128 when the command could not start).
     Run(RunArgs),
+    /// Runs the long-lived containerizer serving the gRPC API on --socket;
+    /// SIGTERM stops it and leaves the containers running.
+    Agent,
+    /// Launches a container on the agent and prints its id.
+    Launch(RunArgs),
+    /// Lists the agent's containers.
+    Ps(cli_agent::JsonArgs),
+    /// Waits for a container to end; exits with its exit code.
+    Wait(cli_agent::IdArgs),
+    /// Sends a signal to a container.
+    Kill(cli_agent::KillArgs),
+    /// Destroys a container and prints its termination.
+    Destroy(cli_agent::IdArgs),
+    /// Forgets a terminated container.
+    Rm(cli_agent::IdArgs),
+    /// Resource usage of a container.
+    Stats(cli_agent::IdArgs),
+    /// Changes the resource limits of a running container.
+    Update(cli_agent::UpdateArgs),
+    /// Streams the agent's events (transitions, exits, limitations).
+    Events(cli_agent::JsonArgs),
 }
 
 #[derive(Args)]
@@ -162,6 +188,16 @@ fn main() {
 async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(ref args) => run(&cli, args).await,
+        Command::Agent => cli_agent::agent(&cli).await,
+        Command::Launch(ref args) => cli_agent::launch(&cli, args).await,
+        Command::Ps(ref args) => cli_agent::ps(&cli, args).await,
+        Command::Wait(ref args) => cli_agent::wait(&cli, args).await,
+        Command::Kill(ref args) => cli_agent::kill(&cli, args).await,
+        Command::Destroy(ref args) => cli_agent::destroy(&cli, args).await,
+        Command::Rm(ref args) => cli_agent::remove(&cli, args).await,
+        Command::Stats(ref args) => cli_agent::stats(&cli, args).await,
+        Command::Update(ref args) => cli_agent::update(&cli, args).await,
+        Command::Events(ref args) => cli_agent::events(&cli, args).await,
     }
 }
 
@@ -196,17 +232,26 @@ fn dup_fd(fd: i32) -> Result<OwnedFd> {
         .with_context(|| format!("dup fd {fd}"))
 }
 
-async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
-    let id_text = args
-        .name
+/// `--name`, or `run-<random>`.
+fn container_name(args: &RunArgs) -> String {
+    args.name
         .clone()
-        .unwrap_or_else(|| format!("run-{:08x}", rand_suffix()));
-    let id = ContainerId::parse(&id_text).map_err(anyhow::Error::msg)?;
-    let shutdown = shutdown_signal()?;
-    let c = Containerizer::builder(&cli.root, &cli.runtime_dir)
+        .unwrap_or_else(|| format!("run-{:08x}", rand_suffix()))
+}
+
+/// The containerizer of `berth run` and `berth agent`, on the global
+/// options.
+fn containerizer(cli: &Cli) -> Result<Containerizer> {
+    Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .default_isolators()
-        .build()?;
+        .build()?)
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+    let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
+    let shutdown = shutdown_signal()?;
+    let c = containerizer(cli)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

@@ -290,6 +290,107 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// The socket of this test's `berth agent`.
+    pub fn socket(&self) -> PathBuf {
+        self.temp_dir.join("berth.sock")
+    }
+
+    /// `berth` with the test's dirs and agent socket: for the agent and
+    /// its clients (`berth launch`, `ps`, …).
+    pub fn berth_client(&self) -> std::process::Command {
+        let mut c = self.berth();
+        c.arg("--socket").arg(self.socket());
+        c
+    }
+
+    /// Starts `berth agent` on the test's dirs with the failpoints
+    /// `failpoints` armed (`""` for none), and waits until it serves (it
+    /// serves only once recovery is done). Its stderr goes to
+    /// `agent-N.log` in the temp dir.
+    pub fn start_agent(&self, failpoints: &str) -> Agent {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let log = self
+            .temp_dir
+            .join(format!("agent-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+        let err = fs::File::create(&log).expect("agent log");
+        let mut child = self
+            .berth_client()
+            .arg("agent")
+            .env("BERTH_FAILPOINTS", failpoints)
+            .env("BERTH_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn berth agent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait().expect("agent status") {
+                panic!(
+                    "berth agent exited ({status}) before serving:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth agent did not serve within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent { child, log }
+    }
+}
+
+/// A running `berth agent`; SIGKILLed when dropped (containers stay).
+pub struct Agent {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// SIGKILL, as a crash: the containers keep running.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the agent's exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM agent");
+        self.child.wait().expect("agent exit")
+    }
+
+    /// Waits (up to `limit`) for the agent to die by itself, e.g. at a
+    /// failpoint; true when it did.
+    pub fn wait_dead(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("agent status").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Panics with a clear message when `name` is not an executable on PATH.
 pub fn require_tool(name: &str) {
     if find_tool(name).is_none() {

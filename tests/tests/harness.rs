@@ -75,13 +75,19 @@ fn process_naming_the_runtime_dir_is_a_leak() {
         .arg(&env.runtime_dir)
         .spawn()
         .unwrap();
-    let leaks = env.leaks();
-    assert!(
+    // Until the child has exec'd, its cmdline is still the test's: poll.
+    let named = |leaks: &[String]| {
         leaks
             .iter()
-            .any(|l| l.starts_with(&format!("process {}:", child.id())) && l.contains("cmdline")),
-        "{leaks:?}"
-    );
+            .any(|l| l.starts_with(&format!("process {}:", child.id())) && l.contains("cmdline"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut leaks = env.leaks();
+    while !named(&leaks) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        leaks = env.leaks();
+    }
+    assert!(named(&leaks), "{leaks:?}");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(env.leaks().is_empty(), "{:?}", env.leaks());

@@ -1,0 +1,13 @@
+//! `berth agent`: the containerizer served over gRPC on a Unix socket, and
+//! the client the CLI's `launch`, `ps`, `wait`, … use.
+
+/// The generated API (state/proto/berth/api/v1/api.proto).
+pub mod api {
+    tonic::include_proto!("berth.api.v1");
+}
+
+mod client;
+mod server;
+
+pub use client::{connect, ClientError};
+pub use server::serve;

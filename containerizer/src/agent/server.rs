@@ -1,0 +1,230 @@
+//! The gRPC service: each call is a call on the [`Containerizer`] handle.
+
+use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer};
+use super::api::{
+    ContainerRef, ContainerStatus, Empty, Event, EventsRequest, KillRequest, LaunchRequest,
+    LaunchResponse, ListRequest, ListResponse, UpdateRequest,
+};
+use crate::{Containerizer, ContainerizerError};
+use berth_state::{ContainerId, ContainerTermination, ResourceStatistics};
+use futures::Stream;
+use std::path::Path;
+use std::pin::Pin;
+use tonic::{Request, Response, Status};
+
+/// Serves `containerizer` on the Unix socket `socket` until `shutdown`
+/// resolves. The socket is created with mode 0600 (only root may drive
+/// the agent); a stale socket file from a dead agent is replaced — the
+/// caller holds the store lock, so no live agent owns it.
+pub async fn serve(
+    containerizer: Containerizer,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // Bound under a 0077 umask, so no other user can connect even for the
+    // moment before the chmod.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let bound = tokio::net::UnixListener::bind(socket);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopped = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(ContainerizerServer::new(Service {
+            c: containerizer,
+            stop: stop_rx,
+        }))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.map_err(std::io::Error::other),
+        _ = shutdown => {
+            // Stop accepting, end the event streams, and give the calls in
+            // flight a moment; a `wait` may block for as long as its
+            // container runs, and must not keep the agent from stopping.
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r.map_err(std::io::Error::other),
+                Err(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// How long calls in flight may take once the agent is told to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct Service {
+    c: Containerizer,
+    /// Becomes true when the agent stops.
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The gRPC code for a containerizer error; the message is the error's.
+fn status(e: ContainerizerError) -> Status {
+    use ContainerizerError as E;
+    let msg = e.to_string();
+    match e {
+        E::UnknownContainer(_) => Status::not_found(msg),
+        E::AlreadyExists(_) => Status::already_exists(msg),
+        E::InvalidConfig { .. } => Status::invalid_argument(msg),
+        E::Unsupported { .. } => Status::unimplemented(msg),
+        E::NotRunning { .. } | E::NotTerminated { .. } => Status::failed_precondition(msg),
+        E::Gone => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn id_of(id: Option<ContainerId>) -> Result<ContainerId, Status> {
+    let id = id.ok_or_else(|| Status::invalid_argument("the request names no container id"))?;
+    // Re-validate: a client may send any string.
+    ContainerId::parse(&id.to_string())
+        .map_err(|e| Status::invalid_argument(format!("container id {id}: {e}")))
+}
+
+fn to_api(s: crate::ContainerStatus) -> ContainerStatus {
+    ContainerStatus {
+        id: Some(s.id),
+        state: s.state as i32,
+        supervisor: s.supervisor,
+        init: s.init,
+        sandbox_dir: s.sandbox_dir.display().to_string(),
+        transitions: s.transitions,
+        termination: s.termination,
+        config: Some(s.config),
+        isolator_fields: s.isolator_fields,
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Api for Service {
+    async fn launch(&self, r: Request<LaunchRequest>) -> Result<Response<LaunchResponse>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("the launch request has no config"))?;
+        self.c.launch(id.clone(), config).await.map_err(status)?;
+        let st = self.c.status(id.clone()).await.map_err(status)?;
+        Ok(Response::new(LaunchResponse {
+            id: Some(id),
+            pid: st.init.map(|p| p.pid).unwrap_or(0),
+        }))
+    }
+
+    async fn wait(
+        &self,
+        r: Request<ContainerRef>,
+    ) -> Result<Response<ContainerTermination>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        Ok(Response::new(self.c.wait(id).await.map_err(status)?))
+    }
+
+    async fn kill(&self, r: Request<KillRequest>) -> Result<Response<Empty>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        if r.signal <= 0 || r.signal > 64 {
+            return Err(Status::invalid_argument(format!(
+                "signal {} is not a signal number (1-64)",
+                r.signal
+            )));
+        }
+        self.c.kill(id, r.signal).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn destroy(
+        &self,
+        r: Request<ContainerRef>,
+    ) -> Result<Response<ContainerTermination>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        Ok(Response::new(self.c.destroy(id).await.map_err(status)?))
+    }
+
+    async fn remove(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        self.c.remove(id).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn update(&self, r: Request<UpdateRequest>) -> Result<Response<Empty>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        let res = r
+            .resources
+            .ok_or_else(|| Status::invalid_argument("the update request has no resources"))?;
+        self.c.update(id, res).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn usage(
+        &self,
+        r: Request<ContainerRef>,
+    ) -> Result<Response<ResourceStatistics>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        Ok(Response::new(self.c.usage(id).await.map_err(status)?))
+    }
+
+    async fn status(&self, r: Request<ContainerRef>) -> Result<Response<ContainerStatus>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        Ok(Response::new(to_api(
+            self.c.status(id).await.map_err(status)?,
+        )))
+    }
+
+    async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let ids = self.c.containers().await.map_err(status)?;
+        let mut containers = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.c.status(id).await {
+                Ok(s) => containers.push(to_api(s)),
+                // Removed between the two calls.
+                Err(ContainerizerError::UnknownContainer(_)) => {}
+                Err(e) => return Err(status(e)),
+            }
+        }
+        Ok(Response::new(ListResponse { containers }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        _: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let rx = self.c.events();
+        let stop = self.stop.clone();
+        let stream = futures::stream::unfold((rx, stop), |(mut rx, mut stop)| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let next = tokio::select! {
+                e = rx.recv() => e,
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            match next {
+                Ok(e) => Some((Ok(e), (rx, stop))),
+                Err(RecvError::Lagged(n)) => Some((
+                    Err(Status::data_loss(format!(
+                        "this client fell {n} events behind; subscribe again"
+                    ))),
+                    (rx, stop),
+                )),
+                Err(RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

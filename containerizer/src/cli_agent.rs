@@ -1,0 +1,408 @@
+//! `berth agent` and its clients (`launch`, `ps`, `wait`, `kill`,
+//! `destroy`, `rm`, `stats`, `update`, `events`), in the style of ctr and
+//! podman: each client makes one gRPC call on the agent's socket.
+
+use crate::{config_of, shutdown_signal, termination_json, Cli, RunArgs};
+use anyhow::{bail, Context as _, Result};
+use berth::agent::api::{
+    self, ContainerRef, EventsRequest, KillRequest, LaunchRequest, ListRequest, UpdateRequest,
+};
+use berth::{ContainerId, ContainerState, ResourceStatistics, Resources};
+use clap::Args;
+
+#[derive(Args)]
+pub struct IdArgs {
+    /// The container's id.
+    pub id: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// The container's id.
+    pub id: String,
+    /// The signal: a name (`TERM`, `SIGKILL`) or a number (`9`).
+    #[arg(short, long, default_value = "TERM", value_parser = parse_signal)]
+    pub signal: i32,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The container's id.
+    pub id: String,
+    /// CPU share in cores (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Hard CPU limit in cores (0 = none).
+    #[arg(long)]
+    pub cpus_limit: Option<f64>,
+    /// Memory limit, e.g. 32M, 1G, or bytes.
+    #[arg(long, value_parser = crate::parse_size)]
+    pub memory: Option<u64>,
+    /// Maximum number of tasks.
+    #[arg(long)]
+    pub pids: Option<u64>,
+}
+
+/// `KILL`, `SIGKILL`, `kill` or `9`.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("signal {s:?}: numbers run from 1 to 64"))
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| format!("signal {s:?}: not a signal name (e.g. TERM, SIGKILL) or number"))
+}
+
+fn parse_id(s: &str) -> Result<ContainerId> {
+    ContainerId::parse(s).map_err(|e| anyhow::anyhow!("container id {s:?}: {e}"))
+}
+
+fn rpc_error(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message())
+}
+
+async fn client(
+    cli: &Cli,
+) -> Result<api::containerizer_client::ContainerizerClient<tonic::transport::Channel>> {
+    Ok(berth::agent::connect(&cli.socket).await?)
+}
+
+fn id_ref(id: &ContainerId) -> ContainerRef {
+    ContainerRef {
+        id: Some(id.clone()),
+    }
+}
+
+/// The long-lived containerizer: recovers every checkpointed container,
+/// then serves the API until SIGINT/SIGTERM. Containers keep running when
+/// it stops; the next agent recovers them.
+pub async fn agent(cli: &Cli) -> Result<i32> {
+    let shutdown = shutdown_signal()?;
+    let c = crate::containerizer(cli).with_context(|| {
+        format!(
+            "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
+            cli.root.display()
+        )
+    })?;
+    let started = std::time::Instant::now();
+    let summary = c.recover().await.context("recovering containers")?;
+    tracing::info!(
+        running = summary.running.len(),
+        destroying = summary.destroying.len(),
+        terminated = summary.terminated.len(),
+        orphans = summary.orphans.len(),
+        corrupt = summary.corrupt.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    for (id, why) in &summary.corrupt {
+        eprintln!(
+            "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
+        );
+    }
+    berth::agent::serve(c, &cli.socket, shutdown)
+        .await
+        .with_context(|| format!("serving on {}", cli.socket.display()))?;
+    let _ = std::fs::remove_file(&cli.socket);
+    Ok(0)
+}
+
+pub async fn launch(cli: &Cli, args: &RunArgs) -> Result<i32> {
+    let id = parse_id(&crate::container_name(args))?;
+    let mut c = client(cli).await?;
+    let r = c
+        .launch(LaunchRequest {
+            id: Some(id.clone()),
+            config: Some(config_of(args)),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"id": id.to_string(), "pid": r.pid})
+        );
+    } else {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+fn state_name(s: i32) -> &'static str {
+    ContainerState::try_from(s)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
+    let id = s.id.clone().unwrap_or_default().to_string();
+    let t = s.termination.as_ref();
+    serde_json::json!({
+        "id": id,
+        "state": state_name(s.state),
+        "pid": s.init.map(|p| p.pid),
+        "supervisor_pid": s.supervisor.map(|p| p.pid),
+        "command": s.config.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
+        "sandbox_dir": s.sandbox_dir,
+        "termination": t.map(|t| termination_json(&s.id.clone().unwrap_or_default(), t)),
+        "isolator_fields": s.isolator_fields,
+    })
+}
+
+pub async fn ps(cli: &Cli, args: &JsonArgs) -> Result<i32> {
+    let mut c = client(cli).await?;
+    let list = c
+        .list(ListRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .containers;
+    if args.json {
+        let all: Vec<_> = list.iter().map(status_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(0);
+    }
+    println!("{:<32} {:<12} {:>8}  COMMAND", "ID", "STATE", "PID");
+    for s in &list {
+        let id = s.id.clone().unwrap_or_default().to_string();
+        let pid = s
+            .init
+            .map(|p| p.pid.to_string())
+            .unwrap_or_else(|| "-".into());
+        let cmd = s
+            .config
+            .as_ref()
+            .map(|c| c.command.join(" "))
+            .unwrap_or_default();
+        println!("{id:<32} {:<12} {pid:>8}  {cmd}", state_name(s.state));
+    }
+    Ok(0)
+}
+
+fn print_termination(id: &ContainerId, t: &berth::ContainerTermination, json: bool) {
+    if json {
+        println!("{}", termination_json(id, t));
+    } else {
+        let mut line = format!(
+            "{id}: {} exit_code={}",
+            t.reason().as_str_name(),
+            t.exit_code
+        );
+        if let Some(sig) = t.signal {
+            line.push_str(&format!(" signal={sig}"));
+        }
+        if !t.message.is_empty() {
+            line.push_str(&format!(" ({})", t.message));
+        }
+        println!("{line}");
+    }
+}
+
+/// Waits for the container's end; exits with its exit code.
+pub async fn wait(cli: &Cli, args: &IdArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let t = c.wait(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
+    print_termination(&id, &t, args.json);
+    Ok(t.exit_code)
+}
+
+pub async fn kill(cli: &Cli, args: &KillArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    c.kill(KillRequest {
+        id: Some(id),
+        signal: args.signal,
+    })
+    .await
+    .map_err(rpc_error)?;
+    Ok(0)
+}
+
+pub async fn destroy(cli: &Cli, args: &IdArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let t = c
+        .destroy(id_ref(&id))
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    print_termination(&id, &t, args.json);
+    Ok(0)
+}
+
+pub async fn remove(cli: &Cli, args: &IdArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    c.remove(id_ref(&id)).await.map_err(rpc_error)?;
+    Ok(0)
+}
+
+fn stats_json(id: &ContainerId, s: &ResourceStatistics) -> serde_json::Value {
+    serde_json::json!({
+        "id": id.to_string(),
+        "timestamp": s.timestamp,
+        "cpus_user_time_secs": s.cpus_user_time_secs,
+        "cpus_system_time_secs": s.cpus_system_time_secs,
+        "cpus_limit": s.cpus_limit,
+        "cpus_nr_periods": s.cpus_nr_periods,
+        "cpus_nr_throttled": s.cpus_nr_throttled,
+        "cpus_throttled_time_secs": s.cpus_throttled_time_secs,
+        "mem_usage_bytes": s.mem_usage_bytes,
+        "mem_rss_bytes": s.mem_rss_bytes,
+        "mem_cache_bytes": s.mem_cache_bytes,
+        "mem_swap_bytes": s.mem_swap_bytes,
+        "mem_max_usage_bytes": s.mem_max_usage_bytes,
+        "mem_limit_bytes": s.mem_limit_bytes,
+        "processes": s.processes,
+        "disk_used_bytes": s.disk_used_bytes,
+        "disk_limit_bytes": s.disk_limit_bytes,
+    })
+}
+
+pub async fn stats(cli: &Cli, args: &IdArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let s = c.usage(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
+    if args.json {
+        println!("{}", stats_json(&id, &s));
+    } else {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        println!(
+            "{id}: cpu user {:.2}s system {:.2}s (limit {}, throttled {}/{} periods); memory {:.1} MiB (rss {:.1}, cache {:.1}, max {:.1}, limit {}); {} tasks",
+            s.cpus_user_time_secs,
+            s.cpus_system_time_secs,
+            if s.cpus_limit > 0.0 { format!("{:.2}", s.cpus_limit) } else { "none".into() },
+            s.cpus_nr_throttled,
+            s.cpus_nr_periods,
+            mib(s.mem_usage_bytes),
+            mib(s.mem_rss_bytes),
+            mib(s.mem_cache_bytes),
+            mib(s.mem_max_usage_bytes),
+            if s.mem_limit_bytes > 0 { format!("{:.1} MiB", mib(s.mem_limit_bytes)) } else { "none".into() },
+            s.processes,
+        );
+    }
+    Ok(0)
+}
+
+/// Changes the given limits; the others keep their current values.
+pub async fn update(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    if args.cpus.is_none()
+        && args.cpus_limit.is_none()
+        && args.memory.is_none()
+        && args.pids.is_none()
+    {
+        bail!("update {id}: give at least one of --cpus, --cpus-limit, --memory, --pids");
+    }
+    let mut c = client(cli).await?;
+    let st = c.status(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
+    let mut res: Resources = st.config.and_then(|c| c.resources).unwrap_or_default();
+    if let Some(v) = args.cpus {
+        res.cpus = v;
+    }
+    if let Some(v) = args.cpus_limit {
+        res.cpu_limit = v;
+    }
+    if let Some(v) = args.memory {
+        res.memory_bytes = v;
+    }
+    if let Some(v) = args.pids {
+        res.pids = v;
+    }
+    c.update(UpdateRequest {
+        id: Some(id),
+        resources: Some(res),
+    })
+    .await
+    .map_err(rpc_error)?;
+    Ok(0)
+}
+
+fn event_json(e: &api::Event) -> serde_json::Value {
+    let id = e.id.clone().unwrap_or_default();
+    let mut v = serde_json::json!({
+        "id": id.to_string(),
+        "at_unix_nanos": e.at_unix_nanos,
+    });
+    match &e.kind {
+        Some(api::event::Kind::State(s)) => {
+            v["type"] = "state".into();
+            v["state"] = state_name(*s).into();
+        }
+        Some(api::event::Kind::Limitation(l)) => {
+            v["type"] = "limitation".into();
+            v["reason"] = berth::TerminationReason::try_from(l.reason)
+                .map(|r| r.as_str_name())
+                .unwrap_or("UNKNOWN")
+                .into();
+            v["resource"] = l.resource.clone().into();
+            v["message"] = l.message.clone().into();
+        }
+        None => {}
+    }
+    if let Some(t) = &e.termination {
+        v["termination"] = termination_json(&id, t);
+    }
+    v
+}
+
+/// Prints events, one per line, until interrupted or the agent stops.
+pub async fn events(cli: &Cli, args: &JsonArgs) -> Result<i32> {
+    let mut c = client(cli).await?;
+    let mut stream = c
+        .events(EventsRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    use std::io::Write;
+    while let Some(e) = stream.message().await.map_err(rpc_error)? {
+        let v = event_json(&e);
+        let line = if args.json {
+            v.to_string()
+        } else {
+            let mut l = format!(
+                "{} {}",
+                v["id"].as_str().unwrap_or(""),
+                v["type"].as_str().unwrap_or("")
+            );
+            for k in ["state", "reason", "resource", "message"] {
+                if let Some(s) = v[k].as_str() {
+                    l.push_str(&format!(" {k}={s}"));
+                }
+            }
+            if let Some(t) = v.get("termination") {
+                l.push_str(&format!(" exit_code={}", t["exit_code"]));
+            }
+            l
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (e.g. `| head`) ends the client quietly.
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return Ok(0);
+        }
+    }
+    Ok(0)
+}
