@@ -97,6 +97,19 @@ impl Container {
 
     /// Records that the container entered `state` (in memory; the caller
     /// checkpoints) and returns the record to write.
+    /// Whether a supervisor may exist: one was recorded, or the launch
+    /// got as far as PREPARING, whose fork a crash may have kept from the
+    /// record.
+    pub fn may_have_forked(&self) -> bool {
+        self.forked.is_some()
+            || self.record.supervisor.is_some()
+            || self
+                .record
+                .transitions
+                .iter()
+                .any(|t| t.state == ContainerState::Preparing as i32)
+    }
+
     pub fn enter(&mut self, state: ContainerState) -> ContainerRecord {
         self.record.state = state as i32;
         self.record.transitions.push(Transition {

@@ -108,10 +108,15 @@ impl ContainerizerActor {
     fn stage_mark_destroying(&mut self, id: &ContainerId) -> Stage {
         match self.get(id) {
             Ok(c) if c.state() == ContainerState::Destroying => done(Ok(())),
-            Ok(_) => Box::pin(
-                self.transition(id, ContainerState::Destroying)
-                    .into_actor(self),
-            ),
+            Ok(_) => {
+                if let Ok(c) = self.get_mut(id) {
+                    c.record.destroy_cause = c.cause.as_ref().map(Cause::to_record);
+                }
+                Box::pin(
+                    self.transition(id, ContainerState::Destroying)
+                        .into_actor(self),
+                )
+            }
             Err(e) => done(Err(e)),
         }
     }
@@ -164,8 +169,7 @@ impl ContainerizerActor {
             Ok(c) => c,
             Err(e) => return done(Err(e)),
         };
-        if c.forked.is_none() && c.record.supervisor.is_none() {
-            // Nothing was ever forked.
+        if !c.may_have_forked() {
             return done(Ok(()));
         }
         let grace = c
@@ -295,7 +299,7 @@ impl ContainerizerActor {
             Ok(c) => c,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let forked = c.forked.is_some() || c.record.supervisor.is_some();
+        let forked = c.may_have_forked();
         let watches: Vec<SpawnHandle> = c.watches.drain(..).collect();
         let cause = c.cause.clone().unwrap_or(Cause::Requested);
         let t = compose(&cause, c.exit.as_ref());

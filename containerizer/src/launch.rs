@@ -314,19 +314,18 @@ impl ContainerizerActor {
                 )
             }
             Step::Release => {
-                let t = self.transition(&id, ContainerState::Running);
-                let release = self.launcher.clone();
-                Box::pin(
-                    async move {
-                        t.await?;
-                        release
-                            .release(id.clone())
-                            .await
-                            .map_err(|e| stage(&id, "release", e))?;
-                        Ok(None)
+                // The command is released to exec before RUNNING is
+                // checkpointed: a RUNNING record always means the command
+                // ran. A crash in between leaves FETCHING, which recovery
+                // destroys as a launch the agent did not finish.
+                let release = self.launcher.release(id.clone());
+                Box::pin(release.into_actor(self).then(move |r, act, _| {
+                    if let Err(e) = r {
+                        return ready(Err(stage(&id, "release", e)));
                     }
-                    .into_actor(self),
-                )
+                    let t = act.transition(&id, ContainerState::Running);
+                    Box::pin(t.map(|r| r.map(|_| None)).into_actor(act))
+                }))
             }
         }
     }

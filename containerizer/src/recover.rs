@@ -176,10 +176,22 @@ impl ContainerizerActor {
             summary.terminated.push(id);
             return;
         }
-        let cause = match (&status, state) {
-            (ProcessStatus::Running(_), ContainerState::Running) => None,
-            (ProcessStatus::Exited(s), ContainerState::Running | ContainerState::Destroying) => {
+        // A destroy under way resumes with the cause it began with.
+        let began = c
+            .record
+            .destroy_cause
+            .as_ref()
+            .and_then(Cause::from_record)
+            .filter(|_| state == ContainerState::Destroying);
+        if let ProcessStatus::Exited(s) = &status {
+            if matches!(state, ContainerState::Running | ContainerState::Destroying) {
                 c.exit = Some(s.clone());
+            }
+        }
+        let cause = match (&status, state) {
+            (_, ContainerState::Destroying) if began.is_some() => began,
+            (ProcessStatus::Running(_), ContainerState::Running) => None,
+            (ProcessStatus::Exited(_), ContainerState::Running | ContainerState::Destroying) => {
                 Some(Cause::Exited)
             }
             (_, ContainerState::Running) => Some(Cause::Lost(

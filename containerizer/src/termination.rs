@@ -2,7 +2,7 @@
 //! containerd's CRI helpers report them).
 
 use berth_isolators::Limitation;
-use berth_state::{ContainerTermination, ExitStatus, TerminationReason};
+use berth_state::{ContainerTermination, DestroyCause, ExitStatus, TerminationReason};
 
 /// Why a destroy started. The first cause wins.
 #[derive(Debug, Clone)]
@@ -19,6 +19,52 @@ pub(crate) enum Cause {
     AgentRestartedDuringLaunch(String),
     /// The exit status could not be learned.
     Lost(String),
+}
+
+impl Cause {
+    /// The checkpointed form.
+    pub(crate) fn to_record(&self) -> DestroyCause {
+        use berth_state::destroy_cause::Kind;
+        let (kind, message) = match self {
+            Cause::Exited => (Kind::Exited, String::new()),
+            Cause::Requested => (Kind::Requested, String::new()),
+            Cause::Limited(l) => {
+                return DestroyCause {
+                    kind: Kind::Limited as i32,
+                    message: l.message.clone(),
+                    resource: l.resource.clone(),
+                    limitation_reason: l.reason as i32,
+                }
+            }
+            Cause::LaunchFailed(m) => (Kind::LaunchFailed, m.clone()),
+            Cause::AgentRestartedDuringLaunch(m) => (Kind::AgentRestarted, m.clone()),
+            Cause::Lost(m) => (Kind::Lost, m.clone()),
+        };
+        DestroyCause {
+            kind: kind as i32,
+            message,
+            ..Default::default()
+        }
+    }
+
+    /// Back from the checkpoint; `None` for a record without one.
+    pub(crate) fn from_record(r: &DestroyCause) -> Option<Cause> {
+        use berth_state::destroy_cause::Kind;
+        Some(match Kind::try_from(r.kind).ok()? {
+            Kind::Unspecified => return None,
+            Kind::Exited => Cause::Exited,
+            Kind::Requested => Cause::Requested,
+            Kind::Limited => Cause::Limited(Limitation {
+                reason: TerminationReason::try_from(r.limitation_reason)
+                    .unwrap_or(TerminationReason::Limitation),
+                resource: r.resource.clone(),
+                message: r.message.clone(),
+            }),
+            Kind::LaunchFailed => Cause::LaunchFailed(r.message.clone()),
+            Kind::AgentRestarted => Cause::AgentRestartedDuringLaunch(r.message.clone()),
+            Kind::Lost => Cause::Lost(r.message.clone()),
+        })
+    }
 }
 
 /// The termination for a destroy with `cause` and the init's `exit` status.

@@ -123,6 +123,12 @@ fn full_record(name: &str) -> ContainerRecord {
             finished_at_unix_nanos: 1_700_000_000_000_000_000,
         }),
         prepared_isolators: vec!["cgroups/mem".into(), "filesystem/linux".into()],
+        destroy_cause: Some(berth_state::DestroyCause {
+            kind: berth_state::destroy_cause::Kind::Limited as i32,
+            message: "memory limit of 64.0 MiB reached".into(),
+            resource: "memory".into(),
+            limitation_reason: TerminationReason::OomKilled as i32,
+        }),
     }
 }
 

@@ -1,0 +1,224 @@
+//! Crash injection: `berth agent` killed (SIGKILL, by a failpoint) at every
+//! launch transition, inside launch steps and inside every destroy stage;
+//! after each crash a fresh agent recovers, the container is accounted for
+//! (listed, with a termination), and once it is removed nothing is left:
+//! no process, cgroup, mount, sandbox or runtime dir.
+
+use berth_tests::{Agent, TestEnv};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The default isolators, in order (their names make failpoints).
+const ISOLATORS: &[&str] = &[
+    "filesystem/linux",
+    "namespaces/pid",
+    "namespaces/ipc",
+    "namespaces/uts",
+    "cgroups/cpu",
+    "cgroups/mem",
+    "cgroups/pids",
+    "cgroups/devices",
+];
+
+/// Points reached while a launch is under way; the crash interrupts
+/// `berth launch`.
+fn launch_points() -> Vec<String> {
+    let mut p: Vec<String> = [
+        "STARTING",
+        "PROVISIONING",
+        "PREPARING",
+        "ISOLATING",
+        "FETCHING",
+        "RUNNING",
+    ]
+    .iter()
+    .map(|s| format!("after-checkpoint:{s}"))
+    .collect();
+    p.extend(
+        ISOLATORS
+            .iter()
+            .map(|i| format!("launch:after-prepare:{i}")),
+    );
+    p.push("launch:after-fork".into());
+    p
+}
+
+/// Points reached while a destroy is under way; the crash interrupts
+/// `berth destroy`. (`destroy:after-provisioner` needs an image and is
+/// reached only with a provisioner.)
+fn destroy_points() -> Vec<String> {
+    let mut p: Vec<String> = vec![
+        "after-checkpoint:DESTROYING".into(),
+        "destroy:after-kill".into(),
+    ];
+    p.extend(
+        ISOLATORS
+            .iter()
+            .rev()
+            .map(|i| format!("destroy:after-cleanup:{i}")),
+    );
+    p.push("destroy:after-cleanup".into());
+    p.push("after-checkpoint:TERMINATED".into());
+    p.push("destroy:after-remove-runtime-dir".into());
+    p
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ps(env: &TestEnv, agent: &Agent) -> Vec<Value> {
+    let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        agent.log()
+    );
+    serde_json::from_str::<Value>(&text(&out.stdout))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum During {
+    Launch,
+    Destroy,
+}
+
+/// Arms `point`, drives a container into it, checks that the agent died
+/// there, recovers with a fresh agent and checks that the container is
+/// accounted for and leaves nothing behind. Returns whether it was
+/// recovered RUNNING, and its termination.
+fn crash_at(env: &TestEnv, point: &str, during: During, n: usize) -> (bool, Value) {
+    let id = format!("fp{n}");
+    let mut agent = env.start_agent(point);
+    let launch = env
+        .berth_client()
+        .args(["launch", "--name", &id, "--memory", "64M", "--pids", "50"])
+        .args(["--", "sleep", "1000"])
+        .output()
+        .unwrap();
+    match during {
+        During::Launch => assert_ne!(
+            launch.status.code(),
+            Some(0),
+            "{point}: the launch went through: the point was never reached\n{}",
+            agent.log()
+        ),
+        During::Destroy => {
+            assert_eq!(
+                launch.status.code(),
+                Some(0),
+                "{point}: {}\n{}",
+                text(&launch.stderr),
+                agent.log()
+            );
+            let d = env.berth_client().args(["destroy", &id]).output().unwrap();
+            assert_ne!(
+                d.status.code(),
+                Some(0),
+                "{point}: the destroy went through: the point was never reached\n{}",
+                agent.log()
+            );
+        }
+    }
+    assert!(
+        agent.wait_dead(Duration::from_secs(10)),
+        "{point}: the agent is still alive"
+    );
+    assert!(
+        agent.log().contains(&format!("failpoint {point} reached")),
+        "{point}: {}",
+        agent.log()
+    );
+
+    let agent = env.start_agent("");
+    let list = ps(env, &agent);
+    let c = list
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{point}: container {id} lost: {list:?}\n{}", agent.log()));
+    // A container caught mid-launch or mid-destroy is destroyed by the
+    // recovery; one caught RUNNING (the command exec'd) keeps running.
+    let recovered_running = c["state"] == "RUNNING";
+    if recovered_running {
+        // RUNNING means the command was exec'd: the init is `sleep`.
+        let pid = c["pid"].as_i64().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "sleep", "{point}: {c}");
+    }
+    let out = if recovered_running {
+        let out = env
+            .berth_client()
+            .args(["destroy", &id, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{point}: {}", text(&out.stderr));
+        out
+    } else {
+        env.berth_client()
+            .args(["wait", &id, "--json"])
+            .output()
+            .unwrap()
+    };
+    let t: Value = serde_json::from_str(text(&out.stdout).trim())
+        .unwrap_or_else(|e| panic!("{point}: {e}: {}", text(&out.stderr)));
+    let rm = env.berth_client().args(["rm", &id]).output().unwrap();
+    assert!(rm.status.success(), "{point}: {}", text(&rm.stderr));
+    assert!(agent.terminate().success());
+
+    let leaks = env.leaks();
+    assert!(leaks.is_empty(), "{point}: leaked {leaks:?}");
+    for dir in [
+        env.state_dir.join("sandboxes").join(&id),
+        env.runtime_dir.join(&id),
+    ] {
+        assert!(!dir.exists(), "{point}: {} left behind", dir.display());
+    }
+    (recovered_running, t)
+}
+
+#[test]
+fn a_crash_at_every_launch_step_is_recovered_without_leaks() {
+    let env = TestEnv::new("fp-launch");
+    for (n, point) in launch_points().iter().enumerate() {
+        let (running, t) = crash_at(&env, point, During::Launch, n);
+        let reason = t["reason"].as_str().unwrap();
+        if point == "after-checkpoint:RUNNING" {
+            // RUNNING is checkpointed once the command was released to
+            // exec: it is recovered as a running container.
+            assert!(running, "{point}: {t}");
+            assert_eq!(reason, "DESTROYED", "{point}: {t}");
+        } else {
+            assert!(
+                !running,
+                "{point}: an unfinished launch was passed off as running"
+            );
+            assert_eq!(reason, "START_ERROR", "{point}: {t}");
+            assert_eq!(t["exit_code"], 128, "{point}: {t}");
+            assert!(
+                t["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the agent restarted during launch"),
+                "{point}: {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_crash_in_every_destroy_stage_is_recovered_without_leaks() {
+    let env = TestEnv::new("fp-destroy");
+    for (n, point) in destroy_points().iter().enumerate() {
+        let (_, t) = crash_at(&env, point, During::Destroy, n);
+        let reason = t["reason"].as_str().unwrap();
+        assert!(
+            reason == "DESTROYED",
+            "{point}: a requested destroy ends DESTROYED: {t}"
+        );
+    }
+}
