@@ -492,17 +492,25 @@ impl Handler<Remove> for ContainerizerActor {
             })));
         }
         victims.sort_by_key(|v| std::cmp::Reverse(v.parts().len()));
-        let deletes: Vec<_> = victims
-            .iter()
-            .map(|v| self.checkpoints.delete(v.clone()))
-            .collect();
+        let checkpoints = self.checkpoints.clone();
+        let launcher = self.launcher.clone();
         let sandbox = self.sandbox_dir(&id);
         let id2 = id.clone();
+        let ids = victims.clone();
         let work = async move {
-            for d in deletes {
-                d.await.map_err(|message| ContainerizerError::Checkpoint {
-                    id: id2.to_string(),
-                    message,
+            for v in ids {
+                // The runtime dir first (a destroy cut short by a crash may
+                // have left it), then the record: a crash in between
+                // leaves a record, which a later remove finishes.
+                launcher
+                    .remove(v.clone())
+                    .await
+                    .map_err(|e| stage(&v, "remove runtime dir", e))?;
+                checkpoints.delete(v.clone()).await.map_err(|message| {
+                    ContainerizerError::Checkpoint {
+                        id: v.to_string(),
+                        message,
+                    }
                 })?;
             }
             tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&sandbox) {

@@ -80,7 +80,19 @@ impl Handler<Recover> for ContainerizerActor {
                 let isolators = act.isolators.clone();
                 let provisioner = act.provisioner.clone();
                 let recs = records.clone();
+                let mut known: std::collections::HashSet<String> = records
+                    .iter()
+                    .filter_map(|r| r.id.as_ref().map(|i| i.parts()[0].to_string()))
+                    .collect();
+                known.extend(
+                    summary
+                        .corrupt
+                        .iter()
+                        .map(|(k, _)| k.split('/').next().unwrap_or_default().to_string()),
+                );
+                let sandboxes = act.sandboxes.clone();
                 let work = async move {
+                    remove_orphan_sandboxes(sandboxes, known).await;
                     let mut orphans = launcher
                         .recover(recs.clone())
                         .await
@@ -271,4 +283,26 @@ impl ContainerizerActor {
             Ok(())
         }
     }
+}
+
+/// Sandboxes that no record explains (a crash between a remove's record
+/// delete and its sandbox removal) are removed. Nested containers'
+/// sandboxes live inside their parent's, so top-level names suffice.
+async fn remove_orphan_sandboxes(dir: PathBuf, known: std::collections::HashSet<String>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if known.contains(&name) || ContainerId::parse(&name).is_err() {
+                continue;
+            }
+            tracing::info!(sandbox = %e.path().display(), "removing orphan sandbox");
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(sandbox = %e.path().display(), error = %err, "cannot remove orphan sandbox");
+            }
+        }
+    })
+    .await;
 }

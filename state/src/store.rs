@@ -192,7 +192,12 @@ impl Store {
             let dir = m.container_dir(id);
             let f = dir.join(runtime::RECORD);
             match fs::remove_file(&f) {
-                Ok(()) => runtime::sync_dir(&dir)?,
+                Ok(()) => {
+                    runtime::sync_dir(&dir)?;
+                    // The dir goes too once nothing else (the supervisor's
+                    // files, nested containers) is in it.
+                    let _ = fs::remove_dir(&dir);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(StoreError::Io {
@@ -261,10 +266,25 @@ impl Store {
         let mut mirrored_keys = std::collections::HashSet::new();
         let mut restored = 0;
         for id in mirror.list()? {
-            let f = mirror.container_dir(&id).join(runtime::RECORD);
+            let dir = mirror.container_dir(&id);
+            // A write cut short by a crash leaves its temp file; the
+            // container dir it alone kept is gone with it.
+            let prefix = format!(".{}.tmp.", runtime::RECORD);
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+            let f = dir.join(runtime::RECORD);
             let bytes = match fs::read(&f) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Only removed when empty: the supervisor's files stay.
+                    let _ = fs::remove_dir(&dir);
+                    continue;
+                }
                 Err(source) => {
                     return Err(StoreError::Io {
                         op: "read",
@@ -461,7 +481,23 @@ fn lock(dir: &Path) -> Result<Flock<File>, StoreError> {
             path: path.clone(),
             source,
         })?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    // A holder that died (an agent killed while it was forking) can leave
+    // the lock with a child between fork and exec for a moment: wait that
+    // out; a live holder is refused at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut file = file;
+    let locked = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Err((f, nix::errno::Errno::EWOULDBLOCK))
+                if std::time::Instant::now() < deadline && holder_is_dead(&f) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                file = f;
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(mut f) => {
             // Record who holds it, for the next opener's error message.
             let _ = f.set_len(0);
@@ -471,6 +507,7 @@ fn lock(dir: &Path) -> Result<Flock<File>, StoreError> {
         }
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut holder = String::new();
+            let _ = f.rewind();
             let _ = f.read_to_string(&mut holder);
             let holder = holder.trim();
             Err(StoreError::Locked {
@@ -487,6 +524,21 @@ fn lock(dir: &Path) -> Result<Flock<File>, StoreError> {
             path,
             source: errno.into(),
         }),
+    }
+}
+
+/// Whether the pid written in the lock file names no live process.
+fn holder_is_dead(f: &File) -> bool {
+    let mut text = String::new();
+    let mut r = f;
+    let _ = r.rewind();
+    let _ = r.read_to_string(&mut text);
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
+        _ => false,
     }
 }
 

@@ -174,7 +174,7 @@ fn crash_at(env: &TestEnv, point: &str, during: During, n: usize) -> (bool, Valu
     assert!(leaks.is_empty(), "{point}: leaked {leaks:?}");
     for dir in [
         env.state_dir.join("sandboxes").join(&id),
-        env.runtime_dir.join(&id),
+        env.runtime_dir.join("containers").join(&id),
     ] {
         assert!(!dir.exists(), "{point}: {} left behind", dir.display());
     }
