@@ -15,7 +15,23 @@ fn text(b: &[u8]) -> String {
 /// Runs a client command; panics (with the agent's log) unless it exits
 /// with `code`.
 fn client(env: &TestEnv, agent: Option<&Agent>, args: &[&str], code: i32) -> Output {
-    let out = env.berth_client().args(args).output().unwrap();
+    let mut child = env
+        .berth_client()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // No client call may hang the suite.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth {args:?} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -293,5 +309,60 @@ fn a_corrupt_record_is_reported_unknown_and_cleaned_the_others_recover() {
     client(&env, Some(&agent), &["destroy", "good"], 0);
     client(&env, Some(&agent), &["rm", "good"], 0);
     client(&env, Some(&agent), &["rm", "bad"], 0);
+    agent.terminate();
+}
+
+#[test]
+fn update_changes_limits_and_keeps_the_others() {
+    let env = TestEnv::new("ag-update");
+    let agent = env.start_agent("");
+    client(
+        &env,
+        Some(&agent),
+        &[
+            "launch",
+            "--name",
+            "u",
+            "--memory",
+            "64M",
+            "--pids",
+            "40",
+            "--",
+            "sh",
+            "-c",
+            // pid 1 of its namespace: only signals it handles reach it.
+            "trap 'exit 42' TERM; sleep 1000 & wait",
+        ],
+        0,
+    );
+    client(&env, Some(&agent), &["update", "u", "--memory", "128M"], 0);
+    let mem = env.cgroup_dir("memory").join("u");
+    let pids = env.cgroup_dir("pids").join("u");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(
+        read(mem.join("memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(read(pids.join("pids.max")), "40", "untouched limits stay");
+    let out = client(&env, Some(&agent), &["update", "u"], 125);
+    assert!(
+        text(&out.stderr).contains("at least one of"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&env, Some(&agent), &["update", "u", "--memory", "1K"], 125);
+    assert!(
+        text(&out.stderr).contains("below the minimum"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Signals by name, SIG-name and number.
+    for sig in ["SIGCONT", "CONT", "18"] {
+        client(&env, Some(&agent), &["kill", "u", "-s", sig], 0);
+    }
+    client(&env, Some(&agent), &["kill", "u"], 0);
+    // The trap ran: the default signal is TERM.
+    client(&env, Some(&agent), &["wait", "u"], 42);
+    client(&env, Some(&agent), &["rm", "u"], 0);
     agent.terminate();
 }
