@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+#[path = "cli_image.rs"]
+mod cli_image;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -33,7 +36,10 @@ struct Cli {
 enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
     /// by signal N, 128 when the command could not start).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Image store: import, pull, ls, rm, prune.
+    #[command(subcommand)]
+    Image(cli_image::ImageCommand),
 }
 
 #[derive(Args)]
@@ -44,6 +50,12 @@ struct RunArgs {
     /// Image reference; default: the host filesystem.
     #[arg(long)]
     image: Option<String>,
+    /// Replaces the image's entrypoint (and drops its cmd).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// How the image's rootfs is made: overlay, copy or bind (default: detected).
+    #[arg(long)]
+    rootfs_backend: Option<berth::provisioner::Backend>,
     /// CPU share in cores (e.g. 0.5).
     #[arg(long)]
     cpus: Option<f64>,
@@ -77,8 +89,8 @@ struct RunArgs {
     /// Print the termination as one JSON object on stdout at the end.
     #[arg(long)]
     json: bool,
-    /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The command and its arguments (optional with --image: the image's cmd).
+    #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,
 }
 
@@ -162,6 +174,7 @@ fn main() {
 async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(ref args) => run(&cli, args).await,
+        Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
     }
 }
 
@@ -179,6 +192,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         user: args.user.clone().unwrap_or_default(),
         working_dir: args.workdir.clone().unwrap_or_default(),
         image: args.image.clone().unwrap_or_default(),
+        entrypoint: args.entrypoint.iter().cloned().collect(),
         resources: Some(resources),
         volumes: args.volumes.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
@@ -206,6 +220,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let c = Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .default_isolators()
+        .provisioner(cli_image::provisioner(&cli.root, args.rootfs_backend)?)
         .build()?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
