@@ -197,12 +197,9 @@ impl ContainerizerActor {
                         })
                         .await
                         .map_err(|e| stage(&id2, "resolve the image user", e))?
-                        .map_err(|why| {
-                            ContainerizerError::InvalidConfig {
-                                id: id2.to_string(),
-                                why,
-                            }
-                        })?;
+                        // A stage error, not InvalidConfig: the rootfs
+                        // exists now and the destroy must remove it.
+                        .map_err(|why| stage(&id2, "resolve the image user", why))?;
                         Ok((provisioned, user))
                     }
                     .into_actor(self)

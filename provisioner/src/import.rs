@@ -123,7 +123,7 @@ mod tests {
         let r = |n, t| reference_for(n, "dir", t).unwrap().canonical();
         assert_eq!(r(Some("layered"), "base"), "layered:base");
         assert_eq!(r(None, "base"), "dir:base");
-        assert_eq!(r(None, "docker.io/x/y:1"), "docker.io/x/y:1");
+        assert_eq!(r(None, "quay.io/x/y:1"), "quay.io/x/y:1");
         assert_eq!(r(Some("n"), "busybox:1.0"), "n:1.0");
         assert_eq!(default_name(Path::new("/a/My Image.tar")), "my-image");
     }

@@ -77,6 +77,17 @@ impl Reference {
                 "name components must be lowercase letters, digits and . _ - (not starting with a separator)",
             ));
         }
+        // Docker Hub's long forms name the same images as the short ones.
+        let (registry, repository) = match registry.as_deref() {
+            Some("docker.io" | "index.docker.io" | "registry-1.docker.io") => (
+                None,
+                match repository.strip_prefix("library/") {
+                    Some(r) if !r.contains('/') => r,
+                    _ => repository,
+                },
+            ),
+            _ => (registry, repository),
+        };
         let tag = match (&tag, &digest) {
             (None, None) => Some("latest".to_string()),
             _ => tag,
@@ -139,6 +150,12 @@ mod tests {
         assert_eq!(
             Reference::parse("layered:base").unwrap().canonical(),
             "layered:base"
+        );
+        let r = Reference::parse("docker.io/library/busybox:1").unwrap();
+        assert_eq!(r.canonical(), "busybox:1");
+        assert_eq!(
+            Reference::parse("docker.io/x/y").unwrap().canonical(),
+            "x/y:latest"
         );
     }
 
