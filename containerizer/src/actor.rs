@@ -37,6 +37,9 @@ pub(crate) type Attempt =
     Shared<oneshot::Receiver<Result<ContainerTermination, ContainerizerError>>>;
 
 /// One container, as the actor tracks it.
+/// uid, gid and supplementary gids.
+pub(crate) type ResolvedUser = (u32, u32, Vec<u32>);
+
 pub(crate) struct Container {
     pub id: ContainerId,
     /// The checkpoint; `record.state` is the container's state.
@@ -50,6 +53,9 @@ pub(crate) struct Container {
     /// Whether the provisioner was asked for a rootfs (so destroy asks it
     /// to remove one).
     pub provisioning: bool,
+    /// The image's run config (from the provisioner) and the user resolved
+    /// through the image's /etc/passwd and /etc/group; merged at fork.
+    pub image: Option<(berth_provisioner::Provisioned, Option<ResolvedUser>)>,
     /// Where the command's output goes, until fork takes it.
     pub stdio: Option<Stdio>,
     /// Resolves when the launch chain has stopped (finished or aborted):
@@ -78,6 +84,7 @@ impl Container {
             infos: Vec::new(),
             forked: None,
             provisioning: false,
+            image: None,
             stdio: None,
             launch_done: None,
             launch_done_tx: None,
@@ -362,9 +369,14 @@ impl Handler<Usage> for ContainerizerActor {
 /// Each isolator fills the figures it knows; a figure is taken from the
 /// first isolator that reports it.
 fn merge_usage(into: &mut ResourceStatistics, from: ResourceStatistics) {
+    // A typed helper: a bare `== Default::default()` stops inferring once a
+    // dependency adds `PartialEq<Other>` impls for the numeric types.
+    fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+        *v == T::default()
+    }
     macro_rules! take {
         ($($f:ident),*) => {$(
-            if into.$f == Default::default() {
+            if is_default(&into.$f) {
                 into.$f = from.$f;
             }
         )*};

@@ -98,7 +98,7 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
 /// it stops; the next agent recovers them.
 pub async fn agent(cli: &Cli) -> Result<i32> {
     let shutdown = shutdown_signal()?;
-    let c = crate::containerizer(cli).with_context(|| {
+    let c = crate::containerizer(cli, None).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()

@@ -174,17 +174,41 @@ impl ContainerizerActor {
                     c.provisioning = true;
                 }
                 let id2 = id.clone();
+                let config_user = self
+                    .get(&id)
+                    .ok()
+                    .and_then(|c| c.record.config.as_ref())
+                    .map(|c| c.user.clone())
+                    .unwrap_or_default();
                 Box::pin(
                     async move {
                         t.await?;
-                        p.provision(id2.clone(), image)
+                        let provisioned = p
+                            .provision(id2.clone(), image)
                             .await
-                            .map_err(|e| stage(&id2, "provision", e))
+                            .map_err(|e| stage(&id2, "provision", e))?;
+                        // The user is resolved in the image's own passwd and
+                        // group files (file I/O: on the blocking pool).
+                        let spec = Some(config_user)
+                            .filter(|u| !u.is_empty())
+                            .unwrap_or_else(|| provisioned.user.clone());
+                        let rootfs = provisioned.rootfs.clone();
+                        let user = tokio::task::spawn_blocking(move || {
+                            crate::user::resolve_in_rootfs(&rootfs, &spec)
+                        })
+                        .await
+                        .map_err(|e| stage(&id2, "resolve the image user", e))?
+                        // A stage error, not InvalidConfig: the rootfs
+                        // exists now and the destroy must remove it.
+                        .map_err(|why| stage(&id2, "resolve the image user", why))?;
+                        Ok((provisioned, user))
                     }
                     .into_actor(self)
                     .map(move |r, act, _| {
-                        let provisioned = r?;
-                        act.get_mut(&id)?.record.rootfs = provisioned.rootfs.display().to_string();
+                        let (provisioned, user) = r?;
+                        let c = act.get_mut(&id)?;
+                        c.record.rootfs = provisioned.rootfs.display().to_string();
+                        c.image = Some((provisioned, user));
                         Ok(Some(Step::Preparing))
                     }),
                 )
@@ -373,27 +397,50 @@ impl ContainerizerActor {
             id: id.to_string(),
             why,
         })?;
+        let image = c.image.as_ref().map(|(p, _)| p);
         if !config.working_dir.is_empty() {
             info.working_dir = config.working_dir.clone();
+        } else if let Some(wd) = image.map(|p| &p.working_dir).filter(|w| !w.is_empty()) {
+            info.working_dir = wd.clone();
         }
         let argv = if config.shell {
             vec!["/bin/sh".into(), "-c".into(), config.command.join(" ")]
+        } else if let Some(p) = image {
+            image_argv(&config, p)
         } else {
             config.command.clone()
         };
+        if argv.is_empty() {
+            return Err(ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why: format!(
+                    "image {:?} has no entrypoint or cmd, and no command was given",
+                    config.image
+                ),
+            });
+        }
         let mut env: std::collections::BTreeMap<String, String> = info.env.clone();
+        // The image's env over the isolators' (as Docker: image ENV, then -e).
+        for kv in image.map(|p| p.env.as_slice()).unwrap_or_default() {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
         env.entry("PATH".into()).or_insert_with(|| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
         });
         env.insert("BERTH_CONTAINER_ID".into(), id.to_string());
-        // The user's env overrides what isolators contribute.
+        // The user's env overrides what isolators and the image contribute.
         env.extend(config.env.clone());
-        let user = crate::user::resolve(&config.user).map_err(|why| {
-            ContainerizerError::InvalidConfig {
-                id: id.to_string(),
-                why,
-            }
-        })?;
+        let user = match &c.image {
+            Some((_, resolved)) => resolved.clone(),
+            None => crate::user::resolve(&config.user).map_err(|why| {
+                ContainerizerError::InvalidConfig {
+                    id: id.to_string(),
+                    why,
+                }
+            })?,
+        };
         c.record.launch_info = Some(info.clone());
         Ok(LaunchSpec {
             id: id.clone(),
@@ -467,5 +514,49 @@ impl ContainerizerActor {
             Err(e) => Cause::Lost(format!("waiting for the exit failed: {e}")),
         };
         let _ = self.start_destroy(id, cause, ctx);
+    }
+}
+
+/// Docker's rule: the config's entrypoint replaces the image's (and then
+/// drops the image's cmd); a command given by the user replaces the cmd.
+pub(crate) fn image_argv(
+    config: &berth_state::ContainerConfig,
+    image: &berth_provisioner::Provisioned,
+) -> Vec<String> {
+    let (entrypoint, default_cmd) = if config.entrypoint.is_empty() {
+        (&image.entrypoint, &image.cmd)
+    } else {
+        (&config.entrypoint, &Vec::new())
+    };
+    let cmd = if config.command.is_empty() {
+        default_cmd
+    } else {
+        &config.command
+    };
+    entrypoint.iter().chain(cmd).cloned().collect()
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::image_argv;
+    use berth_provisioner::Provisioned;
+    use berth_state::ContainerConfig;
+
+    #[test]
+    fn entrypoint_and_cmd_merge_as_docker() {
+        let img = Provisioned {
+            entrypoint: vec!["/bin/ep".into()],
+            cmd: vec!["default".into()],
+            ..Default::default()
+        };
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut c = ContainerConfig::default();
+        assert_eq!(image_argv(&c, &img), v(&["/bin/ep", "default"]));
+        c.command = v(&["mine"]);
+        assert_eq!(image_argv(&c, &img), v(&["/bin/ep", "mine"]));
+        c.entrypoint = v(&["/bin/other"]);
+        assert_eq!(image_argv(&c, &img), v(&["/bin/other", "mine"]));
+        c.command.clear();
+        assert_eq!(image_argv(&c, &img), v(&["/bin/other"]));
     }
 }

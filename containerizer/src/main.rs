@@ -10,6 +10,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 mod cli_agent;
+#[path = "cli_image.rs"]
+mod cli_image;
 
 #[derive(Parser)]
 #[command(
@@ -38,12 +40,12 @@ struct Cli {
 enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
     /// by signal N, 128 when the command could not start).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Runs the long-lived containerizer serving the gRPC API on --socket;
     /// SIGTERM stops it and leaves the containers running.
     Agent,
     /// Launches a container on the agent and prints its id.
-    Launch(RunArgs),
+    Launch(Box<RunArgs>),
     /// Lists the agent's containers.
     Ps(cli_agent::JsonArgs),
     /// Waits for a container to end; exits with its exit code.
@@ -60,6 +62,9 @@ enum Command {
     Update(cli_agent::UpdateArgs),
     /// Streams the agent's events (transitions, exits, limitations).
     Events(cli_agent::JsonArgs),
+    /// Image store: import, pull, ls, rm, prune.
+    #[command(subcommand)]
+    Image(cli_image::ImageCommand),
 }
 
 #[derive(Args)]
@@ -70,6 +75,12 @@ struct RunArgs {
     /// Image reference; default: the host filesystem.
     #[arg(long)]
     image: Option<String>,
+    /// Replaces the image's entrypoint (and drops its cmd).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// How the image's rootfs is made: overlay, copy or bind (default: detected).
+    #[arg(long)]
+    rootfs_backend: Option<berth::provisioner::Backend>,
     /// CPU share in cores (e.g. 0.5).
     #[arg(long)]
     cpus: Option<f64>,
@@ -103,8 +114,8 @@ struct RunArgs {
     /// Print the termination as one JSON object on stdout at the end.
     #[arg(long)]
     json: bool,
-    /// The command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The command and its arguments (optional with --image: the image's cmd).
+    #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,
 }
 
@@ -198,6 +209,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats(ref args) => cli_agent::stats(&cli, args).await,
         Command::Update(ref args) => cli_agent::update(&cli, args).await,
         Command::Events(ref args) => cli_agent::events(&cli, args).await,
+        Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
     }
 }
 
@@ -215,6 +227,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         user: args.user.clone().unwrap_or_default(),
         working_dir: args.workdir.clone().unwrap_or_default(),
         image: args.image.clone().unwrap_or_default(),
+        entrypoint: args.entrypoint.iter().cloned().collect(),
         resources: Some(resources),
         volumes: args.volumes.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
@@ -241,17 +254,18 @@ fn container_name(args: &RunArgs) -> String {
 
 /// The containerizer of `berth run` and `berth agent`, on the global
 /// options.
-fn containerizer(cli: &Cli) -> Result<Containerizer> {
+fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .default_isolators()
+        .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli)?;
+    let c = containerizer(cli, args.rootfs_backend)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

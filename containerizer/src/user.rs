@@ -3,6 +3,7 @@
 
 use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 use std::ffi::CString;
+use std::path::Path;
 
 /// uid, gid and supplementary gids for `spec`; `None` for an empty spec
 /// (the container runs as root).
@@ -54,6 +55,109 @@ pub fn resolve(spec: &str) -> Result<Option<(u32, u32, Vec<u32>)>, String> {
     }
 }
 
+/// Reads `<rootfs>/etc/<file>`, refusing to follow a symlink there (it
+/// could point at the host's own files); a missing file reads as empty.
+fn image_file(rootfs: &Path, file: &str) -> Result<String, String> {
+    let etc = rootfs.join("etc");
+    let path = etc.join(file);
+    for p in [&etc, &path] {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symlink; berth does not follow it out of the image",
+                    p.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+            Err(e) => return Err(format!("reading {}: {e}", p.display())),
+        }
+    }
+    std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// `USER[:GROUP]` of an image, resolved as Docker does through the image's
+/// own /etc/passwd and /etc/group (never the host's): a name must be
+/// there; a number is taken as it is (group 0 when the uid has no entry);
+/// supplementary groups are the /etc/group entries listing the user.
+pub fn resolve_in_rootfs(
+    rootfs: &Path,
+    spec: &str,
+) -> Result<Option<(u32, u32, Vec<u32>)>, String> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if u.is_empty() || g == Some("") {
+        return Err(format!("user {spec:?}: expected USER[:GROUP]"));
+    }
+    let passwd = image_file(rootfs, "passwd")?;
+    let group = image_file(rootfs, "group")?;
+    // name:x:uid:gid:… ; malformed lines are skipped.
+    let users: Vec<(&str, u32, u32)> = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let groups: Vec<(&str, u32, Vec<&str>)> = group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f
+                .get(3)
+                .map(|m| m.split(',').filter(|x| !x.is_empty()).collect());
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                members.unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => users.iter().find(|x| x.1 == uid).copied().ok_or(uid),
+        Err(_) => Ok(*users.iter().find(|x| x.0 == u).ok_or_else(|| {
+            format!("user {spec:?}: no user named {u:?} in the image's /etc/passwd")
+        })?),
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                groups
+                    .iter()
+                    .find(|x| x.0 == g)
+                    .ok_or_else(|| {
+                        format!("user {spec:?}: no group named {g:?} in the image's /etc/group")
+                    })?
+                    .1
+            }
+        },
+        None => entry.map(|e| e.2).unwrap_or(0),
+    };
+    let uid = entry.map(|e| e.1).unwrap_or_else(|uid| uid);
+    let mut extra: Vec<u32> = match entry {
+        Ok((name, _, _)) => groups
+            .iter()
+            .filter(|x| x.2.contains(&name))
+            .map(|x| x.1)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if !extra.is_empty() && !extra.contains(&gid) {
+        extra.insert(0, gid);
+    }
+    Ok(Some((uid, gid, extra)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +175,31 @@ mod tests {
             .unwrap_err()
             .contains("no user named"));
         assert!(resolve("root:").is_err());
+    }
+
+    #[test]
+    fn image_users_come_from_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "nogroup:x:65534:\nstaff:x:50:nobody\n",
+        )
+        .unwrap();
+        let r = |s| resolve_in_rootfs(d.path(), s);
+        assert_eq!(r("").unwrap(), None);
+        assert_eq!(r("nobody").unwrap(), Some((65534, 65534, vec![65534, 50])));
+        assert_eq!(r("65534:staff").unwrap(), Some((65534, 50, vec![50])));
+        assert_eq!(r("4242").unwrap(), Some((4242, 0, vec![])));
+        assert!(r("daemon").unwrap_err().contains("image's /etc/passwd"));
+        assert!(r("nobody:wheel").unwrap_err().contains("/etc/group"));
+        std::fs::remove_file(d.path().join("etc/group")).unwrap();
+        std::os::unix::fs::symlink("/etc/group", d.path().join("etc/group")).unwrap();
+        assert!(r("nobody").unwrap_err().contains("symlink"));
     }
 }

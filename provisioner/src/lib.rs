@@ -2,7 +2,32 @@
 //!
 //! The [`Provisioner`] trait is what the containerizer calls in
 //! PROVISIONING and in destroy; the OCI image store, registry pull, layer
-//! unpack and rootfs backends implement it (issue "Provisioner").
+//! unpack and rootfs backends implement it: [`ImageProvisioner`].
+//!
+//! One module per mechanism: [`store`] (blobs, references, image index),
+//! [`reference`], [`import`] with [`import_layout`] and [`import_docker`],
+//! [`unpack`] (safe layer unpack), [`cache`] (layers unpacked
+//! once), the rootfs backends [`overlay`], [`copy`], [`bind`], and
+//! [`prune`].
+
+pub mod bind;
+pub mod cache;
+pub mod copy;
+pub mod digest;
+pub mod error;
+pub mod import;
+pub mod import_docker;
+pub mod import_layout;
+pub mod overlay;
+pub mod provisioner;
+pub mod prune;
+pub mod reference;
+pub mod store;
+pub mod unpack;
+
+pub use error::Error;
+pub use provisioner::{Backend, ImageProvisioner};
+pub use store::Store;
 
 use berth_state::ContainerId;
 use futures::future::BoxFuture;

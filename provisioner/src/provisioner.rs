@@ -1,0 +1,294 @@
+//! [`ImageProvisioner`]: the [`Provisioner`] over the image store. Every
+//! call runs on tokio's blocking pool (unpack, mount and file I/O never
+//! run on an actor thread); a container's rootfs lives in
+//! `<store>/containers/<id>/` with a `container.json` written before
+//! anything else, so recover and prune know what the dir holds.
+
+use crate::error::{io, Error, Result};
+use crate::store::{ImageRecord, Store};
+use crate::{bind, cache, copy, overlay, ProvisionError, Provisioned, Provisioner};
+use berth_state::ContainerId;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a container's rootfs is made from the cached layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// overlayfs over the cached layers, an upper dir per container.
+    Overlay,
+    /// The layers unpacked into a dir of the container's own.
+    Copy,
+    /// A single-layer image's cached layer bound read-only.
+    Bind,
+}
+
+impl Backend {
+    /// overlay when the kernel has it, else copy.
+    pub fn detect() -> Backend {
+        if overlay::available() {
+            Backend::Overlay
+        } else {
+            Backend::Copy
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "overlay" => Ok(Backend::Overlay),
+            "copy" => Ok(Backend::Copy),
+            "bind" => Ok(Backend::Bind),
+            _ => Err(format!(
+                "rootfs backend {s:?}: expected overlay, copy or bind"
+            )),
+        }
+    }
+}
+
+/// What a container's dir holds (`containers/<id>/container.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerImage {
+    pub id: String,
+    pub image: String,
+    pub manifest: String,
+    pub backend: Backend,
+    /// The cached layers it uses (prune keeps them).
+    pub diff_ids: Vec<String>,
+}
+
+/// The OCI image provisioner.
+#[derive(Clone, Debug)]
+pub struct ImageProvisioner {
+    store: Arc<Store>,
+    backend: Backend,
+}
+
+/// A container id as one directory name (`/` of nested ids → `+`, which
+/// ids never contain).
+fn dir_name(id: &ContainerId) -> String {
+    id.to_string().replace('/', "+")
+}
+
+impl ImageProvisioner {
+    /// Opens the store at `root` (berth: `<--root>/images`); the backend is
+    /// detected (overlay where available).
+    pub fn open(root: impl Into<PathBuf>) -> Result<ImageProvisioner> {
+        Ok(ImageProvisioner {
+            store: Arc::new(Store::open(root)?),
+            backend: Backend::detect(),
+        })
+    }
+
+    /// Overrides the detected backend.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn container_dir(&self, id: &ContainerId) -> PathBuf {
+        self.store.root().join("containers").join(dir_name(id))
+    }
+
+    /// Builds container `id`'s rootfs (blocking).
+    pub fn provision_blocking(&self, id: &ContainerId, image: &str) -> Result<Provisioned> {
+        let rec = self.store.resolve(image)?;
+        let cdir = self.container_dir(id);
+        if cdir.exists() {
+            // Left by an earlier life of this id: start clean.
+            self.destroy_blocking(id)?;
+        }
+        std::fs::create_dir_all(&cdir).map_err(io("create", &cdir))?;
+        let meta = ContainerImage {
+            id: id.to_string(),
+            image: image.to_string(),
+            manifest: rec.manifest.clone(),
+            backend: self.backend,
+            diff_ids: rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
+        };
+        let built = crate::store::write_atomic(
+            &cdir.join("container.json"),
+            &serde_json::to_vec_pretty(&meta).expect("serialisable"),
+        )
+        .and_then(|_| self.build(&cdir, &rec, image));
+        if let Err(e) = built {
+            let _ = self.destroy_blocking(id);
+            return Err(e);
+        }
+        Ok(Provisioned {
+            rootfs: cdir.join("rootfs"),
+            entrypoint: rec.entrypoint,
+            cmd: rec.cmd,
+            env: rec.env,
+            working_dir: rec.working_dir,
+            user: rec.user,
+        })
+    }
+
+    fn build(&self, cdir: &std::path::Path, rec: &ImageRecord, image: &str) -> Result<()> {
+        match self.backend {
+            Backend::Overlay => {
+                let mut dirs = Vec::new();
+                for l in &rec.layers {
+                    dirs.push(cache::ensure_layer(&self.store, l)?.0);
+                }
+                if dirs.is_empty() {
+                    // overlay needs a lower dir; an image with no layers is empty.
+                    let empty = cdir.join("empty");
+                    std::fs::create_dir_all(&empty).map_err(io("create", &empty))?;
+                    dirs.push(empty);
+                }
+                overlay::mount_rootfs(cdir, &dirs)
+            }
+            Backend::Copy => copy::build_rootfs(&self.store, cdir, &rec.layers),
+            Backend::Bind => {
+                let [layer] = rec.layers.as_slice() else {
+                    return Err(Error::Image {
+                        image: image.to_string(),
+                        why: format!(
+                            "the bind backend needs a single-layer image; this one has {}",
+                            rec.layers.len()
+                        ),
+                    });
+                };
+                let (dir, _) = cache::ensure_layer(&self.store, layer)?;
+                bind::mount_rootfs(cdir, &dir)
+            }
+        }
+    }
+
+    /// Unmounts and removes container `id`'s rootfs (blocking, idempotent).
+    pub fn destroy_blocking(&self, id: &ContainerId) -> Result<()> {
+        let cdir = self.container_dir(id);
+        if !cdir.exists() {
+            return Ok(());
+        }
+        overlay::unmount(&cdir.join("rootfs"))?;
+        std::fs::remove_dir_all(&cdir).map_err(io("remove", &cdir))
+    }
+
+    /// The ids of containers that have a rootfs dir.
+    pub fn containers(&self) -> Result<Vec<ContainerImage>> {
+        let dir = self.store.root().join("containers");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io("list", &dir))? {
+            let e = e.map_err(io("list", &dir))?;
+            let p = e.path().join("container.json");
+            let meta = std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ContainerImage>(&b).ok());
+            out.push(meta.unwrap_or_else(|| ContainerImage {
+                // A dir whose provision crashed before its record: an orphan.
+                id: e.file_name().to_string_lossy().replace('+', "/"),
+                image: String::new(),
+                manifest: String::new(),
+                backend: Backend::Overlay,
+                diff_ids: Vec::new(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Destroys every rootfs whose container is not in `known` (blocking).
+    pub fn recover_blocking(&self, known: &[ContainerId]) -> Result<Vec<String>> {
+        let known: std::collections::HashSet<String> =
+            known.iter().map(|k| k.to_string()).collect();
+        let mut destroyed = Vec::new();
+        for c in self.containers()? {
+            if known.contains(&c.id) {
+                continue;
+            }
+            let cdir = self
+                .store
+                .root()
+                .join("containers")
+                .join(c.id.replace('/', "+"));
+            overlay::unmount(&cdir.join("rootfs"))?;
+            std::fs::remove_dir_all(&cdir).map_err(io("remove", &cdir))?;
+            tracing::info!(container = %c.id, "orphan rootfs destroyed");
+            destroyed.push(c.id);
+        }
+        Ok(destroyed)
+    }
+
+    /// Removes unused images, blobs and layers (see [`crate::prune`]).
+    pub fn prune_blocking(&self, keep: crate::prune::Keep) -> Result<crate::prune::PruneReport> {
+        let in_use = self.containers()?;
+        crate::prune::prune(&self.store, keep, &in_use)
+    }
+}
+
+fn blocking<T: Send + 'static>(
+    id: &ContainerId,
+    image: Option<&str>,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> BoxFuture<'static, std::result::Result<T, ProvisionError>> {
+    let id = id.to_string();
+    let image = image.map(str::to_string);
+    Box::pin(async move {
+        let r = tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Image {
+                image: image.clone().unwrap_or_default(),
+                why: format!("the provisioner task failed: {e}"),
+            })
+            .and_then(|r| r);
+        r.map_err(|e| match image {
+            Some(image) => ProvisionError::Image {
+                id,
+                image,
+                message: e.to_string(),
+            },
+            None => ProvisionError::Other {
+                id,
+                message: e.to_string(),
+            },
+        })
+    })
+}
+
+impl Provisioner for ImageProvisioner {
+    fn provision(
+        &self,
+        id: ContainerId,
+        image: String,
+    ) -> BoxFuture<'static, std::result::Result<Provisioned, ProvisionError>> {
+        let me = self.clone();
+        let (id2, image2) = (id.clone(), image.clone());
+        let span = tracing::info_span!("provision", container = %id, image = %image);
+        blocking(&id, Some(&image), move || {
+            let _e = span.enter();
+            me.provision_blocking(&id2, &image2)
+        })
+    }
+
+    fn destroy(
+        &self,
+        id: ContainerId,
+    ) -> BoxFuture<'static, std::result::Result<(), ProvisionError>> {
+        let me = self.clone();
+        let id2 = id.clone();
+        blocking(&id, None, move || me.destroy_blocking(&id2))
+    }
+
+    fn recover(
+        &self,
+        known: Vec<ContainerId>,
+    ) -> BoxFuture<'static, std::result::Result<(), ProvisionError>> {
+        let me = self.clone();
+        let id = ContainerId::new("recover");
+        blocking(&id, None, move || me.recover_blocking(&known).map(|_| ()))
+    }
+}
