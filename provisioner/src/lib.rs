@@ -6,6 +6,7 @@
 //!
 //! One module per mechanism: [`store`] (blobs, references, image index),
 //! [`reference`], [`import`] with [`import_layout`] and [`import_docker`],
+//! [`pull`],
 //! [`unpack`] (safe layer unpack), [`cache`] (layers unpacked
 //! once), the rootfs backends [`overlay`], [`copy`], [`bind`], and
 //! [`prune`].
@@ -21,6 +22,7 @@ pub mod import_layout;
 pub mod overlay;
 pub mod provisioner;
 pub mod prune;
+pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod unpack;

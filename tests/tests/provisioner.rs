@@ -795,3 +795,114 @@ fn prune_removes_an_unused_image_and_keeps_a_running_ones() {
     assert_eq!(status.code(), Some(128 + 9), "{status:?}");
     assert!(!cdir.exists());
 }
+
+/// Debian's docker-registry on a free 127.0.0.1 port, storage in the
+/// test's temp dir; killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LocalRegistry {
+    fn start(env: &TestEnv) -> LocalRegistry {
+        require_tool("docker-registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = env.path("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                p(&env.mkdir("registry"))
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = LocalRegistry { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {}",
+                reg.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        reg
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_pulled_image_gives_the_same_rootfs_and_runs() {
+    let env = TestEnv::new("prov-pull");
+    let layout = layered_layout(&env);
+    let reg = LocalRegistry::start(&env);
+    let name = format!("{}/test/busybox:latest", reg.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", p(&layout)),
+        &format!("docker://{name}"),
+    ]);
+    let out = run(env.berth().args(["image", "pull", &name]));
+    let line = text(&out.stdout);
+    let (reference, digest) = line.trim().split_once('\t').expect("REF\tDIGEST");
+    assert_eq!(reference, name);
+    assert!(
+        out.stderr.is_empty(),
+        "quiet when not on a terminal: {}",
+        text(&out.stderr)
+    );
+    // By digest too (everything is in the store by now, but the manifest
+    // is fetched and checked again).
+    let by_digest = format!("{}/test/busybox@{digest}", reg.addr);
+    run(env.berth().args(["image", "pull", &by_digest]));
+    // A tag the registry lacks is a clear error.
+    let out = env
+        .berth()
+        .args(["image", "pull", &format!("{}/test/busybox:nope", reg.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+
+    run(env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "layered"]));
+    let prov = ImageProvisioner::open(env.state_dir.join("images")).unwrap();
+    let mut trees = Vec::new();
+    for (n, image) in [
+        ("pulled", name.as_str()),
+        ("digest", &by_digest),
+        ("imported", "layered:latest"),
+    ] {
+        let id = cid(&env, n);
+        trees.push(tree(&prov.provision_blocking(&id, image).unwrap().rootfs));
+        prov.destroy_blocking(&id).unwrap();
+    }
+    assert_eq!(trees[0], trees[2], "pulled and imported rootfs differ");
+    assert_eq!(trees[1], trees[2]);
+
+    let out = run(env.berth().args(["run", "--image", &name]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+    drop(reg);
+}
