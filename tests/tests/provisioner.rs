@@ -374,7 +374,11 @@ fn entry(
 ) {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
-    h.set_mode(0o644);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_size(data.len() as u64);
     h.set_mtime(1_700_000_000);
     if kind == tar::EntryType::Char {
@@ -905,4 +909,185 @@ fn a_pulled_image_gives_the_same_rootfs_and_runs() {
     let out = run(env.berth().args(["run", "--image", &name]));
     assert_eq!(text(&out.stdout), EXPECTED);
     drop(reg);
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
+    use tar::EntryType as T;
+    let env = TestEnv::new("prov-wh");
+    let layout = layered_layout(&env);
+    add_layers(
+        &layout,
+        "base",
+        "wh",
+        &[
+            layer(|b| {
+                entry(b, "d/", T::Directory, None, b"");
+                entry(b, "d/a", T::Regular, None, b"a");
+                entry(b, "d/b", T::Regular, None, b"b");
+                entry(b, "w", T::Regular, None, b"w");
+            }),
+            layer(|b| {
+                entry(b, "d/.wh..wh..opq", T::Regular, None, b"");
+                entry(b, "d/c", T::Regular, None, b"c");
+                entry(b, ".wh.w", T::Regular, None, b"");
+            }),
+        ],
+    );
+    let prov = provisioner(&env);
+    import(prov.store(), &layout, Some("wh")).unwrap();
+    for backend in [Backend::Overlay, Backend::Copy] {
+        let prov = prov.clone().with_backend(backend);
+        let id = cid(&env, &format!("{backend:?}").to_lowercase());
+        let r = prov.provision_blocking(&id, "wh:wh").unwrap().rootfs;
+        let mut d: Vec<_> = fs::read_dir(r.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        d.sort();
+        assert_eq!(d, ["c"], "{backend:?}");
+        assert!(fs::symlink_metadata(r.join("w")).is_err(), "{backend:?}");
+        assert!(r.join("bin/busybox").is_file(), "{backend:?}");
+        prov.destroy_blocking(&id).unwrap();
+    }
+    // The cached top layer holds overlay's native forms.
+    let rec = prov.store().resolve("wh:wh").unwrap();
+    let top = env.path("store/layers").join(
+        rec.layers
+            .last()
+            .unwrap()
+            .diff_id
+            .trim_start_matches("sha256:"),
+    );
+    let w = fs::symlink_metadata(top.join("w")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &w.file_type()
+    ));
+    assert_eq!(w.rdev(), 0);
+    let mut buf = [0u8; 8];
+    let path = std::ffi::CString::new(p(&top.join("d"))).unwrap();
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!((n, buf[0]), (1, b'y'));
+    assert!(!top.join("d/.wh..wh..opq").exists() && !top.join(".wh.w").exists());
+}
+
+#[test]
+fn a_long_layer_list_mounts_past_the_option_page_limit() {
+    use tar::EntryType as T;
+    let env = TestEnv::new("prov-long");
+    let layout = layered_layout(&env);
+    let n = 120;
+    let layers: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            layer(|b| {
+                entry(
+                    b,
+                    &format!("many/{i:03}"),
+                    T::Regular,
+                    None,
+                    format!("{i}").as_bytes(),
+                )
+            })
+        })
+        .collect();
+    add_layers(&layout, "base", "long", &layers);
+    let prov = provisioner(&env);
+    import(prov.store(), &layout, Some("long")).unwrap();
+    let layers_dir = env.path("store/layers");
+    // With absolute lowerdir paths the mount data would exceed a page.
+    assert!((n + 2) * (p(&layers_dir).len() + 66) > 4096);
+    let id = cid(&env, "long");
+    let r = prov.provision_blocking(&id, "long:long").unwrap().rootfs;
+    assert_eq!(fs::read_dir(r.join("many")).unwrap().count(), n);
+    assert_eq!(fs::read_to_string(r.join("many/119")).unwrap(), "119");
+    prov.destroy_blocking(&id).unwrap();
+}
+
+#[test]
+fn copy_and_bind_backends_run_through_berth_run() {
+    let env = TestEnv::new("prov-backends");
+    let layout = layered_layout(&env);
+    run(env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "layered"]));
+    let out = run(env.berth().args([
+        "run",
+        "--rootfs-backend",
+        "copy",
+        "--image",
+        "layered:latest",
+    ]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+
+    // bind: a single-layer image holding its own mount points, read-only.
+    let single = env.path("single");
+    let s = p(&single);
+    umoci(&["init", "--layout", s]);
+    umoci(&["new", "--image", &format!("{s}:1")]);
+    let bundle = env.path("single-bundle");
+    umoci(&["unpack", "--image", &format!("{s}:1"), p(&bundle)]);
+    let r = bundle.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "mnt/sandbox"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/touch")).unwrap();
+    umoci(&["repack", "--image", &format!("{s}:1"), p(&bundle)]);
+    run(env.berth().args(["image", "import"]).arg(&single));
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--rootfs-backend",
+            "bind",
+            "--image",
+            "single:1",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("echo in-bind; touch /x 2>/dev/null && echo writable || echo read-only")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "in-bind\nread-only\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // bind refuses a multi-layer image by name.
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--rootfs-backend",
+            "bind",
+            "--image",
+            "layered:latest",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("single-layer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_dir(env.state_dir.join("images/containers"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
