@@ -931,6 +931,19 @@ fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
                 entry(b, "d/.wh..wh..opq", T::Regular, None, b"");
                 entry(b, "d/c", T::Regular, None, b"c");
                 entry(b, ".wh.w", T::Regular, None, b"");
+                // Owner, setuid mode, mtime and an xattr (PAX record).
+                b.append_pax_extensions([("SCHILY.xattr.user.berth", &b"kept"[..])])
+                    .unwrap();
+                let mut h = tar::Header::new_ustar();
+                h.set_path("owned").unwrap();
+                h.set_entry_type(T::Regular);
+                h.set_mode(0o4750);
+                h.set_uid(1234);
+                h.set_gid(4321);
+                h.set_mtime(1_600_000_000);
+                h.set_size(2);
+                h.set_cksum();
+                b.append(&h, &b"ok"[..]).unwrap();
             }),
         ],
     );
@@ -977,6 +990,88 @@ fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
     };
     assert_eq!((n, buf[0]), (1, b'y'));
     assert!(!top.join("d/.wh..wh..opq").exists() && !top.join(".wh.w").exists());
+    let m = fs::metadata(top.join("owned")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime()),
+        (1234, 4321, 0o4750, 1_600_000_000)
+    );
+    // A directory's mtime is set after its children were made.
+    let below = env.path("store/layers").join(
+        rec.layers[rec.layers.len() - 2]
+            .diff_id
+            .trim_start_matches("sha256:"),
+    );
+    assert_eq!(
+        fs::metadata(below.join("d")).unwrap().mtime(),
+        1_700_000_000
+    );
+    let path = std::ffi::CString::new(p(&top.join("owned"))).unwrap();
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.berth".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(&buf[..n.max(0) as usize], b"kept");
+}
+
+#[test]
+fn an_image_index_resolves_to_the_host_platform() {
+    let env = TestEnv::new("prov-index");
+    let layout = layered_layout(&env);
+    // An index with a foreign platform first (its manifest need not exist:
+    // it is never fetched) and ours second, tagged `multi`.
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let ours = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "latest")
+        .unwrap()
+        .clone();
+    let arch = berth_provisioner::import_layout::host_arch();
+    let foreign = if arch == "amd64" { "s390x" } else { "amd64" };
+    let mut theirs = ours.clone();
+    theirs["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    theirs["platform"] = serde_json::json!({"architecture": foreign, "os": "linux"});
+    let mut mine = ours.clone();
+    mine["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+    for m in [&mut theirs, &mut mine] {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [theirs, mine],
+    }))
+    .unwrap();
+    let d = format!("{:x}", Sha256::digest(&nested));
+    fs::write(layout.join("blobs/sha256").join(&d), &nested).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{d}"),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let prov = provisioner(&env);
+    let imported = import(prov.store(), &layout, Some("idx")).unwrap();
+    let multi = imported
+        .iter()
+        .find(|i| i.reference == "idx:multi")
+        .unwrap();
+    assert_eq!(multi.manifest, ours["digest"].as_str().unwrap());
 }
 
 #[test]
