@@ -224,6 +224,31 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         text(&out.stderr)
     );
 
+    // A malformed reference is refused at STARTING (125), a missing image
+    // when provisioning; both name it.
+    let out = env
+        .berth()
+        .args(["run", "--image", "Bad Name"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("Bad Name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .berth()
+        .args(["run", "--image", "absent:1"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("absent:1") && text(&out.stderr).contains("not in the store"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Nothing of the containers is left: no mount (the harness checks), no dir.
     let containers = env.state_dir.join("images/containers");
     assert_eq!(fs::read_dir(&containers).unwrap().count(), 0);
@@ -764,8 +789,12 @@ fn prune_removes_an_unused_image_and_keeps_a_running_ones() {
     };
     assert!(layer(&other_rec.layers[0].diff_id).is_dir());
 
+    // What a crashed unpack left in the store's tmp goes with any prune.
+    let stale = store_dir.join("tmp/layer-999999999-0");
+    fs::create_dir_all(stale.join("etc")).unwrap();
     // Nothing tagged goes with a plain prune.
     run(env.berth().args(["image", "prune"]));
+    assert!(!stale.exists());
     assert!(store.has_blob(&other_rec.layers[0].digest));
     // --all: every image not used by a container goes, tags included.
     let out = run(env.berth().args(["image", "prune", "--all"]));
