@@ -838,6 +838,11 @@ struct LocalRegistry {
 
 impl LocalRegistry {
     fn start(env: &TestEnv) -> LocalRegistry {
+        Self::start_with(env, "")
+    }
+
+    /// `extra`: more top-level YAML (e.g. an `auth:` section).
+    fn start_with(env: &TestEnv, extra: &str) -> LocalRegistry {
         require_tool("docker-registry");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -849,7 +854,7 @@ impl LocalRegistry {
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
                 p(&env.mkdir("registry"))
             ),
         )
@@ -1214,4 +1219,58 @@ fn copy_and_bind_backends_run_through_berth_run() {
             .count(),
         0
     );
+}
+
+#[test]
+fn pull_answers_a_basic_auth_challenge() {
+    let env = TestEnv::new("prov-auth");
+    let layout = layered_layout(&env);
+    // bcrypt of "secret" (the registry's htpasswd takes only bcrypt).
+    let htpasswd = env.path("htpasswd");
+    fs::write(
+        &htpasswd,
+        "berth:$2b$12$68coPBOPCpEu01vULI4tseec5jG94LMMwJW8DziIOE/O6rH.Z6EDW\n",
+    )
+    .unwrap();
+    let reg = LocalRegistry::start_with(
+        &env,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            p(&htpasswd)
+        ),
+    );
+    let name = format!("{}/test/private:latest", reg.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "berth:secret",
+        &format!("oci:{}:base", p(&layout)),
+        &format!("docker://{name}"),
+    ]);
+    let out = env.berth().args(["image", "pull", &name]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("BERTH_REGISTRY_AUTH"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .berth()
+        .args(["image", "pull", &name])
+        .env("BERTH_REGISTRY_AUTH", "berth:wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = run(env
+        .berth()
+        .args(["image", "pull", &name])
+        .env("BERTH_REGISTRY_AUTH", "berth:secret"));
+    assert!(
+        text(&out.stdout).starts_with(&name),
+        "{}",
+        text(&out.stdout)
+    );
+    drop(reg);
 }
