@@ -1274,3 +1274,129 @@ fn pull_answers_a_basic_auth_challenge() {
     );
     drop(reg);
 }
+
+/// A bearer-token front for a real registry, as Docker Hub's auth works:
+/// requests without the token get `401` with a `Bearer realm=…` challenge,
+/// `/token` hands the token out for the pull scope, requests with it are
+/// forwarded to the registry verbatim. Stopped on drop.
+struct TokenFront {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    scopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenFront {
+    fn start(upstream: String) -> TokenFront {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, scopes2, me) = (stop.clone(), scopes.clone(), addr.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = |c: &mut std::net::TcpStream,
+                             status: &str,
+                             headers: &str,
+                             body: &str| {
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                };
+                if let Some(q) = path.strip_prefix("/token?") {
+                    scopes2.lock().unwrap().push(q.to_string());
+                    reply(
+                        &mut c,
+                        "200 OK",
+                        "Content-Type: application/json\r\n",
+                        r#"{"token":"tok-123"}"#,
+                    );
+                } else if req.contains("Authorization: Bearer tok-123") {
+                    let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                    let fwd: String = req
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty()
+                                && !l.starts_with("Connection:")
+                                && !l.starts_with("Host:")
+                        })
+                        .map(|l| format!("{l}\r\n"))
+                        .collect();
+                    let _ = write!(up, "{fwd}Host: {upstream}\r\nConnection: close\r\n\r\n");
+                    let _ = std::io::copy(&mut up, &mut c);
+                } else {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"berth-test\",scope=\"repository:test/busybox:pull\"\r\n"
+                    );
+                    reply(&mut c, "401 Unauthorized", &challenge, "{}");
+                }
+            }
+        });
+        TokenFront {
+            addr,
+            stop,
+            thread: Some(thread),
+            scopes,
+        }
+    }
+}
+
+impl Drop for TokenFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn pull_answers_a_bearer_token_challenge() {
+    let env = TestEnv::new("prov-bearer");
+    let layout = layered_layout(&env);
+    let reg = LocalRegistry::start(&env);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", p(&layout)),
+        &format!("docker://{}/test/busybox:latest", reg.addr),
+    ]);
+    let front = TokenFront::start(reg.addr.clone());
+    let name = format!("{}/test/busybox:latest", front.addr);
+    let out = run(env.berth().args(["image", "pull", &name]));
+    assert!(
+        text(&out.stdout).starts_with(&name),
+        "{}",
+        text(&out.stdout)
+    );
+    let scopes = front.scopes.lock().unwrap().clone();
+    assert_eq!(scopes.len(), 1, "one token for the whole pull: {scopes:?}");
+    assert!(scopes[0].contains("service=berth-test"), "{scopes:?}");
+    assert!(
+        scopes[0].contains("scope=repository%3Atest%2Fbusybox%3Apull"),
+        "{scopes:?}"
+    );
+    let out = run(env.berth().args(["run", "--image", &name]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+    drop(front);
+    drop(reg);
+}
