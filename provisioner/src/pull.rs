@@ -238,14 +238,19 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Import
         .clone()
         .or(r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (mut body, mut digest, mut ct) = reg.manifest(&wanted)?;
-    if ct.contains("index") || ct.contains("manifest.list") {
+    let (mut body, mut digest, ct) = reg.manifest(&wanted)?;
+    // An index by its content type, or — for registries that answer
+    // `application/json` — by its `manifests` list.
+    let is_index = ct.contains("index")
+        || ct.contains("manifest.list")
+        || serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v.get("manifests").is_some_and(|m| m.is_array()));
+    if is_index {
         let index = ImageIndex::from_reader(&body[..])
             .map_err(|e| reg.err(format!("index {digest}: {e}")))?;
         let m = pick_platform(index.manifests(), &r.canonical())?;
         let d = m.digest().to_string();
-        (body, digest, ct) = reg.manifest(&d)?;
-        let _ = ct;
+        (body, digest, _) = reg.manifest(&d)?;
     }
     let manifest = ImageManifest::from_reader(&body[..])
         .map_err(|e| reg.err(format!("manifest {digest}: {e}")))?;

@@ -942,6 +942,74 @@ fn a_pulled_image_gives_the_same_rootfs_and_runs() {
 
     let out = run(env.berth().args(["run", "--image", &name]));
     assert_eq!(text(&out.stdout), EXPECTED);
+
+    // An index in the registry: `base` under a foreign platform, `latest`
+    // under ours; the pull takes ours.
+    let tagged = |tag: &str| -> serde_json::Value {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap()
+            .clone()
+    };
+    let arch = berth_provisioner::import_layout::host_arch();
+    let foreign = if arch == "amd64" { "s390x" } else { "amd64" };
+    let mut theirs = tagged("base");
+    theirs["platform"] = serde_json::json!({"architecture": foreign, "os": "linux"});
+    let mut mine = tagged("latest");
+    mine["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+    let multi = env.path("multi");
+    fs::create_dir_all(multi.join("blobs/sha256")).unwrap();
+    for m in [&mut theirs, &mut mine] {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let idx = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [theirs, mine],
+    }))
+    .unwrap();
+    let d = format!("{:x}", Sha256::digest(&idx));
+    for e in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), multi.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    fs::write(multi.join("blobs/sha256").join(&d), &idx).unwrap();
+    fs::copy(layout.join("oci-layout"), multi.join("oci-layout")).unwrap();
+    fs::write(
+        multi.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{d}"),
+                "size": idx.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let multi_name = format!("{}/test/multi:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", p(&multi)),
+        &format!("docker://{multi_name}"),
+    ]);
+    let out = run(env.berth().args(["image", "pull", &multi_name]));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!(
+            "{multi_name}\t{}",
+            tagged("latest")["digest"].as_str().unwrap()
+        )
+    );
     drop(reg);
 }
 
