@@ -21,6 +21,9 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<Vec<Impo
     if let Some(n) = name {
         Reference::parse(n)?;
     }
+    // Blobs are stored before the reference that keeps them: a prune must
+    // not run in between.
+    let _lock = store.flock("content", false)?;
     let meta = std::fs::metadata(path).map_err(io("import", path))?;
     let default_name = default_name(path);
     if meta.is_dir() {

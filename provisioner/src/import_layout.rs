@@ -56,7 +56,13 @@ impl Layout<'_> {
     }
 
     /// Stores the image `d` points at; returns its manifest digest.
-    fn image(&self, d: &Descriptor, what: &str) -> Result<String> {
+    fn image(&self, d: &Descriptor, what: &str, depth: u32) -> Result<String> {
+        if depth > 4 {
+            return Err(Error::Image {
+                image: what.to_string(),
+                why: "image indexes nested more than 4 deep".into(),
+            });
+        }
         self.copy(d)?;
         let digest = d.digest().to_string();
         if *d.media_type() == MediaType::ImageIndex {
@@ -68,7 +74,7 @@ impl Layout<'_> {
                     }
                 })?;
             let m = pick_platform(index.manifests(), what)?;
-            return self.image(m, what);
+            return self.image(m, what, depth + 1);
         }
         let manifest =
             ImageManifest::from_reader(&self.store.read_blob(&digest)?[..]).map_err(|e| {
@@ -114,7 +120,7 @@ pub fn import(
             None => continue, // an untagged extra manifest: nothing names it
         };
         let reference = reference_for(name, default, &tag)?;
-        let manifest = layout.image(d, &reference.canonical())?;
+        let manifest = layout.image(d, &reference.canonical(), 0)?;
         store.tag(&reference, &manifest)?;
         out.push(Imported {
             reference: reference.canonical(),

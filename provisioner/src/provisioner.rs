@@ -104,6 +104,9 @@ impl ImageProvisioner {
 
     /// Builds container `id`'s rootfs (blocking).
     pub fn provision_blocking(&self, id: &ContainerId, image: &str) -> Result<Provisioned> {
+        // Shared with other provisions, exclusive with a prune: a prune
+        // never sees a half-made container that uses layers it would remove.
+        let _lock = self.store.flock("content", false)?;
         let rec = self.store.resolve(image)?;
         let cdir = self.container_dir(id);
         if cdir.exists() {
@@ -225,6 +228,7 @@ impl ImageProvisioner {
 
     /// Removes unused images, blobs and layers (see [`crate::prune`]).
     pub fn prune_blocking(&self, keep: crate::prune::Keep) -> Result<crate::prune::PruneReport> {
+        let _lock = self.store.flock("content", true)?;
         let in_use = self.containers()?;
         crate::prune::prune(&self.store, keep, &in_use)
     }

@@ -206,6 +206,8 @@ impl Registry {
 /// Pulls `reference` into the store and tags it with its full name.
 pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Imported> {
     let r = Reference::parse(reference)?;
+    // As for import: no prune between the blobs and their reference.
+    let _lock = store.flock("content", false)?;
     let (host, repository) = match &r.registry {
         Some(h) => (h.clone(), r.repository.clone()),
         None if !r.repository.contains('/') => (
