@@ -249,6 +249,10 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         text(&out.stderr)
     );
 
+    // Four containers of layered:latest, its three layers unpacked once.
+    let log = fs::read_to_string(env.state_dir.join("images/unpack.log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+
     // Nothing of the containers is left: no mount (the harness checks), no dir.
     let containers = env.state_dir.join("images/containers");
     assert_eq!(fs::read_dir(&containers).unwrap().count(), 0);
