@@ -65,6 +65,8 @@ use std::sync::Arc;
 pub struct Containerizer {
     addr: Addr<ContainerizerActor>,
     metrics: Arc<Metrics>,
+    /// For image pruning, which needs no container state.
+    provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -194,7 +196,7 @@ impl ContainerizerBuilder {
             sandboxes: self.root.join("sandboxes"),
             cgroup_root: self.cgroup_root,
             launcher,
-            provisioner: self.provisioner,
+            provisioner: self.provisioner.clone(),
             isolators,
             fetcher: self.fetcher,
             containers: Default::default(),
@@ -203,6 +205,7 @@ impl ContainerizerBuilder {
         Ok(Containerizer {
             addr: actor.start(),
             metrics,
+            provisioner: self.provisioner,
         })
     }
 }
@@ -311,6 +314,18 @@ impl Containerizer {
     /// Drops a terminated container's record and sandbox.
     pub async fn remove(&self, id: ContainerId) -> Result<(), ContainerizerError> {
         self.ask(actor::Remove(id)).await?
+    }
+
+    /// Removes every image except `excluded` and those of live containers,
+    /// with their blobs and cached layers (no-op without a provisioner).
+    pub async fn prune_images(&self, excluded: Vec<String>) -> Result<(), ContainerizerError> {
+        match &self.provisioner {
+            Some(p) => p
+                .prune(excluded)
+                .await
+                .map_err(|e| ContainerizerError::Setup(format!("prune images: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// The counters (e.g. `container_destroy_errors`).

@@ -82,4 +82,12 @@ pub trait Provisioner: Send + Sync + 'static {
     /// After an agent restart: destroys the root filesystems of every
     /// container not in `known`.
     fn recover(&self, known: Vec<ContainerId>) -> BoxFuture<'static, Result<(), ProvisionError>>;
+
+    /// Removes every image except the `excluded` references and those of
+    /// live containers, then the blobs and cached layers no kept image
+    /// uses (Mesos's `pruneImages`). Provisioners without a store: no-op.
+    fn prune(&self, excluded: Vec<String>) -> BoxFuture<'static, Result<(), ProvisionError>> {
+        let _ = excluded;
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -295,4 +295,17 @@ impl Provisioner for ImageProvisioner {
         let id = ContainerId::new("recover");
         blocking(&id, None, move || me.recover_blocking(&known).map(|_| ()))
     }
+
+    fn prune(
+        &self,
+        excluded: Vec<String>,
+    ) -> BoxFuture<'static, std::result::Result<(), ProvisionError>> {
+        let me = self.clone();
+        let id = ContainerId::new("prune");
+        blocking(&id, None, move || {
+            let report = me.prune_blocking(crate::prune::Keep::Only(excluded))?;
+            tracing::info!(?report, "images pruned");
+            Ok(())
+        })
+    }
 }

@@ -1472,3 +1472,50 @@ fn pull_answers_a_bearer_token_challenge() {
     drop(front);
     drop(reg);
 }
+
+#[actix_rt::test]
+async fn the_containerizer_prunes_images_but_not_a_live_containers() {
+    let env = TestEnv::new("prov-cz");
+    let layout = layered_layout(&env);
+    let store_dir = env.state_dir.join("images");
+    let prov = ImageProvisioner::open(&store_dir).unwrap();
+    import(prov.store(), &layout, Some("layered")).unwrap();
+    let c = berth::Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .default_isolators()
+        .provisioner(prov.clone())
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    let config = berth::ContainerConfig {
+        image: "layered:v2".into(),
+        command: vec!["/bin/sleep".into(), "60".into()],
+        ..Default::default()
+    };
+    c.launch(id.clone(), config).await.unwrap();
+    let v2 = prov.store().resolve("layered:v2").unwrap();
+    let latest = prov.store().resolve("layered:latest").unwrap();
+    // Keep nothing by name: only the live container's image survives.
+    c.prune_images(vec![]).await.unwrap();
+    let refs = prov.store().refs().unwrap();
+    assert_eq!(refs.keys().collect::<Vec<_>>(), ["layered:v2"], "{refs:?}");
+    for l in &v2.layers {
+        assert!(prov.store().has_blob(&l.digest));
+        assert!(store_dir
+            .join("layers")
+            .join(l.diff_id.trim_start_matches("sha256:"))
+            .is_dir());
+    }
+    let only_latest = latest.layers.last().unwrap();
+    assert!(!prov.store().has_blob(&only_latest.digest));
+    assert!(!prov.store().has_blob(&latest.manifest));
+    let t = c.destroy(id.clone()).await.unwrap();
+    assert_eq!(t.reason(), berth::TerminationReason::Destroyed);
+    c.remove(id).await.unwrap();
+    assert_eq!(
+        fs::read_dir(store_dir.join("containers")).unwrap().count(),
+        0
+    );
+}
