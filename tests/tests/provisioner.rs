@@ -720,6 +720,22 @@ fn recover_destroys_the_rootfs_of_unknown_containers() {
         .path(format!("store/containers/{known}/rootfs/bin/busybox"))
         .exists());
     prov.destroy_blocking(&known).unwrap();
+
+    // Through berth: a rootfs that no checkpoint explains (a crash between
+    // provisioning and the record's removal) is destroyed by the next
+    // `berth run`'s recovery.
+    let berth_store = ImageProvisioner::open(env.state_dir.join("images")).unwrap();
+    import(berth_store.store(), &layout, Some("layered")).unwrap();
+    let stray = berth_store
+        .provision_blocking(&orphan, "layered:base")
+        .unwrap()
+        .rootfs;
+    assert!(stray.join("bin/busybox").exists());
+    run(env.berth().args(["run", "--image", "layered:latest"]));
+    assert!(
+        !stray.exists(),
+        "berth run's recovery left an orphan rootfs"
+    );
 }
 
 #[test]
