@@ -212,6 +212,17 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         "-u",
     ]));
     assert_eq!(text(&out.stdout), "0\n");
+    // A missing working dir is made inside the rootfs (as runc does).
+    let out = run(env.berth().args([
+        "run",
+        "--image",
+        "layered:latest",
+        "--workdir",
+        "/new/dir",
+        "--",
+        "pwd",
+    ]));
+    assert_eq!(text(&out.stdout), "/new/dir\n");
     let out = env
         .berth()
         .args(["run", "--image", "layered:latest", "--user", "nosuchuser"])
@@ -249,7 +260,7 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         text(&out.stderr)
     );
 
-    // Four containers of layered:latest, its three layers unpacked once.
+    // Five containers of layered:latest, its three layers unpacked once.
     let log = fs::read_to_string(env.state_dir.join("images/unpack.log")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
 
