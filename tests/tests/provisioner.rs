@@ -1065,8 +1065,11 @@ fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
                 entry(b, "d/c", T::Regular, None, b"c");
                 entry(b, ".wh.w", T::Regular, None, b"");
                 // Owner, setuid mode, mtime and an xattr (PAX record).
-                b.append_pax_extensions([("SCHILY.xattr.user.berth", &b"kept"[..])])
-                    .unwrap();
+                b.append_pax_extensions([
+                    ("SCHILY.xattr.user.berth", &b"kept"[..]),
+                    ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+                ])
+                .unwrap();
                 let mut h = tar::Header::new_ustar();
                 h.set_path("owned").unwrap();
                 h.set_entry_type(T::Regular);
@@ -1149,6 +1152,17 @@ fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
         )
     };
     assert_eq!(&buf[..n.max(0) as usize], b"kept");
+    // overlay's own xattrs are never taken from a tar.
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.redirect".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, -1);
 }
 
 #[test]
