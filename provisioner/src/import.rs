@@ -66,6 +66,25 @@ fn import_dir(
     }
 }
 
+/// `dir/rel` resolved, refused unless it stays inside `dir`: an archive's
+/// symlink must not make berth read a host file into the store.
+pub(crate) fn inside(dir: &Path, shown: &Path, rel: &Path) -> Result<std::path::PathBuf> {
+    let root = dir.canonicalize().map_err(io("resolve", dir))?;
+    let p = dir.join(rel);
+    let real = p.canonicalize().map_err(io("resolve", &p))?;
+    if !real.starts_with(&root) {
+        return Err(Error::Import {
+            path: shown.to_path_buf(),
+            why: format!(
+                "{} leads outside the image (to {})",
+                rel.display(),
+                real.display()
+            ),
+        });
+    }
+    Ok(real)
+}
+
 /// The file or dir name, made a valid repository name.
 fn default_name(path: &Path) -> String {
     let stem = path

@@ -41,6 +41,7 @@ pub fn pick_platform<'a>(manifests: &'a [Descriptor], what: &str) -> Result<&'a 
 
 struct Layout<'a> {
     dir: &'a Path,
+    shown: &'a Path,
     store: &'a Store,
 }
 
@@ -49,7 +50,8 @@ impl Layout<'_> {
     fn copy(&self, d: &Descriptor) -> Result<()> {
         let digest = d.digest().to_string();
         let hex = crate::digest::hex_of(&digest)?;
-        let src = self.dir.join("blobs/sha256").join(hex);
+        let src =
+            crate::import::inside(self.dir, self.shown, &Path::new("blobs/sha256").join(hex))?;
         let f = std::fs::File::open(&src).map_err(io("open layout blob", &src))?;
         self.store.put_blob(f, &digest, Some(d.size()))?;
         Ok(())
@@ -105,7 +107,7 @@ pub fn import(
         path: shown.to_path_buf(),
         why: format!("index.json: {e}"),
     })?;
-    let layout = Layout { dir, store };
+    let layout = Layout { dir, shown, store };
     let mut out = Vec::new();
     let only = index.manifests().len() == 1;
     for d in index.manifests() {

@@ -602,6 +602,25 @@ fn malicious_layers_are_refused_or_neutralised() {
         shadow
     );
     assert_eq!(before, outside_store(&env.temp_dir, &env.path("store")));
+
+    // An archive whose member is a symlink to a host file: refused, and the
+    // file's content never enters the store.
+    let secret = env.path("secret");
+    fs::write(&secret, "host secret\n").unwrap();
+    let archive = env.path("evil-docker.tar");
+    let bytes = layer(|b| {
+        let m = br#"[{"Config":"c.json","RepoTags":["evil-archive:1"],"Layers":["l.tar"]}]"#;
+        entry(b, "manifest.json", T::Regular, None, m);
+        entry(b, "c.json", T::Regular, None, b"{}");
+        entry(b, "l.tar", T::Symlink, Some(p(&secret)), b"");
+    });
+    fs::write(&archive, bytes).unwrap();
+    let e = import(prov.store(), &archive, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leads outside"), "{e}");
+    let secret_digest = format!("sha256:{:x}", Sha256::digest(b"host secret\n"));
+    assert!(!prov.store().has_blob(&secret_digest));
 }
 
 #[test]
