@@ -21,7 +21,7 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// From an index's manifests, the one for linux/<host arch>; a single
+/// From an index's manifests, the one for `linux/<host arch>`; a single
 /// platform-less manifest is taken as it is.
 pub fn pick_platform<'a>(manifests: &'a [Descriptor], what: &str) -> Result<&'a Descriptor> {
     let ours = manifests.iter().find(|d| {

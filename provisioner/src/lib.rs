@@ -5,7 +5,7 @@
 //! unpack and rootfs backends implement it: [`ImageProvisioner`].
 //!
 //! One module per mechanism: [`store`] (blobs, references, image index),
-//! [`reference`], [`import`] with [`import_layout`] and [`import_docker`],
+//! [`reference`](mod@reference), [`import`] with [`import_layout`] and [`import_docker`],
 //! [`pull`],
 //! [`unpack`] (safe layer unpack), [`cache`] (layers unpacked
 //! once), the rootfs backends [`overlay`], [`copy`], [`bind`], and
