@@ -9,6 +9,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use std::path::Path;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// This host's platform in OCI (Go) words.
 pub fn host_arch() -> &'static str {
@@ -111,10 +112,12 @@ pub fn import(
     let mut out = Vec::new();
     let only = index.manifests().len() == 1;
     for d in index.manifests() {
-        let tag = d
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(REF_NAME))
+        let annotations = d.annotations().clone().unwrap_or_default();
+        // `docker save` (25+) writes the full name beside the bare tag.
+        let tag = annotations
+            .get(CONTAINERD_NAME)
+            .filter(|_| name.is_none())
+            .or(annotations.get(REF_NAME))
             .cloned();
         let tag = match tag {
             Some(t) => t,

@@ -1238,6 +1238,34 @@ fn an_image_index_resolves_to_the_host_platform() {
         .find(|i| i.reference == "idx:multi")
         .unwrap();
     assert_eq!(multi.manifest, ours["digest"].as_str().unwrap());
+
+    // `docker save` (25+) names the image in a containerd annotation: that
+    // full name is taken when no --name is given.
+    let base = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "base")
+        .unwrap();
+    base["annotations"]["io.containerd.image.name"] = "docker.io/library/saved:7".into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let refs: Vec<String> = import(prov.store(), &layout, None)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert!(refs.contains(&"saved:7".to_string()), "{refs:?}");
+    assert!(refs.contains(&"layout:latest".to_string()), "{refs:?}");
+    let refs: Vec<String> = import(prov.store(), &layout, Some("named"))
+        .unwrap()
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert!(refs.contains(&"named:base".to_string()), "{refs:?}");
 }
 
 #[test]
