@@ -18,6 +18,14 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Pulls an image from a registry (Docker Registry HTTP API v2 / OCI
+    /// distribution); it is named by its full reference.
+    Pull {
+        reference: String,
+        /// Allow plain http to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Lists the images in the store.
     Ls {
         /// One JSON array on stdout.
@@ -73,6 +81,25 @@ pub async fn dispatch(root: &Path, cmd: ImageCommand) -> Result<i32> {
             for i in imported {
                 println!("{}\t{}", i.reference, i.manifest);
             }
+        }
+        ImageCommand::Pull {
+            reference,
+            insecure,
+        } => {
+            use std::io::IsTerminal;
+            let opts = berth::provisioner::pull::PullOptions {
+                insecure,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let i = blocking(move || {
+                Ok(berth::provisioner::pull::pull(
+                    p.store(),
+                    &reference,
+                    &opts,
+                )?)
+            })
+            .await?;
+            println!("{}\t{}", i.reference, i.manifest);
         }
         ImageCommand::Ls { json } => {
             let rows = blocking(move || {

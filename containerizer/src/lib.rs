@@ -68,6 +68,8 @@ pub struct Containerizer {
     addr: Addr<ContainerizerActor>,
     metrics: Arc<Metrics>,
     events: tokio::sync::broadcast::Sender<agent::api::Event>,
+    /// For image pruning, which needs no container state.
+    provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -199,7 +201,7 @@ impl ContainerizerBuilder {
             sandboxes: self.root.join("sandboxes"),
             cgroup_root: self.cgroup_root,
             launcher,
-            provisioner: self.provisioner,
+            provisioner: self.provisioner.clone(),
             isolators,
             fetcher: self.fetcher,
             containers: Default::default(),
@@ -210,6 +212,7 @@ impl ContainerizerBuilder {
             addr: actor.start(),
             metrics,
             events,
+            provisioner: self.provisioner,
         })
     }
 }
@@ -318,6 +321,18 @@ impl Containerizer {
     /// Drops a terminated container's record and sandbox.
     pub async fn remove(&self, id: ContainerId) -> Result<(), ContainerizerError> {
         self.ask(actor::Remove(id)).await?
+    }
+
+    /// Removes every image except `excluded` and those of live containers,
+    /// with their blobs and cached layers (no-op without a provisioner).
+    pub async fn prune_images(&self, excluded: Vec<String>) -> Result<(), ContainerizerError> {
+        match &self.provisioner {
+            Some(p) => p
+                .prune(excluded)
+                .await
+                .map_err(|e| ContainerizerError::Setup(format!("prune images: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// The counters (e.g. `container_destroy_errors`).

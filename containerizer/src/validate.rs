@@ -33,6 +33,10 @@ pub(crate) fn validate(
     if !config.entrypoint.is_empty() && config.image.is_empty() {
         return Err(invalid("an entrypoint override needs an image".into()));
     }
+    if !config.image.is_empty() && !config.image.starts_with("sha256:") {
+        berth_provisioner::reference::Reference::parse(&config.image)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
     if config.container_class == ContainerClass::Debug as i32 && id.parent.is_none() {
         return Err(invalid(
             "a DEBUG container must be nested in a parent".into(),

@@ -21,6 +21,9 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<Vec<Impo
     if let Some(n) = name {
         Reference::parse(n)?;
     }
+    // Blobs are stored before the reference that keeps them: a prune must
+    // not run in between.
+    let _lock = store.flock("content", false)?;
     let meta = std::fs::metadata(path).map_err(io("import", path))?;
     let default_name = default_name(path);
     if meta.is_dir() {
@@ -61,6 +64,25 @@ fn import_dir(
             why: "neither an OCI image layout (oci-layout, index.json) nor a docker-archive (manifest.json)".into(),
         })
     }
+}
+
+/// `dir/rel` resolved, refused unless it stays inside `dir`: an archive's
+/// symlink must not make berth read a host file into the store.
+pub(crate) fn inside(dir: &Path, shown: &Path, rel: &Path) -> Result<std::path::PathBuf> {
+    let root = dir.canonicalize().map_err(io("resolve", dir))?;
+    let p = dir.join(rel);
+    let real = p.canonicalize().map_err(io("resolve", &p))?;
+    if !real.starts_with(&root) {
+        return Err(Error::Import {
+            path: shown.to_path_buf(),
+            why: format!(
+                "{} leads outside the image (to {})",
+                rel.display(),
+                real.display()
+            ),
+        });
+    }
+    Ok(real)
 }
 
 /// The file or dir name, made a valid repository name.

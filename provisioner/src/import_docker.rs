@@ -25,7 +25,7 @@ fn member(dir: &Path, shown: &Path, name: &str) -> Result<std::path::PathBuf> {
         path: shown.to_path_buf(),
         why: format!("manifest.json names {name:?}: {why}"),
     })?;
-    Ok(dir.join(comps.iter().collect::<std::path::PathBuf>()))
+    crate::import::inside(dir, shown, &comps.iter().collect::<std::path::PathBuf>())
 }
 
 /// Streams a file into the store (hashing it first) and describes it.

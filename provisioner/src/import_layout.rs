@@ -9,6 +9,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use std::path::Path;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// This host's platform in OCI (Go) words.
 pub fn host_arch() -> &'static str {
@@ -21,7 +22,7 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// From an index's manifests, the one for linux/<host arch>; a single
+/// From an index's manifests, the one for `linux/<host arch>`; a single
 /// platform-less manifest is taken as it is.
 pub fn pick_platform<'a>(manifests: &'a [Descriptor], what: &str) -> Result<&'a Descriptor> {
     let ours = manifests.iter().find(|d| {
@@ -41,6 +42,7 @@ pub fn pick_platform<'a>(manifests: &'a [Descriptor], what: &str) -> Result<&'a 
 
 struct Layout<'a> {
     dir: &'a Path,
+    shown: &'a Path,
     store: &'a Store,
 }
 
@@ -49,14 +51,21 @@ impl Layout<'_> {
     fn copy(&self, d: &Descriptor) -> Result<()> {
         let digest = d.digest().to_string();
         let hex = crate::digest::hex_of(&digest)?;
-        let src = self.dir.join("blobs/sha256").join(hex);
+        let src =
+            crate::import::inside(self.dir, self.shown, &Path::new("blobs/sha256").join(hex))?;
         let f = std::fs::File::open(&src).map_err(io("open layout blob", &src))?;
         self.store.put_blob(f, &digest, Some(d.size()))?;
         Ok(())
     }
 
     /// Stores the image `d` points at; returns its manifest digest.
-    fn image(&self, d: &Descriptor, what: &str) -> Result<String> {
+    fn image(&self, d: &Descriptor, what: &str, depth: u32) -> Result<String> {
+        if depth > 4 {
+            return Err(Error::Image {
+                image: what.to_string(),
+                why: "image indexes nested more than 4 deep".into(),
+            });
+        }
         self.copy(d)?;
         let digest = d.digest().to_string();
         if *d.media_type() == MediaType::ImageIndex {
@@ -68,7 +77,7 @@ impl Layout<'_> {
                     }
                 })?;
             let m = pick_platform(index.manifests(), what)?;
-            return self.image(m, what);
+            return self.image(m, what, depth + 1);
         }
         let manifest =
             ImageManifest::from_reader(&self.store.read_blob(&digest)?[..]).map_err(|e| {
@@ -99,14 +108,16 @@ pub fn import(
         path: shown.to_path_buf(),
         why: format!("index.json: {e}"),
     })?;
-    let layout = Layout { dir, store };
+    let layout = Layout { dir, shown, store };
     let mut out = Vec::new();
     let only = index.manifests().len() == 1;
     for d in index.manifests() {
-        let tag = d
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(REF_NAME))
+        let annotations = d.annotations().clone().unwrap_or_default();
+        // `docker save` (25+) writes the full name beside the bare tag.
+        let tag = annotations
+            .get(CONTAINERD_NAME)
+            .filter(|_| name.is_none())
+            .or(annotations.get(REF_NAME))
             .cloned();
         let tag = match tag {
             Some(t) => t,
@@ -114,7 +125,7 @@ pub fn import(
             None => continue, // an untagged extra manifest: nothing names it
         };
         let reference = reference_for(name, default, &tag)?;
-        let manifest = layout.image(d, &reference.canonical())?;
+        let manifest = layout.image(d, &reference.canonical(), 0)?;
         store.tag(&reference, &manifest)?;
         out.push(Imported {
             reference: reference.canonical(),

@@ -5,7 +5,8 @@
 //! unpack and rootfs backends implement it: [`ImageProvisioner`].
 //!
 //! One module per mechanism: [`store`] (blobs, references, image index),
-//! [`reference`], [`import`] with [`import_layout`] and [`import_docker`],
+//! [`reference`](mod@reference), [`import`] with [`import_layout`] and [`import_docker`],
+//! [`pull`],
 //! [`unpack`] (safe layer unpack), [`cache`] (layers unpacked
 //! once), the rootfs backends [`overlay`], [`copy`], [`bind`], and
 //! [`prune`].
@@ -21,6 +22,7 @@ pub mod import_layout;
 pub mod overlay;
 pub mod provisioner;
 pub mod prune;
+pub mod pull;
 pub mod reference;
 pub mod store;
 pub mod unpack;
@@ -80,4 +82,12 @@ pub trait Provisioner: Send + Sync + 'static {
     /// After an agent restart: destroys the root filesystems of every
     /// container not in `known`.
     fn recover(&self, known: Vec<ContainerId>) -> BoxFuture<'static, Result<(), ProvisionError>>;
+
+    /// Removes every image except the `excluded` references and those of
+    /// live containers, then the blobs and cached layers no kept image
+    /// uses (Mesos's `pruneImages`). Provisioners without a store: no-op.
+    fn prune(&self, excluded: Vec<String>) -> BoxFuture<'static, Result<(), ProvisionError>> {
+        let _ = excluded;
+        Box::pin(async { Ok(()) })
+    }
 }

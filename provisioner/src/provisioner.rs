@@ -104,6 +104,9 @@ impl ImageProvisioner {
 
     /// Builds container `id`'s rootfs (blocking).
     pub fn provision_blocking(&self, id: &ContainerId, image: &str) -> Result<Provisioned> {
+        // Shared with other provisions, exclusive with a prune: a prune
+        // never sees a half-made container that uses layers it would remove.
+        let _lock = self.store.flock("content", false)?;
         let rec = self.store.resolve(image)?;
         let cdir = self.container_dir(id);
         if cdir.exists() {
@@ -225,6 +228,7 @@ impl ImageProvisioner {
 
     /// Removes unused images, blobs and layers (see [`crate::prune`]).
     pub fn prune_blocking(&self, keep: crate::prune::Keep) -> Result<crate::prune::PruneReport> {
+        let _lock = self.store.flock("content", true)?;
         let in_use = self.containers()?;
         crate::prune::prune(&self.store, keep, &in_use)
     }
@@ -290,5 +294,18 @@ impl Provisioner for ImageProvisioner {
         let me = self.clone();
         let id = ContainerId::new("recover");
         blocking(&id, None, move || me.recover_blocking(&known).map(|_| ()))
+    }
+
+    fn prune(
+        &self,
+        excluded: Vec<String>,
+    ) -> BoxFuture<'static, std::result::Result<(), ProvisionError>> {
+        let me = self.clone();
+        let id = ContainerId::new("prune");
+        blocking(&id, None, move || {
+            let report = me.prune_blocking(crate::prune::Keep::Only(excluded))?;
+            tracing::info!(?report, "images pruned");
+            Ok(())
+        })
     }
 }

@@ -84,5 +84,22 @@ pub fn prune(store: &Store, keep: Keep, in_use: &[ContainerImage]) -> Result<Pru
             report.layers.push(d);
         }
     }
+    // Temp files of imports/unpacks whose process is gone (a crash).
+    let tmp = store.root().join("tmp");
+    for e in std::fs::read_dir(&tmp).map_err(io("list", &tmp))? {
+        let e = e.map_err(io("list", &tmp))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        let pid: Option<i32> = name.split('-').nth(1).and_then(|p| p.parse().ok());
+        let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let p = e.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(io("remove", &p))?;
+        }
+    }
     Ok(report)
 }

@@ -250,11 +250,41 @@ impl Store {
         }
     }
 
+    /// An flock on `<root>/<name>.lock`, held until the file is dropped:
+    /// berth processes sharing a store (two `berth image` commands, a
+    /// `berth run` and a prune) see each other's changes whole.
+    pub(crate) fn flock(&self, name: &str, exclusive: bool) -> Result<File> {
+        use std::os::fd::AsRawFd;
+        let p = self.root.join(format!("{name}.lock"));
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io("open lock", &p))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: f is an open file for the duration of the call.
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return Ok(f);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("flock", &p)(e));
+            }
+        }
+    }
+
     fn update_refs(
         &self,
         f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<()>,
     ) -> Result<()> {
         let _g = self.refs_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _f = self.flock("refs", true)?;
         let mut refs = self.refs()?;
         f(&mut refs)?;
         write_atomic(

@@ -452,6 +452,17 @@ impl Unpacker<'_> {
             let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
                 continue;
             };
+            // overlayfs's own attributes (opaque, redirect, origin) are
+            // made by this unpack from whiteouts only, never taken from a tar.
+            if name.starts_with("trusted.overlay.") {
+                tracing::warn!(
+                    layer = self.layer,
+                    entry,
+                    xattr = name,
+                    "overlay xattr from the tar ignored"
+                );
+                continue;
+            }
             let Ok(cname) = CString::new(name) else {
                 continue;
             };

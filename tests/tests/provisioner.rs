@@ -212,6 +212,17 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         "-u",
     ]));
     assert_eq!(text(&out.stdout), "0\n");
+    // A missing working dir is made inside the rootfs (as runc does).
+    let out = run(env.berth().args([
+        "run",
+        "--image",
+        "layered:latest",
+        "--workdir",
+        "/new/dir",
+        "--",
+        "pwd",
+    ]));
+    assert_eq!(text(&out.stdout), "/new/dir\n");
     let out = env
         .berth()
         .args(["run", "--image", "layered:latest", "--user", "nosuchuser"])
@@ -223,6 +234,35 @@ fn layered_image_runs_with_its_config_through_berth_run() {
         "{}",
         text(&out.stderr)
     );
+
+    // A malformed reference is refused at STARTING (125), a missing image
+    // when provisioning; both name it.
+    let out = env
+        .berth()
+        .args(["run", "--image", "Bad Name"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("Bad Name"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .berth()
+        .args(["run", "--image", "absent:1"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("absent:1") && text(&out.stderr).contains("not in the store"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Five containers of layered:latest, its three layers unpacked once.
+    let log = fs::read_to_string(env.state_dir.join("images/unpack.log")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
 
     // Nothing of the containers is left: no mount (the harness checks), no dir.
     let containers = env.state_dir.join("images/containers");
@@ -374,7 +414,11 @@ fn entry(
 ) {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
-    h.set_mode(0o644);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_size(data.len() as u64);
     h.set_mtime(1_700_000_000);
     if kind == tar::EntryType::Char {
@@ -558,6 +602,25 @@ fn malicious_layers_are_refused_or_neutralised() {
         shadow
     );
     assert_eq!(before, outside_store(&env.temp_dir, &env.path("store")));
+
+    // An archive whose member is a symlink to a host file: refused, and the
+    // file's content never enters the store.
+    let secret = env.path("secret");
+    fs::write(&secret, "host secret\n").unwrap();
+    let archive = env.path("evil-docker.tar");
+    let bytes = layer(|b| {
+        let m = br#"[{"Config":"c.json","RepoTags":["evil-archive:1"],"Layers":["l.tar"]}]"#;
+        entry(b, "manifest.json", T::Regular, None, m);
+        entry(b, "c.json", T::Regular, None, b"{}");
+        entry(b, "l.tar", T::Symlink, Some(p(&secret)), b"");
+    });
+    fs::write(&archive, bytes).unwrap();
+    let e = import(prov.store(), &archive, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leads outside"), "{e}");
+    let secret_digest = format!("sha256:{:x}", Sha256::digest(b"host secret\n"));
+    assert!(!prov.store().has_blob(&secret_digest));
 }
 
 #[test]
@@ -687,6 +750,22 @@ fn recover_destroys_the_rootfs_of_unknown_containers() {
         .path(format!("store/containers/{known}/rootfs/bin/busybox"))
         .exists());
     prov.destroy_blocking(&known).unwrap();
+
+    // Through berth: a rootfs that no checkpoint explains (a crash between
+    // provisioning and the record's removal) is destroyed by the next
+    // `berth run`'s recovery.
+    let berth_store = ImageProvisioner::open(env.state_dir.join("images")).unwrap();
+    import(berth_store.store(), &layout, Some("layered")).unwrap();
+    let stray = berth_store
+        .provision_blocking(&orphan, "layered:base")
+        .unwrap()
+        .rootfs;
+    assert!(stray.join("bin/busybox").exists());
+    run(env.berth().args(["run", "--image", "layered:latest"]));
+    assert!(
+        !stray.exists(),
+        "berth run's recovery left an orphan rootfs"
+    );
 }
 
 #[test]
@@ -760,8 +839,12 @@ fn prune_removes_an_unused_image_and_keeps_a_running_ones() {
     };
     assert!(layer(&other_rec.layers[0].diff_id).is_dir());
 
+    // What a crashed unpack left in the store's tmp goes with any prune.
+    let stale = store_dir.join("tmp/layer-999999999-0");
+    fs::create_dir_all(stale.join("etc")).unwrap();
     // Nothing tagged goes with a plain prune.
     run(env.berth().args(["image", "prune"]));
+    assert!(!stale.exists());
     assert!(store.has_blob(&other_rec.layers[0].digest));
     // --all: every image not used by a container goes, tags included.
     let out = run(env.berth().args(["image", "prune", "--all"]));
@@ -794,4 +877,733 @@ fn prune_removes_an_unused_image_and_keeps_a_running_ones() {
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 9), "{status:?}");
     assert!(!cdir.exists());
+}
+
+/// Debian's docker-registry on a free 127.0.0.1 port, storage in the
+/// test's temp dir; killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LocalRegistry {
+    fn start(env: &TestEnv) -> LocalRegistry {
+        Self::start_with(env, "")
+    }
+
+    /// `extra`: more top-level YAML (e.g. an `auth:` section).
+    fn start_with(env: &TestEnv, extra: &str) -> LocalRegistry {
+        require_tool("docker-registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = env.path("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
+                p(&env.mkdir("registry"))
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = LocalRegistry { child, addr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {}",
+                reg.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        reg
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_pulled_image_gives_the_same_rootfs_and_runs() {
+    let env = TestEnv::new("prov-pull");
+    let layout = layered_layout(&env);
+    let reg = LocalRegistry::start(&env);
+    let name = format!("{}/test/busybox:latest", reg.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", p(&layout)),
+        &format!("docker://{name}"),
+    ]);
+    let out = run(env.berth().args(["image", "pull", &name]));
+    let line = text(&out.stdout);
+    let (reference, digest) = line.trim().split_once('\t').expect("REF\tDIGEST");
+    assert_eq!(reference, name);
+    assert!(
+        out.stderr.is_empty(),
+        "quiet when not on a terminal: {}",
+        text(&out.stderr)
+    );
+    // By digest too (everything is in the store by now, but the manifest
+    // is fetched and checked again).
+    let by_digest = format!("{}/test/busybox@{digest}", reg.addr);
+    run(env.berth().args(["image", "pull", &by_digest]));
+    // A tag the registry lacks is a clear error.
+    let out = env
+        .berth()
+        .args(["image", "pull", &format!("{}/test/busybox:nope", reg.addr)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+
+    run(env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "layered"]));
+    let prov = ImageProvisioner::open(env.state_dir.join("images")).unwrap();
+    let mut trees = Vec::new();
+    for (n, image) in [
+        ("pulled", name.as_str()),
+        ("digest", &by_digest),
+        ("imported", "layered:latest"),
+    ] {
+        let id = cid(&env, n);
+        trees.push(tree(&prov.provision_blocking(&id, image).unwrap().rootfs));
+        prov.destroy_blocking(&id).unwrap();
+    }
+    assert_eq!(trees[0], trees[2], "pulled and imported rootfs differ");
+    assert_eq!(trees[1], trees[2]);
+
+    let out = run(env.berth().args(["run", "--image", &name]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+
+    // An index in the registry: `base` under a foreign platform, `latest`
+    // under ours; the pull takes ours.
+    let tagged = |tag: &str| -> serde_json::Value {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap()
+            .clone()
+    };
+    let arch = berth_provisioner::import_layout::host_arch();
+    let foreign = if arch == "amd64" { "s390x" } else { "amd64" };
+    let mut theirs = tagged("base");
+    theirs["platform"] = serde_json::json!({"architecture": foreign, "os": "linux"});
+    let mut mine = tagged("latest");
+    mine["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+    let multi = env.path("multi");
+    fs::create_dir_all(multi.join("blobs/sha256")).unwrap();
+    for m in [&mut theirs, &mut mine] {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let idx = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [theirs, mine],
+    }))
+    .unwrap();
+    let d = format!("{:x}", Sha256::digest(&idx));
+    for e in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), multi.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    fs::write(multi.join("blobs/sha256").join(&d), &idx).unwrap();
+    fs::copy(layout.join("oci-layout"), multi.join("oci-layout")).unwrap();
+    fs::write(
+        multi.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{d}"),
+                "size": idx.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "multi"},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let multi_name = format!("{}/test/multi:1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", p(&multi)),
+        &format!("docker://{multi_name}"),
+    ]);
+    let out = run(env.berth().args(["image", "pull", &multi_name]));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!(
+            "{multi_name}\t{}",
+            tagged("latest")["digest"].as_str().unwrap()
+        )
+    );
+    drop(reg);
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_in_overlay_form_and_applied_by_copy() {
+    use tar::EntryType as T;
+    let env = TestEnv::new("prov-wh");
+    let layout = layered_layout(&env);
+    add_layers(
+        &layout,
+        "base",
+        "wh",
+        &[
+            layer(|b| {
+                entry(b, "d/", T::Directory, None, b"");
+                entry(b, "d/a", T::Regular, None, b"a");
+                entry(b, "d/b", T::Regular, None, b"b");
+                entry(b, "w", T::Regular, None, b"w");
+            }),
+            layer(|b| {
+                entry(b, "d/.wh..wh..opq", T::Regular, None, b"");
+                entry(b, "d/c", T::Regular, None, b"c");
+                entry(b, ".wh.w", T::Regular, None, b"");
+                // Owner, setuid mode, mtime and an xattr (PAX record).
+                b.append_pax_extensions([
+                    ("SCHILY.xattr.user.berth", &b"kept"[..]),
+                    ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+                ])
+                .unwrap();
+                let mut h = tar::Header::new_ustar();
+                h.set_path("owned").unwrap();
+                h.set_entry_type(T::Regular);
+                h.set_mode(0o4750);
+                h.set_uid(1234);
+                h.set_gid(4321);
+                h.set_mtime(1_600_000_000);
+                h.set_size(2);
+                h.set_cksum();
+                b.append(&h, &b"ok"[..]).unwrap();
+            }),
+        ],
+    );
+    let prov = provisioner(&env);
+    import(prov.store(), &layout, Some("wh")).unwrap();
+    for backend in [Backend::Overlay, Backend::Copy] {
+        let prov = prov.clone().with_backend(backend);
+        let id = cid(&env, &format!("{backend:?}").to_lowercase());
+        let r = prov.provision_blocking(&id, "wh:wh").unwrap().rootfs;
+        let mut d: Vec<_> = fs::read_dir(r.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        d.sort();
+        assert_eq!(d, ["c"], "{backend:?}");
+        assert!(fs::symlink_metadata(r.join("w")).is_err(), "{backend:?}");
+        assert!(r.join("bin/busybox").is_file(), "{backend:?}");
+        prov.destroy_blocking(&id).unwrap();
+    }
+    // The cached top layer holds overlay's native forms.
+    let rec = prov.store().resolve("wh:wh").unwrap();
+    let top = env.path("store/layers").join(
+        rec.layers
+            .last()
+            .unwrap()
+            .diff_id
+            .trim_start_matches("sha256:"),
+    );
+    let w = fs::symlink_metadata(top.join("w")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &w.file_type()
+    ));
+    assert_eq!(w.rdev(), 0);
+    let mut buf = [0u8; 8];
+    let path = std::ffi::CString::new(p(&top.join("d"))).unwrap();
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!((n, buf[0]), (1, b'y'));
+    assert!(!top.join("d/.wh..wh..opq").exists() && !top.join(".wh.w").exists());
+    let m = fs::metadata(top.join("owned")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777, m.mtime()),
+        (1234, 4321, 0o4750, 1_600_000_000)
+    );
+    // A directory's mtime is set after its children were made.
+    let below = env.path("store/layers").join(
+        rec.layers[rec.layers.len() - 2]
+            .diff_id
+            .trim_start_matches("sha256:"),
+    );
+    assert_eq!(
+        fs::metadata(below.join("d")).unwrap().mtime(),
+        1_700_000_000
+    );
+    let path = std::ffi::CString::new(p(&top.join("owned"))).unwrap();
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"user.berth".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(&buf[..n.max(0) as usize], b"kept");
+    // overlay's own xattrs are never taken from a tar.
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            c"trusted.overlay.redirect".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, -1);
+}
+
+#[test]
+fn an_image_index_resolves_to_the_host_platform() {
+    let env = TestEnv::new("prov-index");
+    let layout = layered_layout(&env);
+    // An index with a foreign platform first (its manifest need not exist:
+    // it is never fetched) and ours second, tagged `multi`.
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let ours = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "latest")
+        .unwrap()
+        .clone();
+    let arch = berth_provisioner::import_layout::host_arch();
+    let foreign = if arch == "amd64" { "s390x" } else { "amd64" };
+    let mut theirs = ours.clone();
+    theirs["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    theirs["platform"] = serde_json::json!({"architecture": foreign, "os": "linux"});
+    let mut mine = ours.clone();
+    mine["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+    for m in [&mut theirs, &mut mine] {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [theirs, mine],
+    }))
+    .unwrap();
+    let d = format!("{:x}", Sha256::digest(&nested));
+    fs::write(layout.join("blobs/sha256").join(&d), &nested).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{d}"),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"},
+        }));
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let prov = provisioner(&env);
+    let imported = import(prov.store(), &layout, Some("idx")).unwrap();
+    let multi = imported
+        .iter()
+        .find(|i| i.reference == "idx:multi")
+        .unwrap();
+    assert_eq!(multi.manifest, ours["digest"].as_str().unwrap());
+
+    // `docker save` (25+) names the image in a containerd annotation: that
+    // full name is taken when no --name is given.
+    let base = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "base")
+        .unwrap();
+    base["annotations"]["io.containerd.image.name"] = "docker.io/library/saved:7".into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let refs: Vec<String> = import(prov.store(), &layout, None)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert!(refs.contains(&"saved:7".to_string()), "{refs:?}");
+    assert!(refs.contains(&"layout:latest".to_string()), "{refs:?}");
+    let refs: Vec<String> = import(prov.store(), &layout, Some("named"))
+        .unwrap()
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert!(refs.contains(&"named:base".to_string()), "{refs:?}");
+}
+
+#[test]
+fn a_long_layer_list_mounts_past_the_option_page_limit() {
+    use tar::EntryType as T;
+    let env = TestEnv::new("prov-long");
+    let layout = layered_layout(&env);
+    let n = 120;
+    let layers: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            layer(|b| {
+                entry(
+                    b,
+                    &format!("many/{i:03}"),
+                    T::Regular,
+                    None,
+                    format!("{i}").as_bytes(),
+                )
+            })
+        })
+        .collect();
+    add_layers(&layout, "base", "long", &layers);
+    let prov = provisioner(&env);
+    import(prov.store(), &layout, Some("long")).unwrap();
+    let layers_dir = env.path("store/layers");
+    // With absolute lowerdir paths the mount data would exceed a page.
+    assert!((n + 2) * (p(&layers_dir).len() + 66) > 4096);
+    let id = cid(&env, "long");
+    let r = prov.provision_blocking(&id, "long:long").unwrap().rootfs;
+    assert_eq!(fs::read_dir(r.join("many")).unwrap().count(), n);
+    assert_eq!(fs::read_to_string(r.join("many/119")).unwrap(), "119");
+    prov.destroy_blocking(&id).unwrap();
+}
+
+#[test]
+fn copy_and_bind_backends_run_through_berth_run() {
+    let env = TestEnv::new("prov-backends");
+    let layout = layered_layout(&env);
+    run(env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "layered"]));
+    let out = run(env.berth().args([
+        "run",
+        "--rootfs-backend",
+        "copy",
+        "--image",
+        "layered:latest",
+    ]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+
+    // bind: a single-layer image holding its own mount points, read-only.
+    let single = env.path("single");
+    let s = p(&single);
+    umoci(&["init", "--layout", s]);
+    umoci(&["new", "--image", &format!("{s}:1")]);
+    let bundle = env.path("single-bundle");
+    umoci(&["unpack", "--image", &format!("{s}:1"), p(&bundle)]);
+    let r = bundle.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "mnt/sandbox"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/touch")).unwrap();
+    umoci(&["repack", "--image", &format!("{s}:1"), p(&bundle)]);
+    run(env.berth().args(["image", "import"]).arg(&single));
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--rootfs-backend",
+            "bind",
+            "--image",
+            "single:1",
+            "--",
+            "/bin/sh",
+            "-c",
+        ])
+        .arg("echo in-bind; touch /x 2>/dev/null && echo writable || echo read-only")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "in-bind\nread-only\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // bind refuses a multi-layer image by name.
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--rootfs-backend",
+            "bind",
+            "--image",
+            "layered:latest",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("single-layer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_dir(env.state_dir.join("images/containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn pull_answers_a_basic_auth_challenge() {
+    let env = TestEnv::new("prov-auth");
+    let layout = layered_layout(&env);
+    // bcrypt of "secret" (the registry's htpasswd takes only bcrypt).
+    let htpasswd = env.path("htpasswd");
+    fs::write(
+        &htpasswd,
+        "berth:$2b$12$68coPBOPCpEu01vULI4tseec5jG94LMMwJW8DziIOE/O6rH.Z6EDW\n",
+    )
+    .unwrap();
+    let reg = LocalRegistry::start_with(
+        &env,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            p(&htpasswd)
+        ),
+    );
+    let name = format!("{}/test/private:latest", reg.addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "berth:secret",
+        &format!("oci:{}:base", p(&layout)),
+        &format!("docker://{name}"),
+    ]);
+    let out = env.berth().args(["image", "pull", &name]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("BERTH_REGISTRY_AUTH"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env
+        .berth()
+        .args(["image", "pull", &name])
+        .env("BERTH_REGISTRY_AUTH", "berth:wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = run(env
+        .berth()
+        .args(["image", "pull", &name])
+        .env("BERTH_REGISTRY_AUTH", "berth:secret"));
+    assert!(
+        text(&out.stdout).starts_with(&name),
+        "{}",
+        text(&out.stdout)
+    );
+    drop(reg);
+}
+
+/// A bearer-token front for a real registry, as Docker Hub's auth works:
+/// requests without the token get `401` with a `Bearer realm=…` challenge,
+/// `/token` hands the token out for the pull scope, requests with it are
+/// forwarded to the registry verbatim. Stopped on drop.
+struct TokenFront {
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    scopes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenFront {
+    fn start(upstream: String) -> TokenFront {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, scopes2, me) = (stop.clone(), scopes.clone(), addr.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let reply = |c: &mut std::net::TcpStream,
+                             status: &str,
+                             headers: &str,
+                             body: &str| {
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                };
+                if let Some(q) = path.strip_prefix("/token?") {
+                    scopes2.lock().unwrap().push(q.to_string());
+                    reply(
+                        &mut c,
+                        "200 OK",
+                        "Content-Type: application/json\r\n",
+                        r#"{"token":"tok-123"}"#,
+                    );
+                } else if req.contains("Authorization: Bearer tok-123") {
+                    let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+                    let fwd: String = req
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty()
+                                && !l.starts_with("Connection:")
+                                && !l.starts_with("Host:")
+                        })
+                        .map(|l| format!("{l}\r\n"))
+                        .collect();
+                    let _ = write!(up, "{fwd}Host: {upstream}\r\nConnection: close\r\n\r\n");
+                    let _ = std::io::copy(&mut up, &mut c);
+                } else {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"berth-test\",scope=\"repository:test/busybox:pull\"\r\n"
+                    );
+                    reply(&mut c, "401 Unauthorized", &challenge, "{}");
+                }
+            }
+        });
+        TokenFront {
+            addr,
+            stop,
+            thread: Some(thread),
+            scopes,
+        }
+    }
+}
+
+impl Drop for TokenFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn pull_answers_a_bearer_token_challenge() {
+    let env = TestEnv::new("prov-bearer");
+    let layout = layered_layout(&env);
+    let reg = LocalRegistry::start(&env);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", p(&layout)),
+        &format!("docker://{}/test/busybox:latest", reg.addr),
+    ]);
+    let front = TokenFront::start(reg.addr.clone());
+    let name = format!("{}/test/busybox:latest", front.addr);
+    let out = run(env.berth().args(["image", "pull", &name]));
+    assert!(
+        text(&out.stdout).starts_with(&name),
+        "{}",
+        text(&out.stdout)
+    );
+    let scopes = front.scopes.lock().unwrap().clone();
+    assert_eq!(scopes.len(), 1, "one token for the whole pull: {scopes:?}");
+    assert!(scopes[0].contains("service=berth-test"), "{scopes:?}");
+    assert!(
+        scopes[0].contains("scope=repository%3Atest%2Fbusybox%3Apull"),
+        "{scopes:?}"
+    );
+    let out = run(env.berth().args(["run", "--image", &name]));
+    assert_eq!(text(&out.stdout), EXPECTED);
+    drop(front);
+    drop(reg);
+}
+
+#[actix_rt::test]
+async fn the_containerizer_prunes_images_but_not_a_live_containers() {
+    let env = TestEnv::new("prov-cz");
+    let layout = layered_layout(&env);
+    let store_dir = env.state_dir.join("images");
+    let prov = ImageProvisioner::open(&store_dir).unwrap();
+    import(prov.store(), &layout, Some("layered")).unwrap();
+    let c = berth::Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .default_isolators()
+        .provisioner(prov.clone())
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    let config = berth::ContainerConfig {
+        image: "layered:v2".into(),
+        command: vec!["/bin/sleep".into(), "60".into()],
+        ..Default::default()
+    };
+    c.launch(id.clone(), config).await.unwrap();
+    let v2 = prov.store().resolve("layered:v2").unwrap();
+    let latest = prov.store().resolve("layered:latest").unwrap();
+    // Keep nothing by name: only the live container's image survives.
+    c.prune_images(vec![]).await.unwrap();
+    let refs = prov.store().refs().unwrap();
+    assert_eq!(refs.keys().collect::<Vec<_>>(), ["layered:v2"], "{refs:?}");
+    for l in &v2.layers {
+        assert!(prov.store().has_blob(&l.digest));
+        assert!(store_dir
+            .join("layers")
+            .join(l.diff_id.trim_start_matches("sha256:"))
+            .is_dir());
+    }
+    let only_latest = latest.layers.last().unwrap();
+    assert!(!prov.store().has_blob(&only_latest.digest));
+    assert!(!prov.store().has_blob(&latest.manifest));
+    let t = c.destroy(id.clone()).await.unwrap();
+    assert_eq!(t.reason(), berth::TerminationReason::Destroyed);
+    c.remove(id).await.unwrap();
+    assert_eq!(
+        fs::read_dir(store_dir.join("containers")).unwrap().count(),
+        0
+    );
 }

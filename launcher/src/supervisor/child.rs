@@ -143,8 +143,15 @@ fn prepare_exec(req: &SupervisorRequest, stdio: Stdio) -> StepResult<CString> {
     } else {
         req.sandbox_dir.clone()
     };
-    nix::unistd::chdir(Path::new(&wd))
-        .map_err(|e| StepError::nix(format!("chdir to working dir {wd}"), e))?;
+    let mut cd = nix::unistd::chdir(Path::new(&wd));
+    if cd == Err(nix::Error::ENOENT) && !info.rootfs.is_empty() {
+        // As runc: a missing working dir of an image's container is made.
+        // We are inside the pivoted root here, so no path can lead out.
+        std::fs::create_dir_all(&wd)
+            .map_err(|e| StepError::io(format!("create working dir {wd}"), e))?;
+        cd = nix::unistd::chdir(Path::new(&wd));
+    }
+    cd.map_err(|e| StepError::nix(format!("chdir to working dir {wd}"), e))?;
 
     if let Some(u) = &req.user {
         // Keep the permitted set across setuid so the capability step
