@@ -282,8 +282,8 @@ impl ContainerizerActor {
                     c.record.supervisor = Some(forked.supervisor);
                     c.record.init = Some(forked.init);
                     c.forked = Some(forked);
-                    let t = act.transition(&id, ContainerState::Isolating);
-                    Box::pin(t.map(|r| r.map(|_| Some(Step::Isolate))).into_actor(act))
+                    act.transition_in_background(&id, ContainerState::Isolating);
+                    ready(Ok(Some(Step::Isolate)))
                 }))
             }
             Step::Isolate => {
@@ -326,11 +326,10 @@ impl ContainerizerActor {
                     .map(|c| c.uris.clone())
                     .unwrap_or_default();
                 let sandbox = self.sandbox_dir(&id);
-                let t = self.transition(&id, ContainerState::Fetching);
+                self.transition_in_background(&id, ContainerState::Fetching);
                 let fetch = self.fetcher.fetch(&id, &uris, &sandbox);
                 Box::pin(
                     async move {
-                        t.await?;
                         fetch.await.map_err(|e| stage(&id, "fetch", e))?;
                         Ok(Some(Step::Release))
                     }
