@@ -140,6 +140,7 @@ impl ContainerizerBuilder {
             Box::new(namespaces::PidNamespace),
             Box::new(namespaces::IpcNamespace),
             Box::new(namespaces::UtsNamespace),
+            Box::new(berth_isolators::rlimits::PosixRlimits),
             Box::new(Cpu::isolator(h.clone(), cgroup_root)),
             Box::new(Memory::isolator(h.clone(), cgroup_root)),
             Box::new(Pids::isolator(h.clone(), cgroup_root)),

@@ -96,6 +96,10 @@ struct RunArgs {
     /// Environment variable K=V (repeatable).
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Resource limit NAME=SOFT[:HARD] (e.g. nofile=1024:2048; `unlimited`
+    /// for either), repeatable.
+    #[arg(long = "rlimit", value_parser = parse_rlimit)]
+    rlimits: Vec<berth::state::Rlimit>,
     /// Bind mount SRC:DST[:ro|rw] (repeatable).
     #[arg(long = "volume", short = 'v', value_parser = parse_volume)]
     volumes: Vec<Volume>,
@@ -149,6 +153,31 @@ fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("size {s:?} must be positive"));
     }
     Ok((n * mult as f64) as u64)
+}
+
+/// `nofile=1024`, `nofile=1024:2048`, `core=0:unlimited`.
+fn parse_rlimit(s: &str) -> Result<berth::state::Rlimit, String> {
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| format!("rlimit {s:?}: expected NAME=SOFT[:HARD]"))?;
+    let num = |v: &str| -> Result<u64, String> {
+        if v == "unlimited" || v == "-1" {
+            return Ok(u64::MAX);
+        }
+        v.parse()
+            .map_err(|_| format!("rlimit {s:?}: {v:?} is not a number or `unlimited`"))
+    };
+    let (soft, hard) = match limits.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(limits)?, num(limits)?),
+    };
+    let r = berth::state::Rlimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    };
+    berth::isolators::rlimits::check(std::slice::from_ref(&r))?;
+    Ok(r)
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -230,6 +259,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         entrypoint: args.entrypoint.iter().cloned().collect(),
         resources: Some(resources),
         volumes: args.volumes.clone(),
+        rlimits: args.rlimits.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
         ..Default::default()

@@ -64,6 +64,7 @@ mod actor;
 pub mod cgroups;
 pub mod filesystem;
 pub mod namespaces;
+pub mod rlimits;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};
 

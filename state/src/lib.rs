@@ -7,6 +7,7 @@
 pub mod cgroupfs;
 pub mod id;
 pub mod process;
+pub mod rlimits;
 pub mod runtime;
 pub mod store;
 pub mod time;
