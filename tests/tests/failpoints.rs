@@ -14,6 +14,7 @@ const ISOLATORS: &[&str] = &[
     "namespaces/pid",
     "namespaces/ipc",
     "namespaces/uts",
+    "posix/rlimits",
     "cgroups/cpu",
     "cgroups/mem",
     "cgroups/pids",
