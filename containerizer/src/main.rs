@@ -214,6 +214,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_nofile_limit();
     let cli = Cli::parse();
     let code = match actix_rt::System::new().block_on(dispatch(cli)) {
         Ok(code) => code,
@@ -263,6 +264,19 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
         ..Default::default()
+    }
+}
+
+/// An agent holds a few fds per running container (supervisor pidfd,
+/// OOM eventfd, cgroup files): the soft RLIMIT_NOFILE of 1024 would cap it
+/// at a few hundred containers, so it goes up to the hard limit (as
+/// containerd's and Go's runtimes do).
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 

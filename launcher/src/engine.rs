@@ -138,6 +138,17 @@ struct Entry {
     control: Option<UnixStream>,
     /// A pidfd on the supervisor.
     pidfd: Option<Arc<OwnedFd>>,
+    /// The init is pid 1 of a new pid namespace: its exit ends every
+    /// process of the container (and the supervisor exits right after
+    /// writing the exit status).
+    own_pid_ns: bool,
+}
+
+fn new_pid_ns(info: Option<&berth_state::LaunchInfo>) -> bool {
+    info.is_some_and(|i| {
+        i.clone_namespaces
+            .contains(&(berth_state::Namespace::Pid as i32))
+    })
 }
 
 /// The shared launcher implementation.
@@ -284,6 +295,7 @@ impl Engine {
             posix: matches!(self.kind, Kind::Posix),
         };
 
+        let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
         match self.start_supervisor(&id, &supervisor, &req, spec.stdio) {
             Ok((forked, control)) => {
                 let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
@@ -298,6 +310,7 @@ impl Engine {
                         forked: forked.clone(),
                         control: Some(control),
                         pidfd,
+                        own_pid_ns,
                     },
                 );
                 Ok(forked)
@@ -451,6 +464,12 @@ impl Engine {
         Some(Forked { supervisor, init })
     }
 
+    fn own_pid_ns(&self, id: &ContainerId) -> bool {
+        self.entries()
+            .get(&id.to_string())
+            .is_some_and(|e| e.own_pid_ns)
+    }
+
     fn known(&self, id: &ContainerId) -> bool {
         self.entries().contains_key(&id.to_string()) || self.runtime.container_dir(id).is_dir()
     }
@@ -580,6 +599,8 @@ impl Engine {
                             forked: Forked { supervisor, init },
                             control: None,
                             pidfd: Some(Arc::new(fd)),
+                            own_pid_ns: matches!(self.kind, Kind::Linux(_))
+                                && new_pid_ns(r.launch_info.as_ref()),
                         },
                     );
                 }
@@ -696,15 +717,28 @@ pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitSta
         return Ok(s);
     }
     let dir = engine.runtime.container_dir(&id);
-    if pidfd.is_some() {
-        watch::appeared_or_exited(&dir, runtime::EXIT_STATUS, pidfd.as_deref())
-            .await
-            .map_err(|source| LaunchError::Io {
-                id: key.clone(),
-                op: "wait for the exit status in".into(),
-                path: dir.clone(),
-                source,
-            })?;
+    let own_pid_ns = engine.own_pid_ns(&id);
+    let waited = match (&pidfd, own_pid_ns) {
+        // In its own pid namespace the init's exit ends every process of
+        // the container, and the supervisor then writes the exit status
+        // and exits: its pidfd alone tells when the status is there. (An
+        // inotify instance per container ran into the per-user limit of
+        // 128 inotify instances with more running containers than that.)
+        (Some(fd), true) => Some(watch::exited(fd).await),
+        // Without one, escaped processes keep the subreaper supervisor
+        // alive after the init's exit: watch for the status file too.
+        (Some(_), false) => {
+            Some(watch::appeared_or_exited(&dir, runtime::EXIT_STATUS, pidfd.as_deref()).await)
+        }
+        (None, _) => None,
+    };
+    if let Some(r) = waited {
+        r.map_err(|source| LaunchError::Io {
+            id: key.clone(),
+            op: "wait for the exit status in".into(),
+            path: dir.clone(),
+            source,
+        })?;
     }
     blocking(key.clone(), move || {
         engine

@@ -366,3 +366,62 @@ fn update_changes_limits_and_keeps_the_others() {
     client(&env, Some(&agent), &["rm", "u"], 0);
     agent.terminate();
 }
+
+#[test]
+fn more_containers_than_inotify_instances_all_run_and_recover() {
+    // 128 is the default per-user limit of inotify instances; an earlier
+    // agent used one per running container and lost the rest.
+    const N: usize = 150;
+    let env = TestEnv::new("ag-many");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = env.start_agent("");
+    let sock = env.socket();
+    let running = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut c = berth::agent::connect(&sock).await.unwrap();
+            let list = c
+                .list(berth::agent::api::ListRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+            list.iter()
+                .filter(|s| s.state == berth::ContainerState::Running as i32)
+                .count()
+        })
+    };
+    rt.block_on(async {
+        let mut c = berth::agent::connect(&sock).await.unwrap();
+        for i in 0..N {
+            c.launch(berth::agent::api::LaunchRequest {
+                id: Some(berth::ContainerId::new(format!("m{i}"))),
+                config: Some(berth::ContainerConfig {
+                    command: vec!["sleep".into(), "1000".into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&rt), N, "{}", agent.log());
+    agent.kill9();
+    let agent = env.start_agent("");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&rt), N, "after the restart: {}", agent.log());
+    rt.block_on(async {
+        let mut c = berth::agent::connect(&sock).await.unwrap();
+        for i in 0..N {
+            let r = berth::agent::api::ContainerRef {
+                id: Some(berth::ContainerId::new(format!("m{i}"))),
+            };
+            c.destroy(r.clone()).await.unwrap();
+            c.remove(r).await.unwrap();
+        }
+    });
+    agent.terminate();
+}
