@@ -265,8 +265,13 @@ impl ContainerizerActor {
     /// The provisioner removes the rootfs it made (if it was asked for one).
     fn stage_provisioner(&mut self, id: &ContainerId) -> Stage {
         let (asked, p) = match self.get(id) {
+            // A config with an image may have a rootfs even when the record
+            // does not say so yet (a crash during PROVISIONING); destroy
+            // of a rootfs that was never made is a no-op.
             Ok(c) => (
-                c.provisioning || !c.record.rootfs.is_empty(),
+                c.provisioning
+                    || !c.record.rootfs.is_empty()
+                    || c.record.config.as_ref().is_some_and(|k| !k.image.is_empty()),
                 self.provisioner.clone(),
             ),
             Err(e) => return done(Err(e)),

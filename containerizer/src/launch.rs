@@ -158,7 +158,10 @@ impl ContainerizerActor {
                 )
             }
             Step::Provision => {
-                let t = self.transition(&id, ContainerState::Provisioning);
+                // Not waited for: a crash before PREPARING's (waited) write
+                // is an unfinished launch either way, and destroy removes a
+                // rootfs of any config with an image.
+                self.transition_in_background(&id, ContainerState::Provisioning);
                 let image = self
                     .get(&id)
                     .ok()
@@ -168,7 +171,7 @@ impl ContainerizerActor {
                 // Configs with an image were refused at STARTING unless a
                 // provisioner runs.
                 let Some(p) = self.provisioner.clone().filter(|_| !image.is_empty()) else {
-                    return Box::pin(t.map(|r| r.map(|_| Some(Step::Preparing))).into_actor(self));
+                    return ready(Ok(Some(Step::Preparing)));
                 };
                 if let Ok(c) = self.get_mut(&id) {
                     c.provisioning = true;
@@ -182,7 +185,6 @@ impl ContainerizerActor {
                     .unwrap_or_default();
                 Box::pin(
                     async move {
-                        t.await?;
                         let provisioned = p
                             .provision(id2.clone(), image)
                             .await
