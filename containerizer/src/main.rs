@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+mod cli_run_opts;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -25,6 +27,8 @@ struct Cli {
     /// The name of berth's cgroup under each hierarchy.
     #[arg(long, global = true, default_value = "berth")]
     cgroup_root: String,
+    #[command(flatten)]
+    node: cli_run_opts::NodeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -205,6 +209,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let shutdown = shutdown_signal()?;
     let c = Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
+        .node_options(cli.node.options())
         .default_isolators()
         .build()?;
     let summary = c.recover().await.context("recovering earlier containers")?;

@@ -64,6 +64,7 @@ mod actor;
 pub mod cgroups;
 pub mod filesystem;
 pub mod namespaces;
+pub mod volume;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};
 

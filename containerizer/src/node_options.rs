@@ -1,0 +1,26 @@
+//! The operator's options for the isolators that need node-level config
+//! (allow-lists, directories, intervals). The agent of a later issue reads
+//! them from its config; `berth run` from its global flags.
+
+use berth_isolators::volume::{HostPathConfig, HostPathVolumes};
+use berth_isolators::Isolator;
+use std::path::{Path, PathBuf};
+
+/// Node-level options of the volume, disk and network isolators.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Host directories that volumes may mount read-only.
+    pub volume_allow_ro: Vec<PathBuf>,
+    /// Host directories that volumes may mount read-write.
+    pub volume_allow_rw: Vec<PathBuf>,
+}
+
+impl NodeOptions {
+    /// The isolators these options configure, in launch order.
+    pub(crate) fn isolators(&self, _runtime_dir: &Path) -> Vec<Box<dyn Isolator>> {
+        vec![Box::new(HostPathVolumes::new(HostPathConfig {
+            allow_ro: self.volume_allow_ro.clone(),
+            allow_rw: self.volume_allow_rw.clone(),
+        }))]
+    }
+}
