@@ -1,9 +1,11 @@
 //! `berth` flags for the volume, disk and network isolators: the operator's
 //! node options (global) and the per-run options, kept out of main.rs.
 
-use berth::NodeOptions;
+use super::parse_size;
+use berth::{ContainerConfig, NodeOptions};
 use clap::Args;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Global flags: the operator's node options.
 #[derive(Args, Debug, Clone, Default)]
@@ -14,6 +16,30 @@ pub struct NodeArgs {
     /// Host directory that `--volume` may mount read-write (repeatable).
     #[arg(long = "volume-allow-rw", global = true, value_name = "DIR")]
     pub volume_allow_rw: Vec<PathBuf>,
+    /// Milliseconds between two disk-usage measurements (`disk/du`).
+    #[arg(long = "disk-check-interval-ms", global = true, value_name = "MS")]
+    pub disk_check_interval_ms: Option<u64>,
+}
+
+/// Per-run flags of `berth run` for the disk and network isolators.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunExtra {
+    /// Disk quota of the sandbox, e.g. 64M; exceeding it kills the
+    /// container with reason LIMITATION (disk).
+    #[arg(long, value_parser = parse_size)]
+    pub disk: Option<u64>,
+}
+
+impl RunExtra {
+    /// Applies these flags to `config`.
+    pub fn apply(&self, config: &mut ContainerConfig) {
+        if let Some(d) = self.disk {
+            config
+                .resources
+                .get_or_insert_with(Default::default)
+                .disk_bytes = d;
+        }
+    }
 }
 
 impl NodeArgs {
@@ -21,6 +47,7 @@ impl NodeArgs {
         NodeOptions {
             volume_allow_ro: self.volume_allow_ro.clone(),
             volume_allow_rw: self.volume_allow_rw.clone(),
+            disk_check_interval: self.disk_check_interval_ms.map(Duration::from_millis),
         }
     }
 }

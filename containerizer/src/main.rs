@@ -81,6 +81,8 @@ struct RunArgs {
     /// Print the termination as one JSON object on stdout at the end.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    extra: cli_run_opts::RunExtra,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -177,7 +179,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         pids: args.pids.unwrap_or(0),
         ..Default::default()
     };
-    ContainerConfig {
+    let mut config = ContainerConfig {
         command: args.command.clone(),
         env: args.env.iter().cloned().collect(),
         user: args.user.clone().unwrap_or_default(),
@@ -188,7 +190,9 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
         ..Default::default()
-    }
+    };
+    args.extra.apply(&mut config);
+    config
 }
 
 fn dup_fd(fd: i32) -> Result<OwnedFd> {

@@ -2,9 +2,11 @@
 //! (allow-lists, directories, intervals). The agent of a later issue reads
 //! them from its config; `berth run` from its global flags.
 
+use berth_isolators::disk::{self, DiskDu};
 use berth_isolators::volume::{HostPathConfig, HostPathVolumes};
 use berth_isolators::Isolator;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Node-level options of the volume, disk and network isolators.
 #[derive(Debug, Clone, Default)]
@@ -13,14 +15,21 @@ pub struct NodeOptions {
     pub volume_allow_ro: Vec<PathBuf>,
     /// Host directories that volumes may mount read-write.
     pub volume_allow_rw: Vec<PathBuf>,
+    /// Time between two disk measurements of `disk/du` (default 15 s).
+    pub disk_check_interval: Option<Duration>,
 }
 
 impl NodeOptions {
     /// The isolators these options configure, in launch order.
     pub(crate) fn isolators(&self, _runtime_dir: &Path) -> Vec<Box<dyn Isolator>> {
-        vec![Box::new(HostPathVolumes::new(HostPathConfig {
-            allow_ro: self.volume_allow_ro.clone(),
-            allow_rw: self.volume_allow_rw.clone(),
-        }))]
+        vec![
+            Box::new(HostPathVolumes::new(HostPathConfig {
+                allow_ro: self.volume_allow_ro.clone(),
+                allow_rw: self.volume_allow_rw.clone(),
+            })),
+            Box::new(DiskDu::new(
+                self.disk_check_interval.unwrap_or(disk::DEFAULT_INTERVAL),
+            )),
+        ]
     }
 }

@@ -62,6 +62,7 @@
 
 mod actor;
 pub mod cgroups;
+pub mod disk;
 pub mod filesystem;
 pub mod namespaces;
 pub mod volume;
