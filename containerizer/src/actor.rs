@@ -308,12 +308,18 @@ impl Handler<Usage> for ContainerizerActor {
     }
 }
 
+/// The zero of `v`'s type (spelled out: serde_json's `PartialEq<Value>`
+/// impls make a bare `Default::default()` ambiguous here).
+fn zero_like<T: Default>(_: &T) -> T {
+    T::default()
+}
+
 /// Each isolator fills the figures it knows; a figure is taken from the
 /// first isolator that reports it.
 fn merge_usage(into: &mut ResourceStatistics, from: ResourceStatistics) {
     macro_rules! take {
         ($($f:ident),*) => {$(
-            if into.$f == Default::default() {
+            if into.$f == zero_like(&into.$f) {
                 into.$f = from.$f;
             }
         )*};

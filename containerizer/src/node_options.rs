@@ -3,6 +3,7 @@
 //! them from its config; `berth run` from its global flags.
 
 use berth_isolators::disk::{self, DiskDu};
+use berth_isolators::network::{CniConfig, CniNetwork};
 use berth_isolators::volume::{HostPathConfig, HostPathVolumes};
 use berth_isolators::Isolator;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,22 @@ pub struct NodeOptions {
     pub volume_allow_rw: Vec<PathBuf>,
     /// Time between two disk measurements of `disk/du` (default 15 s).
     pub disk_check_interval: Option<Duration>,
+    /// CNI network configs (default `/etc/berth/cni`).
+    pub cni_config_dir: Option<PathBuf>,
+    /// CNI plugins (default `/usr/lib/cni`).
+    pub cni_plugin_dir: Option<PathBuf>,
 }
 
 impl NodeOptions {
     /// The isolators these options configure, in launch order.
-    pub(crate) fn isolators(&self, _runtime_dir: &Path) -> Vec<Box<dyn Isolator>> {
+    pub(crate) fn isolators(&self, runtime_dir: &Path) -> Vec<Box<dyn Isolator>> {
+        let mut cni = CniConfig::new(runtime_dir);
+        if let Some(d) = &self.cni_config_dir {
+            cni.config_dir = d.clone();
+        }
+        if let Some(d) = &self.cni_plugin_dir {
+            cni.plugin_dir = d.clone();
+        }
         vec![
             Box::new(HostPathVolumes::new(HostPathConfig {
                 allow_ro: self.volume_allow_ro.clone(),
@@ -30,6 +42,7 @@ impl NodeOptions {
             Box::new(DiskDu::new(
                 self.disk_check_interval.unwrap_or(disk::DEFAULT_INTERVAL),
             )),
+            Box::new(CniNetwork::new(cni)),
         ]
     }
 }

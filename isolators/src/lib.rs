@@ -65,6 +65,7 @@ pub mod cgroups;
 pub mod disk;
 pub mod filesystem;
 pub mod namespaces;
+pub mod network;
 pub mod volume;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};
