@@ -228,3 +228,75 @@ fn two_containers_on_a_cni_bridge_talk_tcp() {
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     });
 }
+
+/// A network left by an agent that died (no record explains it) is DEL'd
+/// and its netns removed when the next agent's isolator recovers.
+async fn orphan_is_released(env: &TestEnv, ns: &TestNetns) {
+    use berth::isolators::network::{CniConfig, CniNetwork};
+    use berth::isolators::{Isolator, PrepareRequest};
+    let conf_dir = env.mkdir("cni");
+    let ipam = env.path("ipam");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "orphannet", "type": "bridge", "bridge": "berthbr1",
+        "ipam": {"type": "host-local", "dataDir": ipam, "ranges": [[{"subnet": "10.232.0.0/24"}]]}
+    });
+    std::fs::write(conf_dir.join("orphannet.conf"), conf.to_string()).unwrap();
+    let cfg = CniConfig {
+        config_dir: conf_dir,
+        ..CniConfig::new(&env.runtime_dir)
+    };
+    let id = ContainerId::new(format!("{}-gone", env.name));
+    let sandbox = env.mkdir("sandbox");
+    let mut first = CniNetwork::new(cfg.clone());
+    let info = first
+        .prepare(&PrepareRequest {
+            id: id.clone(),
+            config: sh("true", "orphannet"),
+            sandbox_dir: sandbox,
+            rootfs: None,
+            cgroup_root: env.cgroup_root.clone(),
+        })
+        .await
+        .unwrap()
+        .expect("a netns to join");
+    assert_eq!(info.join_namespaces.len(), 1);
+    first.isolate(&id, 1).await.unwrap();
+    let ip = first.status(&id).await.unwrap()["network.ip"].clone();
+    assert!(ipam.join("orphannet").join(&ip).exists(), "lease of {ip}");
+    assert_eq!(
+        ns.ip(&["-o", "link", "show", "type", "veth"])
+            .lines()
+            .count(),
+        1
+    );
+    drop(first); // the agent dies without cleanup
+
+    let mut next = CniNetwork::new(cfg);
+    next.recover(&[], &[id.clone()]).await.unwrap();
+    assert_eq!(ns.ip(&["-o", "link", "show", "type", "veth"]), "");
+    assert!(
+        !ipam.join("orphannet").join(&ip).exists(),
+        "lease of {ip} left"
+    );
+    let left = std::fs::read_dir(env.runtime_dir.join("netns"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "netns files left");
+    // Cleanup after recovery (a destroy retried) finds nothing and is fine.
+    next.cleanup(&id).await.unwrap();
+}
+
+#[test]
+fn an_orphans_network_is_released_at_recovery() {
+    let env = TestEnv::new("net-orphan");
+    let ns = TestNetns::new(&env);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(ns.path()).expect("open the test netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            actix_rt::System::new().block_on(orphan_is_released(&env, &ns));
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
+}
