@@ -272,7 +272,7 @@ async fn orphan_is_released(env: &TestEnv, ns: &TestNetns) {
     drop(first); // the agent dies without cleanup
 
     let mut next = CniNetwork::new(cfg);
-    next.recover(&[], &[id.clone()]).await.unwrap();
+    next.recover(&[], std::slice::from_ref(&id)).await.unwrap();
     assert_eq!(ns.ip(&["-o", "link", "show", "type", "veth"]), "");
     assert!(
         !ipam.join("orphannet").join(&ip).exists(),
