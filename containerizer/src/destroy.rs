@@ -271,7 +271,10 @@ impl ContainerizerActor {
             Ok(c) => (
                 c.provisioning
                     || !c.record.rootfs.is_empty()
-                    || c.record.config.as_ref().is_some_and(|k| !k.image.is_empty()),
+                    || c.record
+                        .config
+                        .as_ref()
+                        .is_some_and(|k| !k.image.is_empty()),
                 self.provisioner.clone(),
             ),
             Err(e) => return done(Err(e)),

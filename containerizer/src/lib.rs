@@ -36,6 +36,7 @@ pub mod failpoint;
 pub mod fetcher;
 mod launch;
 mod merge;
+mod node_options;
 mod recover;
 mod termination;
 mod user;
@@ -53,6 +54,7 @@ pub use berth_state::{
 pub use error::ContainerizerError;
 pub use fetcher::{Fetcher, NoFetcher};
 pub use merge::merge as merge_launch_infos;
+pub use node_options::NodeOptions;
 pub use recover::RecoverySummary;
 
 use actix::prelude::*;
@@ -82,6 +84,7 @@ pub struct ContainerizerBuilder {
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
     isolators: Vec<Slot>,
     fetcher: Box<dyn Fetcher>,
+    node: NodeOptions,
 }
 
 /// An isolator, or the place where the defaults go: they are made at
@@ -123,6 +126,8 @@ impl ContainerizerBuilder {
     /// `namespaces/ipc`, `namespaces/uts`, and the cgroup isolators
     /// `cgroups/cpu`, `cgroups/mem`, `cgroups/pids`, `cgroups/devices`
     /// (on the hierarchies detected at `build`, under the cgroup root).
+    /// (and, from [`NodeOptions`], `volume/host_path`, `disk/du` and
+    /// `network/cni`).
     pub fn default_isolators(mut self) -> Self {
         self.isolators.push(Slot::Defaults);
         self
@@ -146,6 +151,13 @@ impl ContainerizerBuilder {
             Box::new(Pids::isolator(h.clone(), cgroup_root)),
             Box::new(Devices::isolator(h, cgroup_root)),
         ]
+    }
+
+    /// The operator's options for the volume, disk and network isolators
+    /// that [`default_isolators`](Self::default_isolators) adds.
+    pub fn node_options(mut self, node: NodeOptions) -> Self {
+        self.node = node;
+        self
     }
 
     /// The fetcher (default: [`NoFetcher`]).
@@ -190,7 +202,11 @@ impl ContainerizerBuilder {
             .into_iter()
             .flat_map(|slot| match slot {
                 Slot::One(i) => vec![i],
-                Slot::Defaults => Self::defaults(&cgroup_root),
+                Slot::Defaults => {
+                    let mut v = Self::defaults(&cgroup_root);
+                    v.extend(self.node.isolators(&self.runtime_dir));
+                    v
+                }
             })
             .map(IsolatorActor::spawn)
             .collect();
@@ -235,6 +251,7 @@ impl Containerizer {
             provisioner: None,
             isolators: Vec::new(),
             fetcher: Box::new(NoFetcher),
+            node: NodeOptions::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 mod cli_agent;
 #[path = "cli_image.rs"]
 mod cli_image;
+mod cli_run_opts;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ struct Cli {
     /// The agent's API socket (served by `berth agent`, used by the clients).
     #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
     socket: PathBuf,
+    #[command(flatten)]
+    node: cli_run_opts::NodeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +121,8 @@ struct RunArgs {
     /// Print the termination as one JSON object on stdout at the end.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    extra: cli_run_opts::RunExtra,
     /// The command and its arguments (optional with --image: the image's cmd).
     #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,
@@ -251,7 +256,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         pids: args.pids.unwrap_or(0),
         ..Default::default()
     };
-    ContainerConfig {
+    let mut config = ContainerConfig {
         command: args.command.clone(),
         env: args.env.iter().cloned().collect(),
         user: args.user.clone().unwrap_or_default(),
@@ -264,7 +269,9 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
         ..Default::default()
-    }
+    };
+    args.extra.apply(&mut config);
+    config
 }
 
 /// An agent holds a few fds per running container (supervisor pidfd,
@@ -301,6 +308,7 @@ fn container_name(args: &RunArgs) -> String {
 fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
+        .node_options(cli.node.options())
         .default_isolators()
         .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)

@@ -62,9 +62,12 @@
 
 mod actor;
 pub mod cgroups;
+pub mod disk;
 pub mod filesystem;
 pub mod namespaces;
+pub mod network;
 pub mod rlimits;
+pub mod volume;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};
 

@@ -78,6 +78,22 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         _ => None,
     };
 
+    // The bind sources, held open for the same reason: a volume under the
+    // host's /tmp would otherwise be hidden by the private /tmp.
+    let bind_sources = plan
+        .mounts
+        .iter()
+        .map(|m| match is_bind(m) {
+            true => fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                .open(&m.source)
+                .map(|f| Some(OwnedFd::from(f)))
+                .map_err(|e| StepError::io(format!("bind {} on {}", m.source, m.target), e)),
+            false => Ok(None),
+        })
+        .collect::<StepResult<Vec<_>>>()?;
+
     // Nothing mounted below may propagate back to the host.
     mnt(
         None,
@@ -139,8 +155,8 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         }
     }
 
-    for m in plan.mounts {
-        user_mount(&root, m)?;
+    for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
+        user_mount(&root, m, fd.as_ref())?;
     }
 
     let dev_null = at("/dev/null")?;
@@ -241,11 +257,21 @@ fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
     set_readonly_recursive(sys_dir)
 }
 
-fn user_mount(root: &Path, m: &Mount) -> StepResult {
+fn is_bind(m: &Mount) -> bool {
+    m.fs_type.is_empty()
+        || MountOptions::parse(&m.options)
+            .flags
+            .contains(MsFlags::MS_BIND)
+}
+
+/// Makes mount `m`; `held` is an `O_PATH` fd on a bind mount's source,
+/// opened before anything covered it.
+fn user_mount(root: &Path, m: &Mount, held: Option<&OwnedFd>) -> StepResult {
     let target = join_inside(root, &m.target)?;
     let opts = MountOptions::parse(&m.options);
-    let is_bind = opts.flags.contains(MsFlags::MS_BIND) || m.fs_type.is_empty();
-    let source = Path::new(&m.source);
+    let is_bind = is_bind(m);
+    let held_path = held.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    let source = held_path.as_deref().unwrap_or(Path::new(&m.source));
     if is_bind && source.is_file() {
         ensure_file(&target)?;
     } else {
@@ -266,7 +292,14 @@ fn user_mount(root: &Path, m: &Mount) -> StepResult {
     }
     if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
-        mnt_path(Some(source), &target, None, MsFlags::MS_BIND | rec, None)?;
+        mnt(
+            Some(source),
+            &target,
+            None,
+            MsFlags::MS_BIND | rec,
+            None,
+            &format!("bind {} on {}", m.source, target.display()),
+        )?;
         // Flags of a bind mount only take effect on a remount.
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
         if !extra.is_empty() || opts.flags.contains(MsFlags::MS_RDONLY) {

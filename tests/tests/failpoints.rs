@@ -19,6 +19,9 @@ const ISOLATORS: &[&str] = &[
     "cgroups/mem",
     "cgroups/pids",
     "cgroups/devices",
+    "volume/host_path",
+    "disk/du",
+    "network/cni",
 ];
 
 /// Points reached while a launch is under way; the crash interrupts

@@ -89,7 +89,12 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
     if plan.new_mount {
         mounts::setup(&mounts::FsPlan {
             rootfs: rootfs.as_deref(),
-            new_net: plan.unshare.contains(CloneFlags::CLONE_NEWNET),
+            // A joined netns (network/cni) is the container's own too.
+            new_net: plan.unshare.contains(CloneFlags::CLONE_NEWNET)
+                || plan
+                    .joins
+                    .iter()
+                    .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNET)),
             mounts: &info.mounts,
             sandbox: Path::new(&req.sandbox_dir),
         })?;

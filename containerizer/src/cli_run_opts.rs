@@ -1,0 +1,82 @@
+//! `berth` flags for the volume, disk and network isolators: the operator's
+//! node options (global) and the per-run options, kept out of main.rs.
+
+use super::parse_size;
+use berth::state::{network, Network};
+use berth::{ContainerConfig, NodeOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Global flags: the operator's node options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// Host directory that `--volume …:ro` may mount (repeatable).
+    #[arg(long = "volume-allow-ro", global = true, value_name = "DIR")]
+    pub volume_allow_ro: Vec<PathBuf>,
+    /// Host directory that `--volume` may mount read-write (repeatable).
+    #[arg(long = "volume-allow-rw", global = true, value_name = "DIR")]
+    pub volume_allow_rw: Vec<PathBuf>,
+    /// Milliseconds between two disk-usage measurements (`disk/du`).
+    #[arg(long = "disk-check-interval-ms", global = true, value_name = "MS")]
+    pub disk_check_interval_ms: Option<u64>,
+    /// Directory of CNI network configs (default /etc/berth/cni).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cni_config_dir: Option<PathBuf>,
+    /// Directory of CNI plugins (default /usr/lib/cni).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cni_plugin_dir: Option<PathBuf>,
+}
+
+/// Per-run flags of `berth run` for the disk and network isolators.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunExtra {
+    /// Disk quota of the sandbox, e.g. 64M; exceeding it kills the
+    /// container with reason LIMITATION (disk).
+    #[arg(long, value_parser = parse_size)]
+    pub disk: Option<u64>,
+    /// `none` (own netns, only lo), `host` (default), or the name of a CNI
+    /// network in the CNI config dir.
+    #[arg(long, value_parser = parse_network)]
+    pub network: Option<Network>,
+}
+
+fn parse_network(s: &str) -> Result<Network, String> {
+    let (mode, name) = match s {
+        "" => return Err("network: expected none, host or a CNI network name".into()),
+        "host" => (network::Mode::Host, ""),
+        "none" => (network::Mode::None, ""),
+        name => (network::Mode::Cni, name),
+    };
+    Ok(Network {
+        mode: mode as i32,
+        cni_network: name.to_string(),
+    })
+}
+
+impl RunExtra {
+    /// Applies these flags to `config`.
+    pub fn apply(&self, config: &mut ContainerConfig) {
+        if let Some(d) = self.disk {
+            config
+                .resources
+                .get_or_insert_with(Default::default)
+                .disk_bytes = d;
+        }
+        if let Some(n) = &self.network {
+            config.network = Some(n.clone());
+        }
+    }
+}
+
+impl NodeArgs {
+    pub fn options(&self) -> NodeOptions {
+        NodeOptions {
+            volume_allow_ro: self.volume_allow_ro.clone(),
+            volume_allow_rw: self.volume_allow_rw.clone(),
+            disk_check_interval: self.disk_check_interval_ms.map(Duration::from_millis),
+            cni_config_dir: self.cni_config_dir.clone(),
+            cni_plugin_dir: self.cni_plugin_dir.clone(),
+        }
+    }
+}

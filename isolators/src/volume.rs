@@ -1,0 +1,240 @@
+//! `volume/host_path`: host directories or files bind-mounted into the
+//! container, checked as the YARN runc runtime checks its mounts.
+//!
+//! - SRC must be absolute, exist, and (once symlinks are resolved) sit
+//!   under the operator's allow-list: `allow_rw` for read-write volumes,
+//!   `allow_ro` or `allow_rw` for read-only ones. The container's own
+//!   sandbox is always allowed; nothing else is by default.
+//! - DST must be absolute, free of `..`, and — in a container with its own
+//!   rootfs — must not resolve through a symlink to a place outside it.
+//! - The bind is private (no propagation either way) and an `ro` volume is
+//!   remounted read-only by the launcher, so it really cannot be written.
+
+use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
+use berth_state::{volume, ContainerId, LaunchInfo, Mount, Volume};
+use std::path::{Component, Path, PathBuf};
+
+/// The operator's allow-lists (the agent's config).
+#[derive(Debug, Clone, Default)]
+pub struct HostPathConfig {
+    /// Host directories that may be mounted read-only.
+    pub allow_ro: Vec<PathBuf>,
+    /// Host directories that may be mounted read-write (or read-only).
+    pub allow_rw: Vec<PathBuf>,
+}
+
+/// The `volume/host_path` isolator.
+#[derive(Debug, Clone, Default)]
+pub struct HostPathVolumes {
+    config: HostPathConfig,
+}
+
+impl HostPathVolumes {
+    /// An isolator with the operator's allow-lists.
+    pub fn new(config: HostPathConfig) -> Self {
+        HostPathVolumes { config }
+    }
+}
+
+impl Isolator for HostPathVolumes {
+    fn name(&self) -> &str {
+        "volume/host_path"
+    }
+    fn supports_nesting(&self) -> bool {
+        true
+    }
+    fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        let req = req.clone();
+        let config = self.config.clone();
+        Box::pin(async move {
+            if req.config.volumes.is_empty() {
+                return Ok(None);
+            }
+            // canonicalize/stat block: the blocking pool.
+            crate::blocking(move || {
+                let mut info = LaunchInfo::default();
+                for v in &req.config.volumes {
+                    info.mounts.push(check_volume(
+                        &req.id,
+                        &config,
+                        &req.sandbox_dir,
+                        req.rootfs.as_deref(),
+                        v,
+                    )?);
+                }
+                Ok(Some(info))
+            })
+            .await
+        })
+    }
+}
+
+/// Checks one volume and returns the bind mount that realises it.
+pub fn check_volume(
+    id: &ContainerId,
+    config: &HostPathConfig,
+    sandbox: &Path,
+    rootfs: Option<&Path>,
+    v: &Volume,
+) -> Result<Mount, IsolatorError> {
+    let entry = format!(
+        "{}:{}:{}",
+        v.host_path,
+        v.container_path,
+        if v.mode == volume::Mode::Ro as i32 {
+            "ro"
+        } else {
+            "rw"
+        }
+    );
+    let bad = |why: String| IsolatorError::invalid(id, &format!("volume {entry:?}"), why);
+    let ro = match volume::Mode::try_from(v.mode) {
+        Ok(volume::Mode::Ro) => true,
+        Ok(volume::Mode::Rw) => false,
+        Err(_) => return Err(bad(format!("unknown mode {}", v.mode))),
+    };
+
+    // SRC: absolute, existing, under the allow-list once resolved.
+    let src = Path::new(&v.host_path);
+    if !src.is_absolute() {
+        return Err(bad(format!(
+            "source {:?} is not an absolute path",
+            v.host_path
+        )));
+    }
+    let real_src = std::fs::canonicalize(src)
+        .map_err(|e| bad(format!("source {:?} cannot be resolved: {e}", v.host_path)))?;
+    let mut allowed: Vec<PathBuf> = config.allow_rw.clone();
+    if ro {
+        allowed.extend(config.allow_ro.iter().cloned());
+    }
+    allowed.push(sandbox.to_path_buf());
+    let permitted = allowed
+        .iter()
+        .filter_map(|a| std::fs::canonicalize(a).ok())
+        .any(|a| real_src.starts_with(&a));
+    if !permitted {
+        let list = if ro { "read-only" } else { "read-write" };
+        return Err(bad(format!(
+            "source {} is not under an allowed {list} volume directory \
+             (--volume-allow-{}) or the sandbox",
+            real_src.display(),
+            if ro { "ro" } else { "rw" }
+        )));
+    }
+
+    // DST: absolute, no `..`, and no symlink leading out of the rootfs.
+    let dst = Path::new(&v.container_path);
+    if !dst.is_absolute() {
+        return Err(bad(format!(
+            "destination {:?} is not an absolute path",
+            v.container_path
+        )));
+    }
+    if dst
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Err(bad(format!(
+            "destination {:?} may not contain \"..\"",
+            v.container_path
+        )));
+    }
+    if dst.components().all(|c| c == Component::RootDir) {
+        return Err(bad("destination may not be the container's root".into()));
+    }
+    if let Some(root) = rootfs {
+        resolve_inside(root, dst).map_err(bad)?;
+    }
+
+    let mut options = vec!["rbind".to_string(), "private".to_string()];
+    if ro {
+        options.push("ro".into());
+    }
+    Ok(Mount {
+        source: real_src.display().to_string(),
+        target: v.container_path.clone(),
+        fs_type: String::new(),
+        options,
+    })
+}
+
+/// Resolves `dst` inside `root` component by component, following
+/// symlinks as the container would see them (absolute targets relative to
+/// `root`), and fails if any step would leave `root`.
+fn resolve_inside(root: &Path, dst: &Path) -> Result<PathBuf, String> {
+    let mut parts: Vec<std::ffi::OsString> = Vec::new();
+    let mut todo: Vec<std::ffi::OsString> = dst
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            if parts.pop().is_none() {
+                return Err(format!(
+                    "destination {} climbs out of the container's root through a symlink",
+                    dst.display()
+                ));
+            }
+            continue;
+        }
+        if name == "." {
+            continue;
+        }
+        let mut here = root.to_path_buf();
+        here.extend(&parts);
+        here.push(&name);
+        match std::fs::read_link(&here) {
+            Ok(target) => {
+                links += 1;
+                if links > 40 {
+                    return Err(format!("destination {}: too many symlinks", dst.display()));
+                }
+                if target.is_absolute() {
+                    parts.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            // Not a symlink, or not there yet (the launcher creates it).
+            Err(_) => parts.push(name),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&parts);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_may_not_lead_out_of_the_rootfs() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("a/up")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        assert!(resolve_inside(root, Path::new("/a/up/x")).is_err());
+        // An absolute link is read relative to the container's root.
+        assert_eq!(
+            resolve_inside(root, Path::new("/abs/x")).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(
+            resolve_inside(root, Path::new("/a/b")).unwrap(),
+            root.join("a/b")
+        );
+    }
+}
