@@ -4,6 +4,7 @@
 //!
 //! Every other berth crate depends on this one and on nothing else of berth.
 
+pub mod capabilities;
 pub mod cgroupfs;
 pub mod id;
 pub mod process;

@@ -28,23 +28,6 @@ pub const DEFAULT_ALLOWED_DEVICES: &[(char, i64, i64)] = &[
     ('c', 136, -1), // pts/*
 ];
 
-/// Docker's default capabilities without CAP_MKNOD (v2 fallback).
-const CAPS_WITHOUT_MKNOD: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 /// The `cgroups/devices` subsystem.
 pub enum Devices {}
 
@@ -99,7 +82,11 @@ impl Subsystem for Devices {
         let mut info = LaunchInfo::default();
         if dirs.of("devices").is_some_and(|d| d.version == Version::V2) {
             tracing::warn!("cgroup v2: no device filter program yet; CAP_MKNOD is dropped instead");
-            info.capabilities = CAPS_WITHOUT_MKNOD.iter().map(|s| s.to_string()).collect();
+            info.capabilities = berth_state::capabilities::DEFAULT
+                .iter()
+                .filter(|c| **c != "CAP_MKNOD")
+                .map(|s| s.to_string())
+                .collect();
         }
         info
     }
