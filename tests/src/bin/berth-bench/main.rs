@@ -456,10 +456,47 @@ fn table(r: &Report) -> String {
     s
 }
 
-/// Removes the bench's cgroup roots and temp dir (the parts' containers
-/// were destroyed by then).
+/// Removes what the bench made: on success the containers are gone by
+/// now; after a failure, its agents, supervisors and containers (found by
+/// the temp dir in their command lines and by the bench's cgroups) are
+/// killed first. Then the mounts, cgroup roots and temp dir go.
 fn cleanup(base: &Path) {
     let pid = std::process::id();
+    let me = pid as i32;
+    let base_text = base.display().to_string();
+    let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|h| std::fs::read_dir(h.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("berth-bench-") && n.ends_with(&format!("-{pid}"))
+        })
+        .collect();
+    for _ in 0..50 {
+        let mut pids: Vec<i32> = memory::pids_mentioning(&base_text);
+        for r in &roots {
+            let mut dirs = vec![r.clone()];
+            dirs.extend(berth_state::cgroupfs::subdirs_deepest_first(r));
+            for d in dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.retain(|p| *p != me);
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
         let mut mounts: Vec<String> = mi
             .lines()
@@ -471,18 +508,9 @@ fn cleanup(base: &Path) {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
-    if let Ok(hs) = std::fs::read_dir("/sys/fs/cgroup") {
-        for h in hs.flatten() {
-            if let Ok(entries) = std::fs::read_dir(h.path()) {
-                for e in entries.flatten() {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    if n.starts_with("berth-bench-") && n.ends_with(&format!("-{pid}")) {
-                        let deadline = Instant::now() + Duration::from_secs(5);
-                        let _ = berth_state::cgroupfs::remove_tree(&e.path(), deadline);
-                    }
-                }
-            }
-        }
+    for r in roots {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let _ = berth_state::cgroupfs::remove_tree(&r, deadline);
     }
     let _ = std::fs::remove_dir_all(base);
 }

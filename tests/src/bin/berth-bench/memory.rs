@@ -39,3 +39,18 @@ pub fn pids_named(comm: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Pids whose command line mentions `text`.
+pub fn pids_mentioning(text: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(text))
+                .unwrap_or(false)
+        })
+        .collect()
+}
