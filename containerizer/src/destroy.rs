@@ -224,8 +224,11 @@ impl ContainerizerActor {
     /// Every prepared isolator's cleanup, in reverse order; all are tried
     /// even when one fails, and the ones that succeeded are not retried.
     fn stage_cleanup(&mut self, id: &ContainerId) -> Stage {
-        let order: Vec<usize> = match self.get(id) {
-            Ok(c) => c.prepared.iter().rev().copied().collect(),
+        let (order, exited) = match self.get(id) {
+            Ok(c) => (
+                c.prepared.iter().rev().copied().collect::<Vec<usize>>(),
+                matches!(c.cause, Some(Cause::Exited)),
+            ),
             Err(e) => return done(Err(e)),
         };
         let handles: Vec<_> = order
@@ -234,6 +237,17 @@ impl ContainerizerActor {
             .collect();
         let id2 = id.clone();
         let work = async move {
+            // An exit may be an isolator's doing (an OOM kill) whose notice
+            // has not arrived: ask before the cleanups remove the evidence.
+            let mut limitation = None;
+            if exited {
+                for (_, h) in handles.iter().rev() {
+                    if let Ok(Some(l)) = h.limitation(id2.clone()).await {
+                        limitation = Some(l);
+                        break;
+                    }
+                }
+            }
             let mut cleaned = Vec::new();
             let mut failed = Vec::new();
             for (i, h) in handles {
@@ -248,18 +262,30 @@ impl ContainerizerActor {
             if failed.is_empty() {
                 crate::failpoint::hit("destroy:after-cleanup");
             }
-            (cleaned, failed)
+            (cleaned, failed, limitation)
         };
         let id = id.clone();
-        Box::pin(work.into_actor(self).map(move |(cleaned, failed), act, _| {
-            let c = act.get_mut(&id)?;
-            c.prepared.retain(|i| !cleaned.contains(i));
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(stage(&id, "cleanup", failed.join("; ")))
-            }
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(cleaned, failed, limitation), act, _| {
+                    if let Some(l) = limitation {
+                        act.publish_limitation(&id, &l);
+                        if let Ok(c) = act.get_mut(&id) {
+                            if matches!(c.cause, Some(Cause::Exited)) {
+                                tracing::info!(container = %id, ?l, "limitation explains the exit");
+                                c.cause = Some(Cause::Limited(l));
+                            }
+                        }
+                    }
+                    let c = act.get_mut(&id)?;
+                    c.prepared.retain(|i| !cleaned.contains(i));
+                    if failed.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(stage(&id, "cleanup", failed.join("; ")))
+                    }
+                }),
+        )
     }
 
     /// The provisioner removes the rootfs it made (if it was asked for one).

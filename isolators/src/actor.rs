@@ -155,6 +155,10 @@ impl IsolatorHandle {
         })
     }
 
+    pub fn limitation(&self, id: ContainerId) -> IsolatorFuture<Option<Limitation>> {
+        self.call("limitation", move |i| i.limitation(&id))
+    }
+
     pub fn update(&self, id: ContainerId, resources: Resources) -> IsolatorFuture<()> {
         self.call("update", move |i| i.update(&id, &resources))
     }

@@ -229,6 +229,14 @@ pub trait Isolator: Send + 'static {
         Box::pin(futures::future::pending())
     }
 
+    /// Asked once the container's processes are gone and before any
+    /// `cleanup`: a limit the container hit that `watch` may not have
+    /// reported yet (an OOM kill whose notice is still in flight when the
+    /// init's exit is learned). The default knows of none.
+    fn limitation(&mut self, _id: &ContainerId) -> IsolatorFuture<Option<Limitation>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Applies new resources to a running container.
     fn update(&mut self, _id: &ContainerId, _resources: &Resources) -> IsolatorFuture<()> {
         Box::pin(async { Ok(()) })

@@ -246,6 +246,15 @@ impl Subsystem for Memory {
         Ok(s)
     }
 
+    fn limitation(id: &ContainerId, dirs: &CgroupDirs) -> Option<Limitation> {
+        let d = dirs.of("memory")?;
+        (oom::oom_kills(d) > 0).then(|| Limitation {
+            reason: TerminationReason::OomKilled,
+            resource: "memory".into(),
+            message: oom_message(id, d),
+        })
+    }
+
     fn watch(id: ContainerId, dirs: CgroupDirs) -> BoxFuture<'static, Limitation> {
         let Some(d) = dirs.of("memory").cloned() else {
             return Box::pin(futures::future::pending());

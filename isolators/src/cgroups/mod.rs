@@ -116,6 +116,12 @@ pub trait Subsystem: Send + Sync + 'static {
         Box::pin(futures::future::pending())
     }
 
+    /// A limit already hit, read from the cgroup files (see
+    /// [`Isolator::limitation`]).
+    fn limitation(_id: &ContainerId, _dirs: &CgroupDirs) -> Option<Limitation> {
+        None
+    }
+
     /// Whether the cgroup files exist in this hierarchy version (v2 has
     /// no devices files: it attaches programs instead).
     fn has_files(_version: Version) -> bool {
@@ -378,6 +384,11 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
 
     fn watch(&mut self, id: &ContainerId) -> BoxFuture<'static, Limitation> {
         S::watch(id.clone(), self.dirs(id))
+    }
+
+    fn limitation(&mut self, id: &ContainerId) -> IsolatorFuture<Option<Limitation>> {
+        let (id, dirs) = (id.clone(), self.dirs(id));
+        Box::pin(async move { Ok(blocking(move || S::limitation(&id, &dirs)).await) })
     }
 
     fn update(&mut self, id: &ContainerId, resources: &Resources) -> IsolatorFuture<()> {
