@@ -39,6 +39,7 @@ mod merge;
 mod node_options;
 mod recover;
 mod termination;
+pub mod uri_fetcher;
 mod user;
 mod validate;
 

@@ -99,6 +99,11 @@ struct RunArgs {
     /// Environment variable K=V (repeatable).
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Fetch a URI into the sandbox before the command runs:
+    /// URI[,executable][,extract][,sha256=HEX][,output_file=NAME]
+    /// (file://, an absolute path, http:// or https://), repeatable.
+    #[arg(long = "fetch", value_parser = parse_fetch)]
+    fetch: Vec<berth::state::FetchUri>,
     /// Resource limit NAME=SOFT[:HARD] (e.g. nofile=1024:2048; `unlimited`
     /// for either), repeatable.
     #[arg(long = "rlimit", value_parser = parse_rlimit)]
@@ -158,6 +163,38 @@ fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("size {s:?} must be positive"));
     }
     Ok((n * mult as f64) as u64)
+}
+
+/// `URI[,executable][,extract][,cache][,sha256=HEX][,output_file=NAME]`.
+fn parse_fetch(s: &str) -> Result<berth::state::FetchUri, String> {
+    let mut parts = s.split(',');
+    let mut u = berth::state::FetchUri {
+        value: parts.next().unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    if u.value.is_empty() {
+        return Err(format!("fetch {s:?}: no URI"));
+    }
+    for p in parts {
+        match p.split_once('=') {
+            None if p == "executable" => u.executable = true,
+            None if p == "extract" => u.extract = true,
+            None if p == "cache" => u.cache = true,
+            Some(("sha256", h)) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                u.sha256 = h.to_ascii_lowercase()
+            }
+            Some(("sha256", h)) => {
+                return Err(format!("fetch {s:?}: sha256 {h:?} is not 64 hex digits"))
+            }
+            Some(("output_file", f)) => u.output_file = f.to_string(),
+            _ => {
+                return Err(format!(
+                    "fetch {s:?}: unknown option {p:?} (executable, extract, cache, sha256=HEX, output_file=NAME)"
+                ))
+            }
+        }
+    }
+    Ok(u)
 }
 
 /// `nofile=1024`, `nofile=1024:2048`, `core=0:unlimited`.
@@ -266,6 +303,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         resources: Some(resources),
         volumes: args.volumes.clone(),
         rlimits: args.rlimits.clone(),
+        uris: args.fetch.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
         ..Default::default()
@@ -310,6 +348,7 @@ fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Res
         .cgroup_root(&cli.cgroup_root)
         .node_options(cli.node.options())
         .default_isolators()
+        .fetcher(berth::uri_fetcher::UriFetcher)
         .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)
 }
