@@ -6,7 +6,7 @@
 
 use crate::checkpoint::Checkpointer;
 use crate::error::{stage, state_name};
-use crate::fetcher::Fetcher;
+use crate::fetcher::FetcherHandle;
 use crate::termination::Cause;
 use crate::ContainerizerError;
 use actix::prelude::*;
@@ -135,7 +135,7 @@ pub struct ContainerizerActor {
     pub(crate) launcher: Arc<dyn Launcher>,
     pub(crate) provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
     pub(crate) isolators: Vec<IsolatorHandle>,
-    pub(crate) fetcher: Box<dyn Fetcher>,
+    pub(crate) fetcher: FetcherHandle,
     pub(crate) containers: BTreeMap<String, Container>,
     pub(crate) metrics: Arc<Metrics>,
     /// Every transition and limitation, for `events()` subscribers.

@@ -3,7 +3,7 @@
 
 use super::parse_size;
 use berth::state::{network, Network};
-use berth::{ContainerConfig, NodeOptions};
+use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +26,13 @@ pub struct NodeArgs {
     /// Directory of CNI plugins (default /usr/lib/cni).
     #[arg(long, global = true, value_name = "DIR")]
     pub cni_plugin_dir: Option<PathBuf>,
+    /// The shared cache of `--fetch …,cache` (default <root>/fetch-cache).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub fetch_cache_dir: Option<PathBuf>,
+    /// The fetch cache's size limit, e.g. 512M (default 2G); least
+    /// recently used entries are evicted past it.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub fetch_cache_size: Option<u64>,
 }
 
 /// Per-run flags of `berth run` for the disk and network isolators.
@@ -70,6 +77,16 @@ impl RunExtra {
 }
 
 impl NodeArgs {
+    /// The URI fetcher with its shared cache under `root`.
+    pub fn fetcher(&self, root: &std::path::Path) -> UriFetcher {
+        let dir = self
+            .fetch_cache_dir
+            .clone()
+            .unwrap_or_else(|| root.join("fetch-cache"));
+        let size = self.fetch_cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
+        UriFetcher::new(Some(FetchCache::new(dir, size)))
+    }
+
     pub fn options(&self) -> NodeOptions {
         NodeOptions {
             volume_allow_ro: self.volume_allow_ro.clone(),

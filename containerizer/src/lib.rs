@@ -39,7 +39,6 @@ mod merge;
 mod node_options;
 mod recover;
 mod termination;
-pub mod uri_fetcher;
 mod user;
 mod validate;
 
@@ -53,7 +52,7 @@ pub use berth_state::{
     Resources, TerminationReason,
 };
 pub use error::ContainerizerError;
-pub use fetcher::{Fetcher, NoFetcher};
+pub use fetcher::{CacheOutcome, FetchCache, Fetcher, NoFetcher, UriFetcher, DEFAULT_CACHE_SIZE};
 pub use merge::merge as merge_launch_infos;
 pub use node_options::NodeOptions;
 pub use recover::RecoverySummary;
@@ -221,7 +220,7 @@ impl ContainerizerBuilder {
             launcher,
             provisioner: self.provisioner.clone(),
             isolators,
-            fetcher: self.fetcher,
+            fetcher: crate::fetcher::FetcherHandle::spawn(self.fetcher),
             containers: Default::default(),
             metrics: metrics.clone(),
             events: events.clone(),

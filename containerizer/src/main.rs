@@ -348,7 +348,7 @@ fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Res
         .cgroup_root(&cli.cgroup_root)
         .node_options(cli.node.options())
         .default_isolators()
-        .fetcher(berth::uri_fetcher::UriFetcher)
+        .fetcher(cli.node.fetcher(&cli.root))
         .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)
 }
