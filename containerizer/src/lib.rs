@@ -30,6 +30,7 @@
 mod actor;
 pub mod agent;
 mod checkpoint;
+mod claim;
 mod destroy;
 mod error;
 pub mod failpoint;
@@ -51,6 +52,7 @@ pub use berth_state::{
     ContainerConfig, ContainerId, ContainerState, ContainerTermination, ResourceStatistics,
     Resources, TerminationReason,
 };
+pub use claim::{cgroup_claim_path, CGROUP_CLAIMS_DIR};
 pub use error::ContainerizerError;
 pub use fetcher::{CacheOutcome, FetchCache, Fetcher, NoFetcher, UriFetcher, DEFAULT_CACHE_SIZE};
 pub use merge::merge as merge_launch_infos;
@@ -183,6 +185,10 @@ impl ContainerizerBuilder {
             .map_err(|e| setup("runtime dir", &e))?;
         let store = berth_state::Store::open_with_mirror(self.root.join("state"), runtime.clone())
             .map_err(|e| setup("checkpoint store", &e))?;
+        // After the store's lock: a second agent on this root is refused
+        // by that lock; a second root on our cgroup root or runtime dir here.
+        claim::claim_all(&self.root, &self.cgroup_root, &self.runtime_dir)
+            .map_err(ContainerizerError::Setup)?;
         let checkpoints =
             checkpoint::Checkpointer::start(store).map_err(|e| setup("checkpoint writer", &e))?;
         let launcher = match self.launcher {

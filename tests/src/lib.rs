@@ -224,6 +224,13 @@ impl TestEnv {
                 }
             }
         }
+        // The claim of the cgroup root, made by berth on first use.
+        let claim = berth::cgroup_claim_path(&self.cgroup_root);
+        if let Err(e) = fs::remove_file(&claim) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                failures.push(format!("remove {}: {e}", claim.display()));
+            }
+        }
         if let Err(e) = fs::remove_dir_all(&self.temp_dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 failures.push(format!("remove {}: {e}", self.temp_dir.display()));

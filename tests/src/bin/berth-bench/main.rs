@@ -512,5 +512,16 @@ fn cleanup(base: &Path) {
         let deadline = Instant::now() + Duration::from_secs(5);
         let _ = berth_state::cgroupfs::remove_tree(&r, deadline);
     }
+    // The claims of the bench's cgroup roots.
+    for e in std::fs::read_dir(::berth::CGROUP_CLAIMS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("berth-bench-") && n.ends_with(&format!("-{pid}")) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let _ = std::fs::remove_dir_all(base);
 }
