@@ -64,9 +64,8 @@ impl FetcherHandle {
         uris: &[FetchUri],
         sandbox: &Path,
     ) -> BoxFuture<'static, Result<(), String>> {
-        if uris.is_empty() {
-            return Box::pin(async { Ok(()) });
-        }
+        // Called even without URIs: a plugin may hold or prepare the
+        // FETCHING stage regardless (the tests' slow fetcher does).
         let sent = self.addr.send(Fetch {
             id: id.clone(),
             uris: uris.to_vec(),
