@@ -58,6 +58,9 @@ pub(crate) struct Container {
     pub image: Option<(berth_provisioner::Provisioned, Option<ResolvedUser>)>,
     /// Where the command's output goes, until fork takes it.
     pub stdio: Option<Stdio>,
+    /// The uid and gid the command runs as, once resolved at fork; the
+    /// sandbox is given to them after the fetch.
+    pub run_as: Option<(u32, u32)>,
     /// Resolves when the launch chain has stopped (finished or aborted):
     /// destroy waits for it, so an in-flight step is never raced.
     pub launch_done: Option<Shared<oneshot::Receiver<()>>>,
@@ -86,6 +89,7 @@ impl Container {
             provisioning: false,
             image: None,
             stdio: None,
+            run_as: None,
             launch_done: None,
             launch_done_tx: None,
             cause: None,

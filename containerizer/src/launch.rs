@@ -328,11 +328,26 @@ impl ContainerizerActor {
                     .map(|c| c.uris.clone())
                     .unwrap_or_default();
                 let sandbox = self.sandbox_dir(&id);
+                // Root needs no chown; nor does a container that runs as
+                // the sandbox's owner already.
+                let owner = self
+                    .get(&id)
+                    .ok()
+                    .and_then(|c| c.run_as)
+                    .filter(|(uid, _)| *uid != 0);
                 self.transition_in_background(&id, ContainerState::Fetching);
                 let fetch = self.fetcher.fetch(&id, &uris, &sandbox);
                 Box::pin(
                     async move {
                         fetch.await.map_err(|e| stage(&id, "fetch", e))?;
+                        if let Some((uid, gid)) = owner {
+                            tokio::task::spawn_blocking(move || {
+                                crate::sandbox_owner::chown_sandbox(&sandbox, uid, gid)
+                            })
+                            .await
+                            .map_err(|e| stage(&id, "chown sandbox", e))?
+                            .map_err(|e| stage(&id, "chown sandbox", e))?;
+                        }
                         Ok(Some(Step::Release))
                     }
                     .into_actor(self),
@@ -443,6 +458,7 @@ impl ContainerizerActor {
             })?,
         };
         c.record.launch_info = Some(info.clone());
+        c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));
         Ok(LaunchSpec {
             id: id.clone(),
             argv,

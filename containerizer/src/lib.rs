@@ -39,6 +39,7 @@ mod launch;
 mod merge;
 mod node_options;
 mod recover;
+mod sandbox_owner;
 mod termination;
 mod user;
 mod validate;

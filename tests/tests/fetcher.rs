@@ -356,3 +356,41 @@ fn berth_run_processes_sharing_a_cache_download_once_and_the_size_limit_holds() 
         assert_eq!(cache_entries(&small), 0);
     }
 }
+
+#[test]
+fn a_container_run_as_a_user_owns_its_sandbox_and_what_was_fetched() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new("fetch-owner");
+    let outside = env.path("outside.txt");
+    std::fs::write(&outside, "host file\n").unwrap();
+    let src = env.mkdir("src");
+    std::fs::create_dir(src.join("dir")).unwrap();
+    std::fs::write(src.join("dir/inside.txt"), "from the archive\n").unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("dir/out")).unwrap();
+    let tgz = env.path("bundle.tar.gz");
+    sh(&format!(
+        "tar czf {} -C {} dir",
+        tgz.display(),
+        src.display()
+    ));
+    let script = "touch mine && echo more >> dir/inside.txt && \
+                  stat -c %u . mine bundle.tar.gz dir dir/inside.txt dir/out";
+    let out = env
+        .berth()
+        .args(["run", "--user", "65534", "--fetch"])
+        .arg(format!("{},extract", tgz.display()))
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let owners: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    // Everything in the sandbox is the user's, the link itself included;
+    // the link's target on the host is not touched.
+    assert_eq!(
+        owners,
+        ["65534", "65534", "65534", "65534", "65534", "65534"],
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+}
