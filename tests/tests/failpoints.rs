@@ -48,8 +48,8 @@ fn launch_points() -> Vec<String> {
 }
 
 /// Points reached while a destroy is under way; the crash interrupts
-/// `berth destroy`. (`destroy:after-provisioner` needs an image and is
-/// reached only with a provisioner.)
+/// `berth destroy`. (`destroy:after-provisioner` needs an image: see
+/// `a_crash_around_the_provisioner_is_recovered_without_leaks`.)
 fn destroy_points() -> Vec<String> {
     let mut p: Vec<String> = vec![
         "after-checkpoint:DESTROYING".into(),
@@ -97,14 +97,26 @@ enum During {
 /// accounted for and leaves nothing behind. Returns whether it was
 /// recovered RUNNING, and its termination.
 fn crash_at(env: &TestEnv, point: &str, during: During, n: usize) -> (bool, Value) {
-    let id = format!("fp{n}");
+    crash_at_with(env, point, during, &format!("fp{n}"), None)
+}
+
+/// `crash_at` for container `id`, from `image` (a reference in the test's
+/// store) when given, else on the host filesystem.
+fn crash_at_with(
+    env: &TestEnv,
+    point: &str,
+    during: During,
+    id: &str,
+    image: Option<&str>,
+) -> (bool, Value) {
+    let id = id.to_string();
     let mut agent = env.start_agent(point);
-    let launch = env
-        .berth_client()
-        .args(["launch", "--name", &id, "--memory", "64M", "--pids", "50"])
-        .args(["--", "sleep", "1000"])
-        .output()
-        .unwrap();
+    let mut launch = env.berth_client();
+    launch.args(["launch", "--name", &id, "--memory", "64M", "--pids", "50"]);
+    if let Some(image) = image {
+        launch.args(["--image", image]);
+    }
+    let launch = launch.args(["--", "sleep", "1000"]).output().unwrap();
     match during {
         During::Launch => assert_ne!(
             launch.status.code(),
@@ -179,6 +191,7 @@ fn crash_at(env: &TestEnv, point: &str, during: During, n: usize) -> (bool, Valu
     for dir in [
         env.state_dir.join("sandboxes").join(&id),
         env.runtime_dir.join("containers").join(&id),
+        env.state_dir.join("images/containers").join(&id),
     ] {
         assert!(!dir.exists(), "{point}: {} left behind", dir.display());
     }
@@ -225,4 +238,65 @@ fn a_crash_in_every_destroy_stage_is_recovered_without_leaks() {
             "{point}: a requested destroy ends DESTROYED: {t}"
         );
     }
+}
+
+/// A one-layer busybox image (sh, sleep) made with umoci and imported
+/// into the test's store as `fp-busybox:latest`.
+fn busybox_image(env: &TestEnv) -> String {
+    berth_tests::require_tool("umoci");
+    let layout = env.path("layout");
+    let bundle = env.path("bundle");
+    let l = layout.to_str().unwrap();
+    let sh = |script: String| {
+        let out = std::process::Command::new("sh")
+            .args(["-ec", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    };
+    let b = bundle.display();
+    sh(format!(
+        "umoci init --layout {l} && umoci new --image {l}:latest && \
+         umoci unpack --image {l}:latest {b} && mkdir -p {b}/rootfs/bin && \
+         cp /bin/busybox {b}/rootfs/bin/busybox && ln -s busybox {b}/rootfs/bin/sh && \
+         ln -s busybox {b}/rootfs/bin/sleep && umoci repack --image {l}:latest {b} && \
+         rm -rf {b}"
+    ));
+    let out = env
+        .berth()
+        .args(["image", "import", l, "--name", "fp-busybox"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+    "fp-busybox:latest".into()
+}
+
+#[test]
+fn a_crash_around_the_provisioner_is_recovered_without_leaks() {
+    let env = TestEnv::new("fp-image");
+    let image = busybox_image(&env);
+    let points = [
+        ("after-checkpoint:PROVISIONING", During::Launch),
+        ("launch:after-prepare:filesystem/linux", During::Launch),
+        ("launch:after-fork", During::Launch),
+        ("destroy:after-cleanup", During::Destroy),
+        ("destroy:after-provisioner", During::Destroy),
+        ("after-checkpoint:TERMINATED", During::Destroy),
+    ];
+    for (n, (point, during)) in points.into_iter().enumerate() {
+        let (_, t) = crash_at_with(&env, point, during, &format!("img{n}"), Some(&image));
+        let want = match during {
+            During::Launch => "START_ERROR",
+            During::Destroy => "DESTROYED",
+        };
+        assert_eq!(t["reason"], want, "{point}: {t}");
+    }
+    // The image's rootfs mounts and dirs went with each container; the
+    // image itself is still there.
+    let out = env.berth().args(["image", "ls"]).output().unwrap();
+    assert!(
+        text(&out.stdout).contains("fp-busybox"),
+        "{}",
+        text(&out.stdout)
+    );
 }
