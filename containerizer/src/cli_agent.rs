@@ -120,7 +120,8 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
             "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
         );
     }
-    berth::agent::serve(c, &cli.socket, shutdown)
+    let images = crate::cli_image::provisioner(&cli.root, None)?;
+    berth::agent::serve(c, Some(images), &cli.socket, shutdown)
         .await
         .with_context(|| format!("serving on {}", cli.socket.display()))?;
     let _ = std::fs::remove_file(&cli.socket);

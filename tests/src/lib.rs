@@ -705,3 +705,29 @@ pub mod store_workload {
         m
     }
 }
+
+/// A one-layer busybox image (busybox with sh and sleep links; tag
+/// `latest`) made with umoci as an OCI layout at `<temp>/layout`.
+pub fn busybox_layout(env: &TestEnv) -> PathBuf {
+    require_tool("umoci");
+    let layout = env.path("layout");
+    let bundle = env.path("bundle");
+    let (l, b) = (layout.display(), bundle.display());
+    let script = format!(
+        "umoci init --layout {l} && umoci new --image {l}:latest && \
+         umoci unpack --image {l}:latest {b} && mkdir -p {b}/rootfs/bin && \
+         cp /bin/busybox {b}/rootfs/bin/busybox && ln -s busybox {b}/rootfs/bin/sh && \
+         ln -s busybox {b}/rootfs/bin/sleep && umoci repack --image {l}:latest {b} && \
+         rm -rf {b}"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-ec", &script])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    layout
+}

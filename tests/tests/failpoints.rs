@@ -240,31 +240,16 @@ fn a_crash_in_every_destroy_stage_is_recovered_without_leaks() {
     }
 }
 
-/// A one-layer busybox image (sh, sleep) made with umoci and imported
-/// into the test's store as `fp-busybox:latest`.
+/// The busybox image, imported into the test's store as
+/// `fp-busybox:latest`.
 fn busybox_image(env: &TestEnv) -> String {
-    berth_tests::require_tool("umoci");
-    let layout = env.path("layout");
-    let bundle = env.path("bundle");
-    let l = layout.to_str().unwrap();
-    let sh = |script: String| {
-        let out = std::process::Command::new("sh")
-            .args(["-ec", &script])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
-    };
-    let b = bundle.display();
-    sh(format!(
-        "umoci init --layout {l} && umoci new --image {l}:latest && \
-         umoci unpack --image {l}:latest {b} && mkdir -p {b}/rootfs/bin && \
-         cp /bin/busybox {b}/rootfs/bin/busybox && ln -s busybox {b}/rootfs/bin/sh && \
-         ln -s busybox {b}/rootfs/bin/sleep && umoci repack --image {l}:latest {b} && \
-         rm -rf {b}"
-    ));
+    let layout = berth_tests::busybox_layout(env);
     let out = env
         .berth()
-        .args(["image", "import", l, "--name", "fp-busybox"])
+        .arg("image")
+        .arg("import")
+        .arg(&layout)
+        .args(["--name", "fp-busybox"])
         .output()
         .unwrap();
     assert!(out.status.success(), "import: {}", text(&out.stderr));

@@ -7,6 +7,7 @@ pub mod api {
 }
 
 mod client;
+mod images;
 mod server;
 
 pub use client::{connect, ClientError};

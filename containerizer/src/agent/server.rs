@@ -2,22 +2,26 @@
 
 use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer};
 use super::api::{
-    ContainerRef, ContainerStatus, Empty, Event, EventsRequest, KillRequest, LaunchRequest,
-    LaunchResponse, ListRequest, ListResponse, UpdateRequest,
+    ContainerRef, ContainerStatus, Empty, Event, EventsRequest, ImageRef, ImagesResponse,
+    ImportImageRequest, KillRequest, LaunchRequest, LaunchResponse, ListRequest, ListResponse,
+    PullImageRequest, UpdateRequest,
 };
+use super::images;
 use crate::{Containerizer, ContainerizerError};
+use berth_provisioner::ImageProvisioner;
 use berth_state::{ContainerId, ContainerTermination, ResourceStatistics};
 use futures::Stream;
 use std::path::Path;
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 
-/// Serves `containerizer` on the Unix socket `socket` until `shutdown`
-/// resolves. The socket is created with mode 0600 (only root may drive
+/// Serves `containerizer` (and the image store `images`, when given) on
+/// the Unix socket `socket` until `shutdown` resolves. The socket is created with mode 0600 (only root may drive
 /// the agent); a stale socket file from a dead agent is replaced — the
 /// caller holds the store lock, so no live agent owns it.
 pub async fn serve(
     containerizer: Containerizer,
+    images: Option<ImageProvisioner>,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -42,6 +46,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(ContainerizerServer::new(Service {
             c: containerizer,
+            images,
             stop: stop_rx,
         }))
         .serve_with_incoming_shutdown(incoming, async move {
@@ -68,6 +73,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Service {
     c: Containerizer,
+    images: Option<ImageProvisioner>,
     /// Becomes true when the agent stops.
     stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -105,6 +111,14 @@ fn to_api(s: crate::ContainerStatus) -> ContainerStatus {
         termination: s.termination,
         config: Some(s.config),
         isolator_fields: s.isolator_fields,
+    }
+}
+
+impl Service {
+    fn images(&self) -> Result<ImageProvisioner, Status> {
+        self.images
+            .clone()
+            .ok_or_else(|| Status::unimplemented("this agent serves no image store"))
     }
 }
 
@@ -226,5 +240,34 @@ impl Api for Service {
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn import_image(
+        &self,
+        r: Request<ImportImageRequest>,
+    ) -> Result<Response<ImagesResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            images::import(self.images()?, r.path, r.name).await?,
+        ))
+    }
+
+    async fn pull_image(
+        &self,
+        r: Request<PullImageRequest>,
+    ) -> Result<Response<ImagesResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(
+            images::pull(self.images()?, r.reference, r.insecure).await?,
+        ))
+    }
+
+    async fn list_images(&self, _: Request<Empty>) -> Result<Response<ImagesResponse>, Status> {
+        Ok(Response::new(images::list(self.images()?).await?))
+    }
+
+    async fn remove_image(&self, r: Request<ImageRef>) -> Result<Response<Empty>, Status> {
+        images::remove(self.images()?, r.into_inner().reference).await?;
+        Ok(Response::new(Empty {}))
     }
 }
