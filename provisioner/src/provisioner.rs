@@ -121,9 +121,14 @@ impl ImageProvisioner {
             backend: self.backend,
             diff_ids: rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
         };
-        let built = crate::store::write_atomic(
+        // No fsync: it guards only against a power loss, after which the
+        // rootfs mount and the container's processes are gone anyway and
+        // recovery destroys the dir (an unreadable container.json makes it
+        // an orphan). It cost ~0.7 ms of each provision.
+        let built = crate::store::write_replacing(
             &cdir.join("container.json"),
             &serde_json::to_vec_pretty(&meta).expect("serialisable"),
+            false,
         )
         .and_then(|_| self.build(&cdir, &rec, image));
         if let Err(e) = built {

@@ -349,10 +349,18 @@ impl Store {
 
 /// Writes `bytes` to `path` through a temp file and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// Writes `path` by rename, so a reader sees the old or the new content;
+/// `sync` also makes it survive a power loss (fsync before the rename).
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
     f.write_all(bytes).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
+    if sync {
+        f.sync_all().map_err(io("fsync", &tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io("rename into", path))
 }
 

@@ -312,15 +312,24 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
         let c = berth::containerizer(&img)?;
         c.recover().await?;
         let (_, p1) = berth::lifecycle(&c, &big_ref, 1, "big-a").await?;
-        let (_, p2) = berth::lifecycle(&c, &big_ref, 1, "big-b").await?;
+        // Several cached provisions: one sample right after a large unpack
+        // swings with the writeback still under way.
+        let (_, p2) = berth::lifecycle(&c, &big_ref, 7, "big-b").await?;
         anyhow::Ok((p1, p2))
     })?;
+    // The median PROVISIONING time of `p`.
     let prov = |p: &[berth::Phases]| {
-        p[0].steps()
-            .into_iter()
-            .find(|(n, _)| *n == "PROVISIONING")
-            .map(|(_, ms)| ms)
-            .unwrap_or(0.0)
+        let mut ms: Vec<f64> = p
+            .iter()
+            .filter_map(|ph| {
+                ph.steps()
+                    .into_iter()
+                    .find(|(n, _)| *n == "PROVISIONING")
+                    .map(|(_, ms)| ms)
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms.get(ms.len() / 2).copied().unwrap_or(0.0)
     };
     // Import (blobs verified into the store) plus the first provision,
     // which unpacks every layer into the cache.
@@ -443,7 +452,7 @@ fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "\n### Images ({:.0} MiB, 5 layers)\n\n| what | value |\n|---|---:|\n| berth import + unpack | {:.1} MB/s |\n| umoci unpack | {:.1} MB/s |\n| berth cached provision (busybox) | {:.3} ms |\n| berth cached provision (large image) | {:.3} ms |",
+        "\n### Images ({:.0} MiB, 5 layers)\n\n| what | value |\n|---|---:|\n| berth import + unpack | {:.1} MB/s |\n| umoci unpack | {:.1} MB/s |\n| berth cached provision (busybox) | {:.3} ms |\n| berth cached provision (large image, p50 of 7) | {:.3} ms |",
         r.image_mb, r.berth_import_unpack_mb_s, r.umoci_unpack_mb_s, r.cached_provision_ms, r.big_cached_provision_ms
     );
     let _ = writeln!(
