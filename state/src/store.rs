@@ -193,7 +193,6 @@ impl Store {
             let f = dir.join(runtime::RECORD);
             match fs::remove_file(&f) {
                 Ok(()) => {
-                    runtime::sync_dir(&dir)?;
                     // The dir goes too once nothing else (the supervisor's
                     // files, nested containers) is in it.
                     let _ = fs::remove_dir(&dir);
