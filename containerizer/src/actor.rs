@@ -204,13 +204,10 @@ impl ContainerizerActor {
         record: ContainerRecord,
     ) -> futures::future::BoxFuture<'static, Result<(), ContainerizerError>> {
         let id = record.id.clone().unwrap_or_default().to_string();
-        let state = record.state;
         let w = self.checkpoints.put(record);
         Box::pin(async move {
             w.await
-                .map_err(|message| ContainerizerError::Checkpoint { id, message })?;
-            crate::failpoint::hit(&format!("after-checkpoint:{}", state_name(state)));
-            Ok(())
+                .map_err(|message| ContainerizerError::Checkpoint { id, message })
         })
     }
 

@@ -31,7 +31,15 @@ impl Checkpointer {
             .spawn(move || {
                 for (op, reply) in rx {
                     let r = match op {
-                        Op::Put(rec) => s.put(&rec),
+                        Op::Put(rec) => s.put(&rec).inspect(|_| {
+                            // Here, in the writer: nothing queued after this
+                            // record is written, even when the actor went on
+                            // without waiting for it (ISOLATING, FETCHING).
+                            crate::failpoint::hit(&format!(
+                                "after-checkpoint:{}",
+                                crate::error::state_name(rec.state)
+                            ))
+                        }),
                         Op::Delete(id) => s.delete(&id),
                     };
                     let _ = reply.send(r.map_err(|e| e.to_string()));
