@@ -328,8 +328,8 @@ impl ContainerizerActor {
                     .map(|c| c.uris.clone())
                     .unwrap_or_default();
                 let sandbox = self.sandbox_dir(&id);
-                // Root needs no chown; nor does a container that runs as
-                // the sandbox's owner already.
+                // A container running as root uses the sandbox as made
+                // (root's); any other user is given it after the fetch.
                 let owner = self
                     .get(&id)
                     .ok()
