@@ -75,6 +75,10 @@ pub(crate) struct Container {
     /// Limitation watches to cancel when the destroy starts.
     pub watches: Vec<SpawnHandle>,
     pub sandbox: PathBuf,
+    /// The sandbox directory berth made at STARTING (dev, ino): opened
+    /// again, it must still be that one (a parent container may swap a
+    /// nested sandbox by rename).
+    pub sandbox_identity: Option<berth_state::safe_path::Identity>,
 }
 
 impl Container {
@@ -99,6 +103,7 @@ impl Container {
             termination: rx.shared(),
             watches: Vec::new(),
             sandbox,
+            sandbox_identity: None,
         }
     }
 
@@ -524,6 +529,7 @@ impl Handler<Remove> for ContainerizerActor {
         let checkpoints = self.checkpoints.clone();
         let launcher = self.launcher.clone();
         let sandbox = self.sandbox_dir(&id);
+        let nested = id.parent.is_some();
         let id2 = id.clone();
         let ids = victims.clone();
         let work = async move {
@@ -542,15 +548,10 @@ impl Handler<Remove> for ContainerizerActor {
                     }
                 })?;
             }
-            tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&sandbox) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("remove sandbox {}: {e}", sandbox.display()))
-                }
-                _ => Ok(()),
-            })
-            .await
-            .map_err(|e| stage(&id2, "remove", e))?
-            .map_err(|e| stage(&id2, "remove", e))
+            tokio::task::spawn_blocking(move || remove_sandbox(&sandbox, nested))
+                .await
+                .map_err(|e| stage(&id2, "remove", e))?
+                .map_err(|e| stage(&id2, "remove", e))
         };
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             if r.is_ok() {
@@ -579,4 +580,21 @@ impl Handler<Destroy> for ContainerizerActor {
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Removes a sandbox fd by fd, never through a link. A nested sandbox
+/// whose path in its parent's sandbox is no longer a plain directory (the
+/// parent container replaced `containers` or the child's dir by a link)
+/// is out of berth's reach by that path; whatever berth made went with
+/// the parent's tree, which is removed with the parent.
+fn remove_sandbox(sandbox: &std::path::Path, nested: bool) -> Result<(), String> {
+    use berth_state::safe_path;
+    match safe_path::remove_tree(sandbox) {
+        Err(e) if nested && matches!(e.errno(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            tracing::warn!(sandbox = %sandbox.display(), error = %e,
+                "nested sandbox path was replaced by its parent container; not following it");
+            Ok(())
+        }
+        r => r.map_err(|e| format!("remove sandbox: {e}")),
+    }
 }

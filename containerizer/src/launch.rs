@@ -144,17 +144,32 @@ impl ContainerizerActor {
                 };
                 let cp = self.checkpoint(rec);
                 let id2 = id.clone();
+                let base = self.sandboxes.clone();
+                // A nested sandbox lies in its parent's, which the parent
+                // container writes: made component by component on fds,
+                // and it must be new (not something the parent put there).
+                let nested = id.parent.is_some();
                 Box::pin(
                     async move {
                         // The record first: after a crash it says a sandbox may exist.
                         cp.await?;
-                        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&sandbox))
-                            .await
-                            .map_err(|e| stage(&id2, "create sandbox", e))?
-                            .map_err(|e| stage(&id2, "create sandbox", e))?;
-                        Ok(Some(Step::Provision))
+                        let made = tokio::task::spawn_blocking(move || {
+                            let rel = sandbox.strip_prefix(&base).unwrap_or(&sandbox);
+                            berth_state::safe_path::create_dirs(&base, rel, nested)
+                        })
+                        .await
+                        .map_err(|e| stage(&id2, "create sandbox", e))?
+                        .map_err(|e| stage(&id2, "create sandbox", e))?;
+                        Ok(made.1)
                     }
-                    .into_actor(self),
+                    .into_actor(self)
+                    .map(move |r, act, _| {
+                        let identity = r?;
+                        if let Ok(c) = act.get_mut(&id) {
+                            c.sandbox_identity = Some(identity);
+                        }
+                        Ok(Some(Step::Provision))
+                    }),
                 )
             }
             Step::Provision => {
@@ -335,6 +350,7 @@ impl ContainerizerActor {
                     .ok()
                     .and_then(|c| c.run_as)
                     .filter(|(uid, _)| *uid != 0);
+                let identity = self.get(&id).ok().and_then(|c| c.sandbox_identity);
                 self.transition_in_background(&id, ContainerState::Fetching);
                 let fetch = self.fetcher.fetch(&id, &uris, &sandbox);
                 Box::pin(
@@ -342,7 +358,7 @@ impl ContainerizerActor {
                         fetch.await.map_err(|e| stage(&id, "fetch", e))?;
                         if let Some((uid, gid)) = owner {
                             tokio::task::spawn_blocking(move || {
-                                crate::sandbox_owner::chown_sandbox(&sandbox, uid, gid)
+                                crate::sandbox_owner::chown_sandbox(&sandbox, identity, uid, gid)
                             })
                             .await
                             .map_err(|e| stage(&id, "chown sandbox", e))?
@@ -466,6 +482,7 @@ impl ContainerizerActor {
             launch_info: info,
             user,
             sandbox_dir: sandbox,
+            sandbox_identity: c.sandbox_identity,
             stdio: c.stdio.take().unwrap_or_default(),
         })
     }

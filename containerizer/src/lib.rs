@@ -192,6 +192,12 @@ impl ContainerizerBuilder {
             .map_err(ContainerizerError::Setup)?;
         let checkpoints =
             checkpoint::Checkpointer::start(store).map_err(|e| setup("checkpoint writer", &e))?;
+        // Canonical, so that every sandbox path below it has no symlink of
+        // berth's own: any symlink met under it was planted by a container.
+        let sandboxes = self.root.join("sandboxes");
+        let sandboxes = std::fs::create_dir_all(&sandboxes)
+            .and_then(|()| std::fs::canonicalize(&sandboxes))
+            .map_err(|e| setup(&format!("sandboxes dir {}", sandboxes.display()), &e))?;
         let launcher = match self.launcher {
             Some(l) => l,
             None => {
@@ -222,7 +228,7 @@ impl ContainerizerBuilder {
         let (events, _) = tokio::sync::broadcast::channel(4096);
         let actor = ContainerizerActor {
             checkpoints,
-            sandboxes: self.root.join("sandboxes"),
+            sandboxes,
             cgroup_root: self.cgroup_root,
             launcher,
             provisioner: self.provisioner.clone(),

@@ -299,7 +299,7 @@ async fn remove_orphan_sandboxes(dir: PathBuf, known: std::collections::HashSet<
                 continue;
             }
             tracing::info!(sandbox = %e.path().display(), "removing orphan sandbox");
-            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+            if let Err(err) = berth_state::safe_path::remove_tree(&e.path()) {
                 tracing::warn!(sandbox = %e.path().display(), error = %err, "cannot remove orphan sandbox");
             }
         }

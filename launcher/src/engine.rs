@@ -293,6 +293,8 @@ impl Engine {
             cgroups,
             stdio_inherited: inherited,
             posix: matches!(self.kind, Kind::Posix),
+            sandbox_dev: spec.sandbox_identity.map(|i| i.dev).unwrap_or(0),
+            sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));

@@ -60,6 +60,10 @@ pub struct LaunchSpec {
     /// The container's sandbox dir on the host (its working dir when it
     /// runs on the host filesystem).
     pub sandbox_dir: PathBuf,
+    /// The sandbox directory as berth made it: the supervisor refuses a
+    /// sandbox that is another directory by then (swapped by rename in a
+    /// parent container's sandbox). `None`: not checked.
+    pub sandbox_identity: Option<berth_state::safe_path::Identity>,
     pub stdio: Stdio,
 }
 

@@ -11,6 +11,7 @@
 
 use crate::step::{StepError, StepResult};
 use crate::sys;
+use berth_state::safe_path::{self, Identity};
 use berth_state::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
@@ -60,6 +61,8 @@ pub struct FsPlan<'a> {
     /// The sandbox dir (host path). On the host filesystem it stays
     /// reachable at that path even when it lies under the private `/tmp`.
     pub sandbox: &'a Path,
+    /// The sandbox as berth made it; a bind of it must find that one.
+    pub sandbox_identity: Option<Identity>,
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -74,16 +77,22 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     // The sandbox, held open in case the private /tmp covers it.
     let sandbox = match plan.rootfs {
-        None if plan.sandbox.starts_with("/tmp") => Some(open_path(plan.sandbox)?),
+        None if plan.sandbox.starts_with("/tmp") => Some(open_sandbox_path(plan, plan.sandbox)?),
         _ => None,
     };
 
     // The bind sources, held open for the same reason: a volume under the
-    // host's /tmp would otherwise be hidden by the private /tmp.
+    // host's /tmp would otherwise be hidden by the private /tmp. A source
+    // in the sandbox (the sandbox itself, a volume in it) lies in a tree
+    // a container writes (a parent's, for a nested one): it is opened with
+    // no symlink on the way, so the bind cannot be led to a host path.
     let bind_sources = plan
         .mounts
         .iter()
         .map(|m| match is_bind(m) {
+            true if Path::new(&m.source).starts_with(plan.sandbox) => {
+                open_sandbox_path(plan, Path::new(&m.source)).map(Some)
+            }
             true => fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -466,6 +475,19 @@ pub fn join_inside(root: &Path, p: &str) -> StepResult<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// An `O_PATH` fd on `p`, the sandbox or a path in it: no symlink on the
+/// way, and the sandbox itself must be the directory berth made.
+fn open_sandbox_path(plan: &FsPlan<'_>, p: &Path) -> StepResult<OwnedFd> {
+    let refused = |e: safe_path::SafePathError| {
+        StepError::invalid(format!("bind {}", p.display()), e.to_string())
+    };
+    if p == plan.sandbox {
+        safe_path::open_dir(p, plan.sandbox_identity).map_err(refused)
+    } else {
+        safe_path::open_nofollow(p, nix::fcntl::OFlag::O_PATH).map_err(refused)
+    }
 }
 
 /// An `O_PATH` fd on `p`: a handle that can be bound from

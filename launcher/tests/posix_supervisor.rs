@@ -23,6 +23,7 @@ fn spec(dir: &std::path::Path, id: &str, argv: &[&str]) -> LaunchSpec {
         launch_info: LaunchInfo::default(),
         user: None,
         sandbox_dir: sandbox,
+        sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
     }
 }

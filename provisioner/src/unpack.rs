@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// What to do with whiteout entries.
@@ -116,7 +117,8 @@ struct Unpacker<'a> {
     whiteouts: Whiteouts,
     /// Paths this layer made (the copy backend's opaque dirs keep them).
     created: HashSet<PathBuf>,
-    dir_times: Vec<(PathBuf, i64)>,
+    /// Directories made, as components below the root, with their mtime.
+    dir_times: Vec<(Vec<OsString>, i64)>,
     stats: Stats,
 }
 
@@ -171,9 +173,8 @@ impl Unpacker<'_> {
         Ok(cur)
     }
 
-    /// Removes whatever is at `name` in `parent` (a directory recursively;
-    /// its host path is safe: every component was opened without
-    /// following symlinks and nothing else writes here).
+    /// Removes whatever is at `name` in `parent` (a directory recursively,
+    /// fd by fd: the tree may be a sandbox a container writes meanwhile).
     fn remove_existing(
         &self,
         entry: &str,
@@ -187,7 +188,10 @@ impl Unpacker<'_> {
             return Ok(());
         };
         if is_dir(&st) {
-            std::fs::remove_dir_all(host).map_err(io("remove directory", host))
+            berth_state::safe_path::remove_at(parent, name, host).map_err(|e| Error::Layer {
+                layer: self.layer.to_string(),
+                why: format!("entry {entry:?}: {e}"),
+            })
         } else {
             let n = cstr(name);
             // SAFETY: valid fd and C string.
@@ -253,7 +257,7 @@ impl Unpacker<'_> {
                 let d = openat_dir(pfd, name).map_err(|e| self.sys(&shown, "open dir", e))?;
                 self.owner_mode(&shown, d.as_raw_fd(), uid, gid, mode)?;
                 self.xattrs(&shown, &mut e, d.as_raw_fd());
-                self.dir_times.push((host, mtime));
+                self.dir_times.push((comps.clone(), mtime));
             }
             T::Regular | T::Continuous => {
                 self.remove_existing(&shown, &parent, &host, name)?;
@@ -475,12 +479,29 @@ impl Unpacker<'_> {
     }
 }
 
-/// Unpacks the tar stream `r` into `dest` (an existing directory). The
-/// reader is returned so the caller can drain and hash the rest.
+/// Unpacks the tar stream `r` into `dest` (an existing directory, not a
+/// symlink). The reader is returned so the caller can drain and hash the
+/// rest.
 pub fn unpack<R: Read>(r: R, dest: &Path, whiteouts: Whiteouts, layer: &str) -> Result<(Stats, R)> {
-    let root = File::open(dest).map_err(io("open layer dir", dest))?;
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dest)
+        .map_err(io("open layer dir", dest))?;
+    unpack_at(r, root.into(), dest, whiteouts, layer)
+}
+
+/// Unpacks the tar stream `r` into the open directory `root` (`dest` is
+/// its path, for messages only: nothing is resolved through it).
+pub fn unpack_at<R: Read>(
+    r: R,
+    root: OwnedFd,
+    dest: &Path,
+    whiteouts: Whiteouts,
+    layer: &str,
+) -> Result<(Stats, R)> {
     let mut u = Unpacker {
-        root: root.into(),
+        root,
         dest,
         layer,
         whiteouts,
@@ -497,21 +518,17 @@ pub fn unpack<R: Read>(r: R, dest: &Path, whiteouts: Whiteouts, layer: &str) -> 
         u.entry(entry.map_err(bad)?)?;
     }
     // Directory mtimes last: making their children changed them.
-    for (p, mtime) in u.dir_times.iter().rev() {
+    for (comps, mtime) in u.dir_times.iter().rev() {
         let ts = libc::timespec {
             tv_sec: *mtime as libc::time_t,
             tv_nsec: 0,
         };
-        let c = cstr(p.as_os_str());
-        // SAFETY: valid C string and timespec array; the path's components were checked.
-        unsafe {
-            libc::utimensat(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                [ts, ts].as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
+        // Reopened fd by fd: a directory swapped since is skipped.
+        let Ok(d) = u.walk("", comps, false) else {
+            continue;
         };
+        // SAFETY: valid fd and timespec array.
+        unsafe { libc::futimens(d.as_raw_fd(), [ts, ts].as_ptr()) };
     }
     Ok((u.stats, ar.into_inner()))
 }

@@ -10,6 +10,7 @@ pub mod id;
 pub mod process;
 pub mod rlimits;
 pub mod runtime;
+pub mod safe_path;
 pub mod store;
 pub mod time;
 

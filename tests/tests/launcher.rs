@@ -49,6 +49,7 @@ fn shell(env: &TestEnv, id: &str, script: &str, launch_info: LaunchInfo) -> Laun
         launch_info,
         user: None,
         sandbox_dir: env.mkdir(format!("sandbox-{id}")),
+        sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
     }
 }

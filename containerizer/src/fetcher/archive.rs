@@ -4,16 +4,18 @@
 //! Tars are decompressed on the fly; a zip is re-streamed as a tar through
 //! a pipe, so it meets the very same checks.
 
-use berth_provisioner::unpack::{sanitize, unpack, Whiteouts};
+use berth_provisioner::unpack::{sanitize, unpack_at, Whiteouts};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 const KINDS: &str = ".tar, .tar.gz, .tgz, .tar.xz, .txz, .tar.zst, .tzst and .zip";
 
-/// Extracts the archive at `path` (its kind from `name`) into `into`.
-pub(super) fn extract(path: &Path, name: &str, into: &Path) -> Result<(), String> {
-    let f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+/// Extracts the archive `f` (its kind from `name`) into the directory
+/// `root` (`into` is its path, for messages only).
+pub(super) fn extract(f: File, name: &str, root: OwnedFd, into: &Path) -> Result<(), String> {
+    let into = (root, into);
     let has = |exts: &[&str]| exts.iter().any(|e| name.ends_with(e));
     let r = if has(&[".tar.gz", ".tgz"]) {
         untar(flate2::read::GzDecoder::new(f), name, into)
@@ -34,13 +36,19 @@ pub(super) fn extract(path: &Path, name: &str, into: &Path) -> Result<(), String
     r.map_err(|e| format!("extract {name}: {e}"))
 }
 
-fn untar(r: impl Read, name: &str, into: &Path) -> Result<(), String> {
-    unpack(r, into, Whiteouts::Keep, &format!("archive {name}"))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+fn untar(r: impl Read, name: &str, into: (OwnedFd, &Path)) -> Result<(), String> {
+    unpack_at(
+        r,
+        into.0,
+        into.1,
+        Whiteouts::Keep,
+        &format!("archive {name}"),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
-fn unzip(f: File, name: &str, into: &Path) -> Result<(), String> {
+fn unzip(f: File, name: &str, into: (OwnedFd, &Path)) -> Result<(), String> {
     let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let writer = std::thread::spawn(move || zip_to_tar(f, File::from(wr)));
     let unpacked = untar(File::from(rd), name, into);

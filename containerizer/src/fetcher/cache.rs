@@ -65,6 +65,20 @@ impl FetchCache {
     /// (and its sha256 is `expect`, when given), else downloading it into
     /// the cache first. Blocking.
     pub fn fetch_into(&self, uri: &str, expect: &str, dest: &Path) -> Result<CacheOutcome, String> {
+        let mut out =
+            fs::File::create(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
+        self.fetch_to(uri, expect, &mut out, dest)
+    }
+
+    /// As [`FetchCache::fetch_into`], into the open file `out` (`dest`
+    /// names it in messages).
+    pub fn fetch_to(
+        &self,
+        uri: &str,
+        expect: &str,
+        out: &mut fs::File,
+        dest: &Path,
+    ) -> Result<CacheOutcome, String> {
         for d in [self.entries(), self.locks()] {
             fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }
@@ -94,7 +108,8 @@ impl FetchCache {
                 self.download(uri, expect, &key)?
             }
         };
-        fs::copy(&blob, dest)
+        fs::File::open(&blob)
+            .and_then(|mut b| std::io::copy(&mut b, out))
             .map_err(|e| format!("copy {} to {}: {e}", blob.display(), dest.display()))?;
         if outcome == CacheOutcome::TooLarge {
             remove_entry(&self.entries(), &key);

@@ -62,8 +62,18 @@ pub(super) fn download(value: &str, dest: &Path, expect: &str) -> Result<Written
 }
 
 fn copy_hashing(value: &str, dest: &Path) -> Result<Written, String> {
-    let mut src = open(value)?;
     let mut out = fs::File::create(dest).map_err(|e| format!("create {}: {e}", dest.display()))?;
+    copy_hashing_to(value, &mut out, dest)
+}
+
+/// Copies the URI's content into `out` (`dest` names it in messages),
+/// computing its sha256.
+pub(super) fn copy_hashing_to(
+    value: &str,
+    out: &mut fs::File,
+    dest: &Path,
+) -> Result<Written, String> {
+    let mut src = open(value)?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;

@@ -7,10 +7,13 @@
 use super::archive::extract;
 use super::cache::{CacheOutcome, FetchCache};
 use super::{source, Fetcher};
+use berth_state::safe_path;
 use berth_state::{ContainerId, FetchUri};
 use futures::future::BoxFuture;
-use std::fs;
-use std::path::Path;
+use std::io::{Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// The fetcher `berth run` and `berth agent` use.
 ///
@@ -49,8 +52,11 @@ impl Fetcher for UriFetcher {
         let cache = self.cache.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
+                // The sandbox may lie in a parent container's: it is opened
+                // with no symlink on the way, and written through its fd.
+                let dir = safe_path::open_dir(&sandbox, None).map_err(|e| e.to_string())?;
                 for u in &uris {
-                    let how = fetch_one(u, cache.as_ref(), &sandbox)
+                    let how = fetch_one(u, cache.as_ref(), &dir, &sandbox)
                         .map_err(|e| format!("fetch {}: {e}", u.value))?;
                     tracing::info!(container = %id, uri = %u.value, how, "fetched");
                 }
@@ -78,32 +84,62 @@ fn file_name(u: &FetchUri) -> Result<String, String> {
     Ok(name)
 }
 
-/// Fetches one URI; says how (for the log).
+/// Fetches one URI; says how (for the log). The content goes to a new
+/// temp file in the sandbox, then is renamed over the name: a link a
+/// container put at that name is replaced, never written through.
 fn fetch_one(
     u: &FetchUri,
     cache: Option<&FetchCache>,
+    dir: &OwnedFd,
     sandbox: &Path,
 ) -> Result<&'static str, String> {
     let name = file_name(u)?;
     let dest = sandbox.join(&name);
-    let how = if u.cache {
-        let cache = cache.ok_or("`cache` asked for but this fetcher has no cache")?;
-        match cache.fetch_into(&u.value, &u.sha256, &dest)? {
-            CacheOutcome::Hit => "cache hit",
-            CacheOutcome::Downloaded => "downloaded into the cache",
-            CacheOutcome::TooLarge => "downloaded (too large for the cache)",
-        }
-    } else {
-        source::download(&u.value, &dest, &u.sha256)?;
-        "downloaded"
-    };
-    if u.executable {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+    let tmp_name = PathBuf::from(format!(".berth-fetch-{name}"));
+    let tmp_shown = sandbox.join(&tmp_name);
+    let _ = safe_path::remove_at(dir, tmp_name.as_os_str(), &tmp_shown);
+    let mode = if u.executable { 0o755 } else { 0o644 };
+    let mut out =
+        safe_path::create_file(dir, &tmp_name, mode, &tmp_shown).map_err(|e| e.to_string())?;
+    let fetched = (|| {
+        let how = if u.cache {
+            let cache = cache.ok_or("`cache` asked for but this fetcher has no cache")?;
+            match cache.fetch_to(&u.value, &u.sha256, &mut out, &dest)? {
+                CacheOutcome::Hit => "cache hit",
+                CacheOutcome::Downloaded => "downloaded into the cache",
+                CacheOutcome::TooLarge => "downloaded (too large for the cache)",
+            }
+        } else {
+            let w = source::copy_hashing_to(&u.value, &mut out, &dest)?;
+            if !u.sha256.is_empty() && !u.sha256.eq_ignore_ascii_case(&w.sha256) {
+                return Err(format!(
+                    "sha256 mismatch: expected {}, got {}",
+                    u.sha256.to_ascii_lowercase(),
+                    w.sha256
+                ));
+            }
+            "downloaded"
+        };
+        // The umask may have narrowed the create mode.
+        out.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", dest.display()))?;
-    }
+        safe_path::rename_at(dir, &tmp_name, Path::new(&name), &dest).map_err(|e| e.to_string())?;
+        Ok(how)
+    })();
+    let how = match fetched {
+        Ok(how) => how,
+        Err(e) => {
+            let _ = safe_path::remove_at(dir, tmp_name.as_os_str(), &tmp_shown);
+            return Err(e);
+        }
+    };
     if u.extract {
-        extract(&dest, &name, sandbox)?;
+        out.seek(SeekFrom::Start(0))
+            .map_err(|e| format!("rewind {}: {e}", dest.display()))?;
+        let root = dir
+            .try_clone()
+            .map_err(|e| format!("dup the sandbox fd: {e}"))?;
+        extract(out, &name, root, sandbox)?;
     }
     Ok(how)
 }

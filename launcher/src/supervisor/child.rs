@@ -13,7 +13,7 @@ use super::Stdio;
 use crate::namespaces::Plan;
 use crate::step::{StepError, StepResult};
 use crate::{capabilities, mounts, protocol, rlimits, sys};
-use berth_state::SupervisorRequest;
+use berth_state::{LaunchInfo, SupervisorRequest};
 use nix::sched::CloneFlags;
 use std::ffi::CString;
 use std::fs;
@@ -97,6 +97,7 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
                     .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNET)),
             mounts: &info.mounts,
             sandbox: Path::new(&req.sandbox_dir),
+            sandbox_identity: super::sandbox_identity(req),
         })?;
     }
     Ok(())
@@ -148,6 +149,15 @@ fn prepare_exec(req: &SupervisorRequest, stdio: Stdio) -> StepResult<CString> {
     } else {
         req.sandbox_dir.clone()
     };
+    if wd == req.sandbox_dir {
+        // The sandbox may lie in a parent container's sandbox: entered by
+        // its fd (no symlink on the way, still the directory berth made).
+        let dir = berth_state::safe_path::open_dir(Path::new(&wd), super::sandbox_identity(req))
+            .map_err(|e| StepError::invalid("working dir", e.to_string()))?;
+        nix::unistd::fchdir(dir.as_raw_fd())
+            .map_err(|e| StepError::nix(format!("chdir to working dir {wd}"), e))?;
+        return finish_exec(req, &info, stdio);
+    }
     let mut cd = nix::unistd::chdir(Path::new(&wd));
     if cd == Err(nix::Error::ENOENT) && !info.rootfs.is_empty() {
         // As runc: a missing working dir of an image's container is made.
@@ -157,7 +167,12 @@ fn prepare_exec(req: &SupervisorRequest, stdio: Stdio) -> StepResult<CString> {
         cd = nix::unistd::chdir(Path::new(&wd));
     }
     cd.map_err(|e| StepError::nix(format!("chdir to working dir {wd}"), e))?;
+    finish_exec(req, &info, stdio)
+}
 
+/// After the working dir: user, capabilities, no_new_privs, stdio,
+/// signals, close-on-exec.
+fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> StepResult<CString> {
     if let Some(u) = &req.user {
         // Keep the permitted set across setuid so the capability step
         // below decides what survives, not the uid switch.

@@ -20,6 +20,7 @@ use crate::namespaces::{self, Plan};
 use crate::protocol::{self, Reply};
 use crate::sys;
 use berth_state::runtime::{self, ExitStatus};
+use berth_state::safe_path;
 use berth_state::{ProcessRef, SupervisorRequest};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
@@ -29,7 +30,6 @@ use nix::unistd::{fork, ForkResult, Pid};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -264,19 +264,33 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
     }
 }
 
+/// The sandbox's identity as the containerizer made it, if it said.
+pub(crate) fn sandbox_identity(req: &SupervisorRequest) -> Option<safe_path::Identity> {
+    (req.sandbox_ino != 0).then_some(safe_path::Identity {
+        dev: req.sandbox_dev,
+        ino: req.sandbox_ino,
+    })
+}
+
+/// The command's stdin (`/dev/null`) and, unless inherited, its stdout and
+/// stderr files in the sandbox. A nested sandbox lies in its parent
+/// container's, so the files are opened on the sandbox's fd (no symlink
+/// on the way, still the directory berth made), never followed, never a
+/// FIFO or a file with other hard links; and chowned through that fd.
 fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (String, std::io::Error)> {
     let stdin = fs::File::open("/dev/null").map_err(|e| ("open /dev/null".to_string(), e))?;
+    let refused = |e: safe_path::SafePathError| {
+        let errno = e.errno().unwrap_or(libc::EPERM);
+        (e.to_string(), std::io::Error::from_raw_os_error(errno))
+    };
     let files = if req.stdio_inherited {
         None
     } else {
+        let sandbox = Path::new(&req.sandbox_dir);
+        let dir = safe_path::open_dir(sandbox, sandbox_identity(req)).map_err(refused)?;
         let open = |name: &str| {
-            let p = Path::new(&req.sandbox_dir).join(name);
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o644)
-                .open(&p)
-                .map_err(|e| (format!("open {}", p.display()), e))?;
+            let p = sandbox.join(name);
+            let f = safe_path::create_file(&dir, Path::new(name), 0o644, &p).map_err(refused)?;
             if let Some(u) = &req.user {
                 // The command may reopen /dev/stdout as its own user.
                 let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));

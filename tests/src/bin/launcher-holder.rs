@@ -32,6 +32,7 @@ fn main() {
         launch_info: info,
         user: None,
         sandbox_dir: args[4].clone().into(),
+        sandbox_identity: None,
         stdio: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
