@@ -55,25 +55,17 @@ pub fn resolve(spec: &str) -> Result<Option<(u32, u32, Vec<u32>)>, String> {
     }
 }
 
-/// Reads `<rootfs>/etc/<file>`, refusing to follow a symlink there (it
-/// could point at the host's own files); a missing file reads as empty.
+/// Reads `<rootfs>/etc/<file>` as a process chrooted in the rootfs would
+/// (`RESOLVE_IN_ROOT`: the image's links resolve inside it, never to the
+/// host's files), regular files only; a missing file reads as empty.
 fn image_file(rootfs: &Path, file: &str) -> Result<String, String> {
-    let etc = rootfs.join("etc");
-    let path = etc.join(file);
-    for p in [&etc, &path] {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "{} is a symlink; berth does not follow it out of the image",
-                    p.display()
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-            Err(e) => return Err(format!("reading {}: {e}", p.display())),
-        }
+    let path = Path::new("/etc").join(file);
+    match berth_state::safe_path::read_in_root(rootfs, &path, 16 << 20) {
+        Ok(Some(b)) => String::from_utf8(b)
+            .map_err(|_| format!("reading {}/etc/{file}: not UTF-8", rootfs.display())),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(format!("reading the image's {}: {e}", path.display())),
     }
-    std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 /// `USER[:GROUP]` of an image, resolved as Docker does through the image's

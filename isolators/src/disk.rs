@@ -6,12 +6,13 @@
 //! Mesos's `disk/du` isolator with `--enforce_container_disk_quota`).
 
 use crate::{Isolator, IsolatorFuture, Limitation, PrepareRequest};
+use berth_state::safe_path;
 use berth_state::{
     ContainerId, ContainerRecord, LaunchInfo, ResourceStatistics, Resources, TerminationReason,
 };
 use futures::future::BoxFuture;
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,38 +175,38 @@ impl Isolator for DiskDu {
 
 /// Bytes allocated under `dirs` (as `du -s -x`): st_blocks × 512, each
 /// inode once, symlinks not followed, other filesystems not entered.
-/// Entries that vanish while walking are skipped.
+/// Entries that vanish while walking are skipped. The dirs are written by
+/// the container (a nested sandbox by its parent too), so the walk is
+/// [`berth_state::safe_path::walk`], fd by fd, and each dir is opened with
+/// no symlink on its path.
 pub fn usage_of(dirs: &[PathBuf]) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0;
-    for d in dirs {
-        let Ok(meta) = std::fs::symlink_metadata(d) else {
+    for (i, d) in dirs.iter().enumerate() {
+        // The sandbox (first) has a canonical path; the upper dir's path
+        // is the provisioner's own, opened as given (its last component
+        // not followed).
+        let fd = if i == 0 {
+            safe_path::open_dir(d, None).ok()
+        } else {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(d)
+                .ok()
+                .map(std::os::fd::OwnedFd::from)
+        };
+        let Some(fd) = fd else {
             continue;
         };
-        let dev = meta.dev();
-        walk(d, dev, &mut seen, &mut total);
+        let _ = safe_path::walk(fd, d, &mut |e| {
+            if seen.insert((e.stat.st_dev, e.stat.st_ino)) {
+                total += e.stat.st_blocks as u64 * 512;
+            }
+            Ok(true)
+        });
     }
     total
-}
-
-fn walk(p: &Path, dev: u64, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
-    let Ok(meta) = std::fs::symlink_metadata(p) else {
-        return;
-    };
-    if meta.dev() != dev {
-        return;
-    }
-    if seen.insert((meta.dev(), meta.ino())) {
-        *total += meta.blocks() * 512;
-    }
-    if meta.is_dir() {
-        let Ok(rd) = std::fs::read_dir(p) else {
-            return;
-        };
-        for e in rd.flatten() {
-            walk(&e.path(), dev, seen, total);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use berth_state::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -68,11 +68,15 @@ pub struct FsPlan<'a> {
 /// Sets up the container's filesystem. Must run in a fresh mount
 /// namespace (or every mount here would land on the host).
 pub fn setup(plan: &FsPlan<'_>) -> StepResult {
-    // The host's device nodes, opened before /dev is covered, so that they
-    // can be bound from /proc/self/fd afterwards.
+    // The host's device numbers, read before /dev is covered.
     let devs = DEVICES
         .iter()
-        .map(|d| Ok((*d, open_path(Path::new(&format!("/dev/{d}")))?)))
+        .map(|d| {
+            let p = format!("/dev/{d}");
+            let st = nix::sys::stat::stat(Path::new(&p))
+                .map_err(|e| StepError::nix(format!("stat {p}"), e))?;
+            Ok((*d, st.st_rdev))
+        })
         .collect::<StepResult<Vec<_>>>()?;
 
     // The sandbox, held open in case the private /tmp covers it.
@@ -125,9 +129,12 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         )?;
     }
     let at = |p: &str| join_inside(&root, p);
+    // User mount targets are resolved inside the root, so the image's
+    // symlinks cannot lead them (or the directories made for them) out.
+    let root_fd = open_path(&root)?;
 
     let proc_dir = at("/proc")?;
-    ensure_dir(&proc_dir)?;
+    plain_dir(plan.rootfs, &proc_dir)?;
     mnt_path(
         Some(Path::new("proc")),
         &proc_dir,
@@ -136,8 +143,12 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         None,
     )?;
 
-    setup_dev(&at("/dev")?, &devs)?;
-    setup_sys(&at("/sys")?, plan.new_net)?;
+    let dev_dir = at("/dev")?;
+    plain_dir(plan.rootfs, &dev_dir)?;
+    setup_dev(&dev_dir, &devs)?;
+    let sys_dir = at("/sys")?;
+    plain_dir(plan.rootfs, &sys_dir)?;
+    setup_sys(&sys_dir, plan.new_net)?;
 
     if plan.rootfs.is_none() {
         mnt_path(
@@ -165,7 +176,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     }
 
     for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
-        user_mount(&root, m, fd.as_ref())?;
+        user_mount(&root, &root_fd, m, fd.as_ref())?;
     }
 
     let dev_null = at("/dev/null")?;
@@ -182,8 +193,25 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     Ok(())
 }
 
-fn setup_dev(dev: &Path, devs: &[(&str, OwnedFd)]) -> StepResult {
-    ensure_dir(dev)?;
+/// `/proc`, `/dev` and `/sys` of a rootfs must be real directories (as
+/// runc requires): a symlink there would put berth's mounts, and the
+/// masks over them, somewhere else than where the container looks.
+fn plain_dir(rootfs: Option<&Path>, p: &Path) -> StepResult {
+    if rootfs.is_some() {
+        match fs::symlink_metadata(p) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StepError::invalid(
+                    format!("{} in the rootfs", p.display()),
+                    "is a symlink or not a directory; berth mounts only on a real directory",
+                ))
+            }
+            _ => {}
+        }
+    }
+    ensure_dir(p)
+}
+
+fn setup_dev(dev: &Path, devs: &[(&str, u64)]) -> StepResult {
     mnt_path(
         Some(Path::new("tmpfs")),
         dev,
@@ -191,18 +219,27 @@ fn setup_dev(dev: &Path, devs: &[(&str, OwnedFd)]) -> StepResult {
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for (name, fd) in devs {
+    // Nodes of the container's own (mknod, as runc does outside a user
+    // namespace), never binds of the host's: a chown or chmod inside would
+    // change the host's /dev/null.
+    for (name, rdev) in devs {
         let node = dev.join(name);
-        ensure_file(&node)?;
-        let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        mnt(
-            Some(&src),
-            &node,
-            None,
-            MsFlags::MS_BIND,
-            None,
-            &format!("bind /dev/{name} on {}", node.display()),
-        )?;
+        let c = cpath(&node)?;
+        // SAFETY: a NUL-terminated path in our fresh tmpfs.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, *rdev) } < 0 {
+            return Err(StepError::io(
+                format!("mknod {}", node.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // The umask narrowed the mode.
+        // SAFETY: as above.
+        if unsafe { libc::chmod(c.as_ptr(), 0o666) } < 0 {
+            return Err(StepError::io(
+                format!("chmod {}", node.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -275,29 +312,32 @@ fn is_bind(m: &Mount) -> bool {
 
 /// Makes mount `m`; `held` is an `O_PATH` fd on a bind mount's source,
 /// opened before anything covered it.
-fn user_mount(root: &Path, m: &Mount, held: Option<&OwnedFd>) -> StepResult {
-    let target = join_inside(root, &m.target)?;
+fn user_mount(root: &Path, root_fd: &OwnedFd, m: &Mount, held: Option<&OwnedFd>) -> StepResult {
+    let shown = join_inside(root, &m.target)?;
     let opts = MountOptions::parse(&m.options);
     let is_bind = is_bind(m);
     let held_path = held.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
     let source = held_path.as_deref().unwrap_or(Path::new(&m.source));
-    if is_bind && source.is_file() {
-        ensure_file(&target)?;
+    // The target and any directory missing on its way are made inside the
+    // root, fd by fd: a symlink in the image resolves inside it, so
+    // nothing is created, nor mounted, outside. Nothing else runs in the
+    // rootfs yet, so the resolved path stays what it is.
+    let refused = |e: safe_path::SafePathError| {
+        StepError::invalid(format!("mount {} on {}", m.source, m.target), e.to_string())
+    };
+    let target_fd = if is_bind && source.is_file() {
+        safe_path::create_file_in_root(root_fd.as_fd(), Path::new(&m.target), &shown)
     } else {
-        ensure_dir(&target)?;
+        safe_path::create_dirs_in_root(root_fd.as_fd(), Path::new(&m.target), &shown)
     }
-    // A symlink inside the rootfs must not lead the mount out of it.
-    if root != Path::new("/") {
-        let real = fs::canonicalize(&target)
-            .map_err(|e| StepError::io(format!("resolve {}", target.display()), e))?;
-        let real_root = fs::canonicalize(root)
-            .map_err(|e| StepError::io(format!("resolve {}", root.display()), e))?;
-        if !real.starts_with(&real_root) {
-            return Err(StepError::invalid(
-                format!("mount {} on {}", m.source, m.target),
-                format!("target resolves to {} outside the rootfs", real.display()),
-            ));
-        }
+    .map_err(refused)?;
+    let target = safe_path::fd_path(target_fd.as_fd(), &shown).map_err(refused)?;
+    let real_root = safe_path::fd_path(root_fd.as_fd(), root).map_err(refused)?;
+    if !target.starts_with(&real_root) {
+        return Err(StepError::invalid(
+            format!("mount {} on {}", m.source, m.target),
+            format!("target resolves to {} outside the rootfs", target.display()),
+        ));
     }
     if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
@@ -503,22 +543,6 @@ fn open_path(p: &Path) -> StepResult<OwnedFd> {
 
 fn ensure_dir(p: &Path) -> StepResult {
     fs::create_dir_all(p).map_err(|e| StepError::io(format!("create dir {}", p.display()), e))
-}
-
-fn ensure_file(p: &Path) -> StepResult {
-    if let Some(parent) = p.parent() {
-        ensure_dir(parent)?;
-    }
-    if p.exists() {
-        return Ok(());
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(p)
-        .map(drop)
-        .map_err(|e| StepError::io(format!("create file {}", p.display()), e))
 }
 
 fn symlink(target: &str, link: &Path) -> StepResult {

@@ -253,6 +253,84 @@ pub fn open_in_root(
     )
 }
 
+/// Creates the missing directories of `path` inside the root `root`
+/// (`RESOLVE_IN_ROOT`: the image's symlinks are followed, but only inside
+/// it; a dangling link is never created through) and returns an `O_PATH`
+/// fd on the last one.
+pub fn create_dirs_in_root(root: BorrowedFd<'_>, path: &Path, shown: &Path) -> Result<OwnedFd> {
+    let names: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Ok(n)),
+            Component::RootDir | Component::CurDir => None,
+            _ => Some(Err(refused(shown, "may not contain \"..\""))),
+        })
+        .collect::<Result<_>>()?;
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let mut cur = open_in_root(root, Path::new("/"), dir_flags, 0, shown)?;
+    let mut prefix = PathBuf::from("/");
+    for n in names {
+        prefix.push(n);
+        cur = match open_in_root(root, &prefix, dir_flags, 0, shown) {
+            Ok(fd) => fd,
+            Err(e) if e.is_not_found() => {
+                let c = cstr(n, shown)?;
+                // SAFETY: valid dirfd (O_PATH dirs serve *at calls) and name.
+                // mkdirat never follows a trailing link: a dangling one
+                // stays EEXIST and the reopen below fails.
+                let r = unsafe { libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), 0o755) };
+                if r < 0 && nix::Error::last() != nix::Error::EEXIST {
+                    return Err(io_err("create directory", shown)(nix::Error::last()));
+                }
+                open_in_root(root, &prefix, dir_flags, 0, shown)?
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(cur)
+}
+
+/// As [`create_dirs_in_root`] for a file: its parents are made, an empty
+/// regular file is created when nothing is there; returns an `O_PATH` fd
+/// on whatever is at `path` (resolved in the root).
+pub fn create_file_in_root(root: BorrowedFd<'_>, path: &Path, shown: &Path) -> Result<OwnedFd> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(refused(shown, "no file name"));
+    };
+    let dir = create_dirs_in_root(root, parent, shown)?;
+    match open_in_root(root, path, OFlag::O_PATH, 0, shown) {
+        Err(e) if e.is_not_found() => {}
+        r => return r,
+    }
+    let c = cstr(name, shown)?;
+    // SAFETY: valid dirfd and name; O_EXCL|O_NOFOLLOW never reuse or follow.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(io_err("create file", shown)(nix::Error::last()));
+    }
+    // SAFETY: a new fd nothing else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    open_in_root(root, path, OFlag::O_PATH, 0, shown)
+}
+
+/// The path the kernel gives an open fd (`/proc/self/fd/N`'s target).
+pub fn fd_path(fd: BorrowedFd<'_>, shown: &Path) -> Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|source| {
+        SafePathError::Io {
+            op: "read the path of",
+            path: shown.to_path_buf(),
+            source,
+        }
+    })
+}
+
 fn cstr(name: &OsStr, shown: &Path) -> Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| refused(shown, "contains a NUL byte"))
 }
@@ -322,13 +400,28 @@ pub fn create_dirs(base: &Path, rel: &Path, fresh_last: bool) -> Result<(OwnedFd
 /// but a regular file with a single link (a hard link to a host file
 /// planted there would otherwise be written).
 pub fn create_file(dir: &OwnedFd, name: &Path, mode: u32, shown: &Path) -> Result<File> {
+    create_file_as(dir, name, mode, shown, OFlag::O_WRONLY)
+}
+
+/// As [`create_file`], opened for reading too.
+pub fn create_file_rw(dir: &OwnedFd, name: &Path, mode: u32, shown: &Path) -> Result<File> {
+    create_file_as(dir, name, mode, shown, OFlag::O_RDWR)
+}
+
+fn create_file_as(
+    dir: &OwnedFd,
+    name: &Path,
+    mode: u32,
+    shown: &Path,
+    access: OFlag,
+) -> Result<File> {
     if name.components().count() != 1 || components(name, shown).is_err() {
         return Err(refused(shown, "not a single file name"));
     }
     let fd = openat2(
         Some(dir.as_fd()),
         name,
-        OFlag::O_WRONLY
+        access
             | OFlag::O_APPEND
             | OFlag::O_CREAT
             | OFlag::O_NOFOLLOW
@@ -648,7 +741,15 @@ pub fn remove_at(dir: &OwnedFd, name: &OsStr, shown: &Path) -> Result<()> {
 /// would read the host's). `None` when it does not exist.
 pub fn read_in_root(root: &Path, path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let rfd = open_dir(root, None)?;
+    // The root's own path is berth's (the provisioner's), used as given.
+    let rfd = openat2(
+        None,
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        0,
+        ResolveFlag::empty(),
+        root,
+    )?;
     let shown = root.join(path.strip_prefix("/").unwrap_or(path));
     let fd = match open_in_root(
         rfd.as_fd(),
@@ -785,6 +886,29 @@ mod tests {
         assert!(outside.join("keep").is_dir());
         assert!(!b.join("p").exists());
         remove_tree(&b.join("p")).unwrap();
+    }
+
+    #[test]
+    fn create_in_root_never_creates_outside() {
+        let (_t, b) = base();
+        let outside = b.join("outside");
+        std::fs::create_dir_all(b.join("r")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(b.join("r/inside")).unwrap();
+        std::os::unix::fs::symlink(&outside, b.join("r/host")).unwrap();
+        std::os::unix::fs::symlink("/inside", b.join("r/mnt")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", b.join("r/dangling")).unwrap();
+        let root = open_dir(&b.join("r"), None).unwrap();
+        // An absolute link resolves inside r.
+        let fd = create_dirs_in_root(root.as_fd(), "/mnt/sandbox".as_ref(), &b).unwrap();
+        assert_eq!(fd_path(fd.as_fd(), &b).unwrap(), b.join("r/inside/sandbox"));
+        // A link to a host path is r/<host path>, missing: nothing is made.
+        create_dirs_in_root(root.as_fd(), "/host/sandbox".as_ref(), &b).unwrap_err();
+        assert!(!outside.join("sandbox").exists());
+        create_dirs_in_root(root.as_fd(), "/dangling/x".as_ref(), &b).unwrap_err();
+        assert!(!Path::new("/nowhere").exists());
+        let f = create_file_in_root(root.as_fd(), "/etc/hosts".as_ref(), &b).unwrap();
+        assert_eq!(fd_path(f.as_fd(), &b).unwrap(), b.join("r/etc/hosts"));
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn fetch_one(
     let _ = safe_path::remove_at(dir, tmp_name.as_os_str(), &tmp_shown);
     let mode = if u.executable { 0o755 } else { 0o644 };
     let mut out =
-        safe_path::create_file(dir, &tmp_name, mode, &tmp_shown).map_err(|e| e.to_string())?;
+        safe_path::create_file_rw(dir, &tmp_name, mode, &tmp_shown).map_err(|e| e.to_string())?;
     let fetched = (|| {
         let how = if u.cache {
             let cache = cache.ok_or("`cache` asked for but this fetcher has no cache")?;
