@@ -234,7 +234,7 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
         let info = req.launch_info.clone().unwrap_or_default();
         namespaces::plan(&info).map_err(|e| (libc::EINVAL, e.to_string()))?
     };
-    let stdio = open_stdio(req).map_err(|(what, e)| (errno(&e), format!("{what}: {e}")))?;
+    let stdio = open_stdio(req)?;
     let (release_r, release_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (e as i32, format!("pipe: {e}")))?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -277,11 +277,18 @@ pub(crate) fn sandbox_identity(req: &SupervisorRequest) -> Option<safe_path::Ide
 /// container's, so the files are opened on the sandbox's fd (no symlink
 /// on the way, still the directory berth made), never followed, never a
 /// FIFO or a file with other hard links; and chowned through that fd.
-fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (String, std::io::Error)> {
-    let stdin = fs::File::open("/dev/null").map_err(|e| ("open /dev/null".to_string(), e))?;
+fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (i32, String)> {
+    let stdin = fs::File::open("/dev/null").map_err(|e| {
+        (
+            e.raw_os_error().unwrap_or(0),
+            format!("open /dev/null: {e}"),
+        )
+    })?;
     let refused = |e: safe_path::SafePathError| {
-        let errno = e.errno().unwrap_or(libc::EPERM);
-        (e.to_string(), std::io::Error::from_raw_os_error(errno))
+        (
+            e.errno().unwrap_or(libc::EPERM),
+            format!("sandbox stdio: {e}"),
+        )
     };
     let files = if req.stdio_inherited {
         None
@@ -295,7 +302,7 @@ fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (String, std::io::Error)
                 // The command may reopen /dev/stdout as its own user.
                 let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
             }
-            Ok::<OwnedFd, (String, std::io::Error)>(f.into())
+            Ok::<OwnedFd, (i32, String)>(f.into())
         };
         Some((open("stdout")?, open("stderr")?))
     };
