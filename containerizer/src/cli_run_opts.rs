@@ -46,6 +46,23 @@ pub struct RunExtra {
     /// network in the CNI config dir.
     #[arg(long, value_parser = parse_network)]
     pub network: Option<Network>,
+    /// Without --image: `ro` (default) shows the host's root read-only
+    /// inside, recursively; `rw` opts in to a writable host root.
+    #[arg(long, value_name = "ro|rw", value_parser = parse_host_rootfs)]
+    pub host_rootfs: Option<bool>,
+    /// With --image: the image's rootfs is read-only too (the sandbox,
+    /// /dev and volumes stay as they are).
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+/// `--host-rootfs`: true for `rw`.
+fn parse_host_rootfs(s: &str) -> Result<bool, String> {
+    match s {
+        "ro" => Ok(false),
+        "rw" => Ok(true),
+        _ => Err(format!("--host-rootfs: expected ro or rw, got {s:?}")),
+    }
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {
@@ -73,6 +90,8 @@ impl RunExtra {
         if let Some(n) = &self.network {
             config.network = Some(n.clone());
         }
+        config.host_rootfs_rw = self.host_rootfs.unwrap_or(false);
+        config.read_only_rootfs = self.read_only;
     }
 }
 

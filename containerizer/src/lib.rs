@@ -136,7 +136,7 @@ impl ContainerizerBuilder {
         self
     }
 
-    fn defaults(cgroup_root: &str) -> Vec<Box<dyn Isolator>> {
+    fn defaults(cgroup_root: &str, hidden: &[PathBuf]) -> Vec<Box<dyn Isolator>> {
         use berth_isolators::cgroups::{Cpu, Devices, Hierarchies, Memory, Pids};
         use berth_isolators::{filesystem, namespaces};
         let h = Hierarchies::detect().unwrap_or_else(|e| {
@@ -144,7 +144,7 @@ impl ContainerizerBuilder {
             Hierarchies::default()
         });
         vec![
-            Box::new(filesystem::LinuxFilesystem),
+            Box::new(filesystem::LinuxFilesystem::hiding(hidden.to_vec())),
             Box::new(namespaces::PidNamespace),
             Box::new(namespaces::IpcNamespace),
             Box::new(namespaces::UtsNamespace),
@@ -203,20 +203,33 @@ impl ContainerizerBuilder {
             None => {
                 let mut cfg = berth_launcher::LauncherConfig::new(&self.runtime_dir);
                 cfg.cgroup_root = self.cgroup_root.clone();
-                cfg.supervisor = self.supervisor;
+                cfg.supervisor = self.supervisor.clone();
                 Arc::new(
                     berth_launcher::LinuxLauncher::new(cfg).map_err(|e| setup("launcher", &e))?,
                 )
             }
         };
         let cgroup_root = self.cgroup_root.clone();
+        // What a host-filesystem container must not see: berth's state,
+        // runtime dir and binaries (the CVE-2019-5736 class).
+        let mut hidden = vec![self.root.clone(), self.runtime_dir.clone()];
+        hidden.extend(std::env::current_exe().ok());
+        hidden.extend(
+            self.supervisor
+                .clone()
+                .or_else(|| berth_launcher::config::default_supervisor_path().ok()),
+        );
+        let hidden: Vec<PathBuf> = hidden
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect();
         let isolators = self
             .isolators
             .into_iter()
             .flat_map(|slot| match slot {
                 Slot::One(i) => vec![i],
                 Slot::Defaults => {
-                    let mut v = Self::defaults(&cgroup_root);
+                    let mut v = Self::defaults(&cgroup_root, &hidden);
                     v.extend(self.node.isolators(&self.runtime_dir));
                     v
                 }

@@ -103,6 +103,13 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
                 out.cgroup_paths.push(p.clone());
             }
         }
+        // Hardening adds up: any isolator may ask for it.
+        out.readonly_root |= info.readonly_root;
+        for p in &info.hidden_paths {
+            if !out.hidden_paths.contains(p) {
+                out.hidden_paths.push(p.clone());
+            }
+        }
         out.pre_exec_commands
             .extend(info.pre_exec_commands.iter().cloned());
     }

@@ -33,6 +33,17 @@ pub(crate) fn validate(
     if !config.entrypoint.is_empty() && config.image.is_empty() {
         return Err(invalid("an entrypoint override needs an image".into()));
     }
+    if config.read_only_rootfs && config.image.is_empty() {
+        return Err(invalid(
+            "read-only rootfs needs an image (the host's root is read-only unless --host-rootfs rw)"
+                .into(),
+        ));
+    }
+    if config.host_rootfs_rw && !config.image.is_empty() {
+        return Err(invalid(
+            "--host-rootfs rw is for containers without an image".into(),
+        ));
+    }
     if !config.image.is_empty() && !config.image.starts_with("sha256:") {
         berth_provisioner::reference::Reference::parse(&config.image)
             .map_err(|e| invalid(e.to_string()))?;

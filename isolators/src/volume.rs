@@ -143,8 +143,25 @@ pub fn check_volume(
     if dst.components().all(|c| c == Component::RootDir) {
         return Err(bad("destination may not be the container's root".into()));
     }
-    if let Some(root) = rootfs {
-        resolve_inside(root, dst).map_err(bad)?;
+    // Where it lands, as the container sees it: symlinks resolved inside
+    // the rootfs (or on the host for a host-filesystem container).
+    let lands = match rootfs {
+        Some(root) => {
+            let r = resolve_inside(root, dst).map_err(bad)?;
+            Path::new("/").join(r.strip_prefix(root).unwrap_or(&r))
+        }
+        None => std::fs::canonicalize(dst).unwrap_or_else(|_| dst.to_path_buf()),
+    };
+    // As runc and moby: a volume may not cover the kernel's filesystems.
+    if let Some(Component::Normal(top)) = lands.components().nth(1) {
+        if ["proc", "sys", "dev"].iter().any(|k| top == *k) {
+            return Err(bad(format!(
+                "destination {} lies in /{} (resolved: {}): berth does not mount volumes into /proc, /sys or /dev",
+                v.container_path,
+                top.to_string_lossy(),
+                lands.display()
+            )));
+        }
     }
 
     let mut options = vec!["rbind".to_string(), "private".to_string()];

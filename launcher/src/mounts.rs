@@ -26,6 +26,7 @@ use std::path::{Component, Path, PathBuf};
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -34,6 +35,7 @@ pub const MASKED_PATHS: &[&str] = &[
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
 /// Paths the container may read but not write.
@@ -63,6 +65,10 @@ pub struct FsPlan<'a> {
     pub sandbox: &'a Path,
     /// The sandbox as berth made it; a bind of it must find that one.
     pub sandbox_identity: Option<Identity>,
+    /// Make the root read-only (the host's recursively, or the rootfs).
+    pub readonly_root: bool,
+    /// Host paths hidden from a host-filesystem container.
+    pub hidden: &'a [String],
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -80,8 +86,11 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         .collect::<StepResult<Vec<_>>>()?;
 
     // The sandbox, held open in case the private /tmp covers it.
+    // On the host filesystem the sandbox is bound back onto its own path
+    // (writable on a read-only root, visible under the private /tmp or a
+    // hidden dir); held open before anything covers it.
     let sandbox = match plan.rootfs {
-        None if plan.sandbox.starts_with("/tmp") => Some(open_sandbox_path(plan, plan.sandbox)?),
+        None => Some(open_sandbox_path(plan, plan.sandbox)?),
         _ => None,
     };
 
@@ -118,6 +127,12 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     )?;
 
     let root = plan.rootfs.unwrap_or(Path::new("/")).to_path_buf();
+    if plan.rootfs.is_none() && plan.readonly_root {
+        // The host's root and every mount below it, read-only. berth's own
+        // mounts (proc, dev, tmp, the sandbox, volumes) come after, with
+        // their own flags.
+        set_readonly_recursive(Path::new("/"))?;
+    }
     if let Some(rootfs) = plan.rootfs {
         // pivot_root needs the new root to be a mount point.
         mnt_path(
@@ -158,6 +173,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=1777"),
         )?;
+        let hidden_dirs = hide(plan.hidden, &at("/dev/null")?)?;
         if let Some(fd) = &sandbox {
             ensure_dir(plan.sandbox)?;
             let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
@@ -167,10 +183,28 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
                 None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
-                &format!(
-                    "bind the sandbox {} into the private /tmp",
-                    plan.sandbox.display()
-                ),
+                &format!("bind the sandbox {} onto itself", plan.sandbox.display()),
+            )?;
+            // Writable even on a read-only root (a bind inherits its
+            // source mount's read-only flag). Not nodev: the device cgroup
+            // is what refuses device nodes there.
+            mnt(
+                None,
+                plan.sandbox,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID,
+                None,
+                &format!("remount the sandbox {} writable", plan.sandbox.display()),
+            )?;
+        }
+        for d in hidden_dirs {
+            mnt(
+                None,
+                &d,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None,
+                &format!("make the hiding tmpfs on {} read-only", d.display()),
             )?;
         }
     }
@@ -187,7 +221,30 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         readonly(&at(p)?)?;
     }
 
+    if let Some(thermal) = at("/sys/devices/system/cpu")
+        .ok()
+        .and_then(|d| fs::read_dir(d).ok())
+    {
+        for e in thermal.flatten() {
+            let t = e.path().join("thermal_throttle");
+            if e.file_name().as_bytes().starts_with(b"cpu") && t.is_dir() {
+                mask(&t, &dev_null)?;
+            }
+        }
+    }
+
     if let Some(rootfs) = plan.rootfs {
+        if plan.readonly_root {
+            // The rootfs mount itself (its submounts keep their flags).
+            mnt(
+                None,
+                rootfs,
+                None,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None,
+                &format!("make the rootfs {} read-only", rootfs.display()),
+            )?;
+        }
         pivot(rootfs)?;
     }
     Ok(())
@@ -323,7 +380,17 @@ fn user_mount(root: &Path, root_fd: &OwnedFd, m: &Mount, held: Option<&OwnedFd>)
     // nothing is created, nor mounted, outside. Nothing else runs in the
     // rootfs yet, so the resolved path stays what it is.
     let refused = |e: safe_path::SafePathError| {
-        StepError::invalid(format!("mount {} on {}", m.source, m.target), e.to_string())
+        let hint = match e.errno() {
+            Some(libc::EROFS) if root == Path::new("/") => {
+                " (the host's root is read-only in the container: mount under /tmp or the \
+                 sandbox, or run with --host-rootfs rw)"
+            }
+            _ => "",
+        };
+        StepError::invalid(
+            format!("mount {} on {}", m.source, m.target),
+            format!("{e}{hint}"),
+        )
     };
     let target_fd = if is_bind && source.is_file() {
         safe_path::create_file_in_root(root_fd.as_fd(), Path::new(&m.target), &shown)
@@ -351,7 +418,9 @@ fn user_mount(root: &Path, root_fd: &OwnedFd, m: &Mount, held: Option<&OwnedFd>)
         )?;
         // Flags of a bind mount only take effect on a remount.
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
-        if !extra.is_empty() || opts.flags.contains(MsFlags::MS_RDONLY) {
+        // Always remounted: a bind inherits its source mount's flags (a
+        // read-only host root's too), and only a remount sets ours.
+        {
             mnt(
                 None,
                 &target,
@@ -454,6 +523,32 @@ fn mask(path: &Path, dev_null: &Path) -> StepResult {
             &format!("mask {} (bind /dev/null)", path.display()),
         )
     }
+}
+
+/// Hides host paths: a directory under an empty tmpfs (returned, to be
+/// made read-only once the sandbox has its mount point in it), a file
+/// under `/dev/null`. A path already gone (under the private /tmp) is
+/// hidden as it is.
+fn hide(paths: &[String], dev_null: &Path) -> StepResult<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for p in paths {
+        let p = Path::new(p);
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => {
+                mnt_path(
+                    Some(Path::new("tmpfs")),
+                    p,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("mode=755,size=1m"),
+                )?;
+                dirs.push(p.to_path_buf());
+            }
+            Ok(m) if m.is_file() => mask(p, dev_null)?,
+            _ => {}
+        }
+    }
+    Ok(dirs)
 }
 
 fn readonly(path: &Path) -> StepResult {

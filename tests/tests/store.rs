@@ -64,6 +64,8 @@ fn full_record(name: &str) -> ContainerRecord {
             kill_grace_period_ms: 2500,
             labels: BTreeMap::from([("team".into(), "infra".into())]),
             entrypoint: vec!["/bin/entry".into(), "--flag".into()],
+            host_rootfs_rw: true,
+            read_only_rootfs: true,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -113,6 +115,8 @@ fn full_record(name: &str) -> ContainerRecord {
             capabilities: vec!["CAP_CHOWN".into()],
             hostname: "web-1".into(),
             cgroup_paths: vec!["/sys/fs/cgroup/memory/berth/pod".into()],
+            readonly_root: true,
+            hidden_paths: vec!["/var/lib/berth".into()],
         }),
         termination: Some(ContainerTermination {
             exit_code: 137,

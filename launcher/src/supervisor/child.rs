@@ -98,6 +98,8 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
             mounts: &info.mounts,
             sandbox: Path::new(&req.sandbox_dir),
             sandbox_identity: super::sandbox_identity(req),
+            readonly_root: info.readonly_root,
+            hidden: &info.hidden_paths,
         })?;
     }
     Ok(())

@@ -1,0 +1,241 @@
+//! Safe defaults seen from inside real containers: a host-filesystem
+//! container sees the host's root read-only and cannot reach berth's own
+//! state, runtime dir or binaries (`--host-rootfs rw` opts out);
+//! `--read-only` makes an image's rootfs read-only; volumes may not cover
+//! /proc, /sys or /dev; moby's extra masked paths are masked.
+
+use berth_tests::{berth_bin, busybox_layout, require_tool, TestEnv};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A berth root and runtime dir outside /tmp (a host-filesystem container
+/// gets a private /tmp, which would hide them anyway), removed on drop.
+struct OutsideTmp {
+    base: PathBuf,
+    root: PathBuf,
+    runtime: PathBuf,
+}
+
+impl OutsideTmp {
+    fn new(env: &TestEnv) -> OutsideTmp {
+        let base = Path::new("/var/tmp").join(&env.name);
+        std::fs::create_dir(&base).unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
+        let (root, runtime) = (base.join("root"), base.join("run"));
+        OutsideTmp {
+            base,
+            root,
+            runtime,
+        }
+    }
+
+    fn berth(&self, env: &TestEnv) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--runtime-dir")
+            .arg(&self.runtime)
+            .arg("--cgroup-root")
+            .arg(&env.cgroup_root);
+        c
+    }
+
+    fn run(&self, env: &TestEnv, args: &[&str], script: &str) -> Output {
+        self.berth(env)
+            .arg("run")
+            .args(args)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .expect("run berth")
+    }
+}
+
+impl Drop for OutsideTmp {
+    fn drop(&mut self) {
+        // (The cgroup root's claim is the TestEnv's to remove.)
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+#[test]
+fn the_hosts_root_is_read_only_and_berths_own_files_are_hidden() {
+    let env = TestEnv::new("hard-host-ro");
+    let out_tmp = OutsideTmp::new(&env);
+    let probe = out_tmp.base.join("probe");
+    let supervisor = berth_bin().with_file_name("berth-supervisor");
+    let script = format!(
+        "touch {probe} 2>&1; echo \"touch=$?\"; \
+         echo sand > \"$BERTH_SANDBOX/f\" && cat \"$BERTH_SANDBOX/f\"; \
+         echo tmp > /tmp/t && cat /tmp/t; \
+         echo \"root=$(ls -A {root})\"; \
+         echo \"runtime=$(ls -A {runtime} | wc -l)\"; \
+         echo \"bin=$(wc -c < {bin}) sup=$(wc -c < {sup})\"; \
+         echo \"interrupts=$(wc -c < /proc/interrupts)\"",
+        probe = probe.display(),
+        root = out_tmp.root.display(),
+        runtime = out_tmp.runtime.display(),
+        bin = berth_bin().display(),
+        sup = supervisor.display(),
+    );
+    let out = out_tmp.run(&env, &[], &script);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Read-only file system") && stdout.contains("touch=1"),
+        "writing the host's root must fail: {stdout}"
+    );
+    assert!(!probe.exists(), "the container created {}", probe.display());
+    assert!(
+        stdout.contains("sand\n"),
+        "the sandbox is writable: {stdout}"
+    );
+    assert!(
+        stdout.contains("tmp\n"),
+        "the private /tmp is writable: {stdout}"
+    );
+    // Only the way to the sandbox is left of berth's root.
+    assert!(stdout.contains("root=sandboxes\n"), "{stdout}");
+    assert!(stdout.contains("runtime=0\n"), "{stdout}");
+    assert!(
+        stdout.contains("bin=0 sup=0\n"),
+        "berth's binaries: {stdout}"
+    );
+    assert!(stdout.contains("interrupts=0\n"), "{stdout}");
+}
+
+#[test]
+fn host_rootfs_rw_is_an_explicit_opt_in() {
+    let env = TestEnv::new("hard-host-rw");
+    let out_tmp = OutsideTmp::new(&env);
+    let probe = out_tmp.base.join("probe");
+    let out = out_tmp.run(
+        &env,
+        &["--host-rootfs", "rw"],
+        &format!("echo w > {}", probe.display()),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&probe).unwrap(), "w\n");
+
+    let out = out_tmp.run(&env, &["--host-rootfs", "yes"], "true");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("expected ro or rw"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = out_tmp.run(&env, &["--read-only"], "true");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs an image"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn read_only_makes_an_image_rootfs_read_only_and_leaves_the_sandbox_writable() {
+    require_tool("umoci");
+    let env = TestEnv::new("hard-img-ro");
+    let layout = busybox_layout(&env);
+    let import = env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "busybox"])
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    let run = |args: &[&str]| {
+        env.berth()
+            .arg("run")
+            .args(["--image", "busybox"])
+            .args(args)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo x > /x 2>&1; echo \"root=$?\"; echo s > /mnt/sandbox/s && echo sandbox-ok; \
+                 echo > /dev/null && echo dev-ok",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--read-only"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("root=1"), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("sandbox-ok") && stdout.contains("dev-ok"),
+        "{stdout}"
+    );
+    let out = run(&[]);
+    assert!(
+        text(&out.stdout).contains("root=0"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn volumes_may_not_cover_proc_sys_or_dev() {
+    require_tool("umoci");
+    let env = TestEnv::new("hard-vol-kernel");
+    let src = env.mkdir("src");
+    let src_s = src.display().to_string();
+    let layout = busybox_layout(&env);
+    // An image whose /data leads into /proc.
+    let bundle = env.path("bundle");
+    let (l, b) = (layout.display(), bundle.display());
+    let out = Command::new("sh")
+        .args([
+            "-ec",
+            &format!(
+                "umoci unpack --image {l}:latest {b} && ln -s /proc/sys {b}/rootfs/data && \
+                 umoci repack --image {l}:latest {b} && rm -rf {b}"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let import = env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "linky"])
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", text(&import.stderr));
+
+    for (image, dst) in [
+        (None, "/proc/sys"),
+        (None, "/sys/kernel"),
+        (None, "/dev/foo"),
+        (Some("linky"), "/dev/shm/x"),
+        (Some("linky"), "/data/kernel"),
+    ] {
+        let mut c = env.berth();
+        c.args(["--volume-allow-rw", &src_s, "run"]);
+        if let Some(i) = image {
+            c.args(["--image", i]);
+        }
+        let spec = format!("{src_s}:{dst}");
+        let out = c.args(["-v", &spec, "--", "true"]).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(128), "{dst}: {err}");
+        assert!(
+            err.contains("does not mount volumes into /proc, /sys or /dev"),
+            "{dst}: {err}"
+        );
+    }
+    // Elsewhere is fine.
+    let out = env
+        .berth()
+        .args(["--volume-allow-rw", &src_s, "run"])
+        .args(["-v", &format!("{src_s}:/tmp/data"), "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
