@@ -4,6 +4,7 @@
 use super::parse_size;
 use berth::state::{network, Network};
 use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
+use berth_isolators::seccomp::UNCONFINED;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +34,20 @@ pub struct NodeArgs {
     /// recently used entries are evicted past it.
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub fetch_cache_size: Option<u64>,
+    /// The seccomp profile of containers that name none: a profile file
+    /// (Docker's or the OCI form) or `unconfined` (default: berth's,
+    /// equal in effect to Docker's default).
+    #[arg(long, global = true, value_name = "FILE|unconfined", value_parser = read_profile)]
+    pub seccomp_default: Option<String>,
+}
+
+/// A seccomp profile option: `unconfined`, or a file read now (by the
+/// client, so the agent never opens a path on a client's behalf).
+fn read_profile(s: &str) -> Result<String, String> {
+    if s == UNCONFINED {
+        return Ok(s.to_string());
+    }
+    std::fs::read_to_string(s).map_err(|e| format!("seccomp profile {s}: {e}"))
 }
 
 /// Per-run flags of `berth run` for the disk and network isolators.
@@ -54,6 +69,10 @@ pub struct RunExtra {
     /// /dev and volumes stay as they are).
     #[arg(long)]
     pub read_only: bool,
+    /// The container's seccomp profile: a file (Docker's or the OCI form)
+    /// or `unconfined` (default: the agent's default).
+    #[arg(long, value_name = "FILE|unconfined", value_parser = read_profile)]
+    pub seccomp_profile: Option<String>,
 }
 
 /// `--host-rootfs`: true for `rw`.
@@ -91,6 +110,7 @@ impl RunExtra {
             config.network = Some(n.clone());
         }
         config.host_rootfs_rw = self.host_rootfs.unwrap_or(false);
+        config.seccomp_profile = self.seccomp_profile.clone().unwrap_or_default();
         config.read_only_rootfs = self.read_only;
     }
 }
@@ -113,6 +133,7 @@ impl NodeArgs {
             disk_check_interval: self.disk_check_interval_ms.map(Duration::from_millis),
             cni_config_dir: self.cni_config_dir.clone(),
             cni_plugin_dir: self.cni_plugin_dir.clone(),
+            seccomp_default: self.seccomp_default.clone(),
         }
     }
 }

@@ -103,6 +103,14 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
                 out.cgroup_paths.push(p.clone());
             }
         }
+        if !info.seccomp_bpf.is_empty() {
+            if !out.seccomp_bpf.is_empty() && out.seccomp_bpf != info.seccomp_bpf {
+                return Err(format!(
+                    "a seccomp filter is set by two isolators (one is {who})"
+                ));
+            }
+            out.seccomp_bpf = info.seccomp_bpf.clone();
+        }
         // Hardening adds up: any isolator may ask for it.
         out.readonly_root |= info.readonly_root;
         for p in &info.hidden_paths {

@@ -4,6 +4,7 @@
 
 use berth_isolators::disk::{self, DiskDu};
 use berth_isolators::network::{CniConfig, CniNetwork};
+use berth_isolators::seccomp::SeccompIsolator;
 use berth_isolators::volume::{HostPathConfig, HostPathVolumes};
 use berth_isolators::Isolator;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub struct NodeOptions {
     pub cni_config_dir: Option<PathBuf>,
     /// CNI plugins (default `/usr/lib/cni`).
     pub cni_plugin_dir: Option<PathBuf>,
+    /// The seccomp profile of containers that name none: a profile's JSON
+    /// text or `unconfined`; `None` = berth's default (Docker's in effect).
+    pub seccomp_default: Option<String>,
 }
 
 impl NodeOptions {
@@ -43,6 +47,7 @@ impl NodeOptions {
                 self.disk_check_interval.unwrap_or(disk::DEFAULT_INTERVAL),
             )),
             Box::new(CniNetwork::new(cni)),
+            Box::new(SeccompIsolator::new(self.seccomp_default.clone())),
         ]
     }
 }

@@ -67,6 +67,7 @@ pub mod filesystem;
 pub mod namespaces;
 pub mod network;
 pub mod rlimits;
+pub mod seccomp;
 pub mod volume;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};

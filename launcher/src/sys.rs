@@ -171,3 +171,40 @@ pub fn capset(sets: CapSets) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Loads a seccomp BPF program (an array of `struct sock_filter`, as
+/// libseccomp exports it) on the calling thread. Needs no_new_privs or
+/// CAP_SYS_ADMIN.
+pub fn load_seccomp(bpf: &[u8]) -> std::io::Result<()> {
+    const INSN: usize = std::mem::size_of::<libc::sock_filter>();
+    if bpf.is_empty() || !bpf.len().is_multiple_of(INSN) || bpf.len() / INSN > u16::MAX as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // Copied into properly aligned instructions.
+    let insns: Vec<libc::sock_filter> = bpf
+        .chunks_exact(INSN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: insns.len() as u16,
+        filter: insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points at `insns`, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

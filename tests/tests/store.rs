@@ -66,6 +66,7 @@ fn full_record(name: &str) -> ContainerRecord {
             entrypoint: vec!["/bin/entry".into(), "--flag".into()],
             host_rootfs_rw: true,
             read_only_rootfs: true,
+            seccomp_profile: "unconfined".into(),
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -117,6 +118,7 @@ fn full_record(name: &str) -> ContainerRecord {
             cgroup_paths: vec!["/sys/fs/cgroup/memory/berth/pod".into()],
             readonly_root: true,
             hidden_paths: vec!["/var/lib/berth".into()],
+            seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
         }),
         termination: Some(ContainerTermination {
             exit_code: 137,

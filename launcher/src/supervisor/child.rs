@@ -216,6 +216,11 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
     // agent before it) may reach the command.
     sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(|e| StepError::io("close_range(3.., CLOEXEC)", e))?;
+    // Last: from here on only exec has to be allowed by the filter.
+    if !info.seccomp_bpf.is_empty() {
+        sys::load_seccomp(&info.seccomp_bpf)
+            .map_err(|e| StepError::io("load the seccomp filter", e))?;
+    }
     Ok(prog)
 }
 

@@ -1,0 +1,147 @@
+//! `linux/seccomp`: a seccomp filter on every container, on by default.
+//!
+//! The profile is, in order: the container's own (`ContainerConfig::
+//! seccomp_profile`: a profile's JSON, or `unconfined`), the agent's
+//! default ([`SeccompIsolator::new`]), or berth's built-in default, equal
+//! in effect to Docker's. Profiles come in Docker's or the OCI
+//! runtime-spec's JSON form. Each is compiled by libseccomp here, in the
+//! agent, into a BPF program that the launch info carries to the
+//! container's init, which loads it as its very last step before exec.
+
+mod compile;
+pub mod default;
+pub mod profile;
+
+use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
+use berth_state::LaunchInfo;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The value of a profile setting that turns the filter off.
+pub const UNCONFINED: &str = "unconfined";
+
+/// The `linux/seccomp` isolator.
+///
+/// ```
+/// use berth_isolators::seccomp::SeccompIsolator;
+/// // berth's built-in default for containers that name no profile:
+/// let iso = SeccompIsolator::new(None);
+/// # let _ = iso;
+/// ```
+#[derive(Debug, Default)]
+pub struct SeccompIsolator {
+    default: Option<String>,
+    /// Compiled programs by profile text: most containers share one.
+    compiled: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+}
+
+impl SeccompIsolator {
+    /// `default`: the agent's profile (JSON text, or [`UNCONFINED`]) for
+    /// containers that name none; `None` = berth's built-in default.
+    pub fn new(default: Option<String>) -> Self {
+        SeccompIsolator {
+            default,
+            compiled: Arc::default(),
+        }
+    }
+}
+
+/// Compiles a profile's text for a container with the default
+/// capabilities (what Docker-form rules are judged against).
+pub fn compile_text(text: &str) -> Result<Vec<u8>, String> {
+    let caps: Vec<String> = berth_state::capabilities::DEFAULT
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let judge = profile::Judge {
+        caps: &caps,
+        kernel: profile::running_kernel(),
+    };
+    let p = profile::parse(text, &judge)?;
+    compile::compile(&p)
+}
+
+impl Isolator for SeccompIsolator {
+    fn name(&self) -> &str {
+        "linux/seccomp"
+    }
+    fn supports_nesting(&self) -> bool {
+        true
+    }
+    fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        let own = &req.config.seccomp_profile;
+        let text = if !own.is_empty() {
+            Some(own.clone())
+        } else {
+            self.default.clone()
+        };
+        let text = text.unwrap_or_else(|| default::profile().to_string());
+        let id = req.id.clone();
+        let cache = self.compiled.clone();
+        Box::pin(async move {
+            if text.trim() == UNCONFINED {
+                return Ok(None);
+            }
+            let hit = cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&text)
+                .cloned();
+            let bpf = match hit {
+                Some(b) => b,
+                None => {
+                    let t = text.clone();
+                    let b = crate::blocking(move || {
+                        compile_text(&t)
+                            .map_err(|why| IsolatorError::invalid(&id, "seccomp profile", why))
+                    })
+                    .await?;
+                    let b = Arc::new(b);
+                    cache
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(text, b.clone());
+                    b
+                }
+            };
+            Ok(Some(LaunchInfo {
+                seccomp_bpf: bpf.to_vec(),
+                ..Default::default()
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_profile_compiles() {
+        let bpf = compile_text(&default::profile().to_string()).unwrap();
+        assert!(
+            !bpf.is_empty() && bpf.len().is_multiple_of(8),
+            "{}",
+            bpf.len()
+        );
+    }
+
+    #[test]
+    fn a_bad_profile_names_the_rule() {
+        let e = compile_text(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+               {"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("syscalls[0] (mkdir)") && e.contains("NOTIFY"),
+            "{e}"
+        );
+        let e = compile_text(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+               {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","args":[{"index":9,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("argument index 9"), "{e}");
+    }
+}
