@@ -73,6 +73,13 @@ pub struct RunExtra {
     /// or `unconfined` (default: the agent's default).
     #[arg(long, value_name = "FILE|unconfined", value_parser = read_profile)]
     pub seccomp_profile: Option<String>,
+    /// Add a capability to the default set (`NET_ADMIN`, `CAP_NET_ADMIN`,
+    /// `ALL`); repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (`NET_RAW`, `ALL`); repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
 }
 
 /// `--host-rootfs`: true for `rw`.
@@ -111,6 +118,8 @@ impl RunExtra {
         }
         config.host_rootfs_rw = self.host_rootfs.unwrap_or(false);
         config.seccomp_profile = self.seccomp_profile.clone().unwrap_or_default();
+        config.cap_add = self.cap_add.clone();
+        config.cap_drop = self.cap_drop.clone();
         config.read_only_rootfs = self.read_only;
     }
 }

@@ -473,6 +473,18 @@ impl ContainerizerActor {
                 }
             })?,
         };
+        if !config.cap_add.is_empty() || !config.cap_drop.is_empty() {
+            // Over whatever the isolators set (e.g. no CAP_MKNOD on v2).
+            info.capabilities = berth_state::capabilities::adjust(
+                &info.capabilities,
+                &config.cap_add,
+                &config.cap_drop,
+            )
+            .map_err(|why| ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why,
+            })?;
+        }
         c.record.launch_info = Some(info.clone());
         c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));
         Ok(LaunchSpec {

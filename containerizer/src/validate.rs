@@ -33,6 +33,8 @@ pub(crate) fn validate(
     if !config.entrypoint.is_empty() && config.image.is_empty() {
         return Err(invalid("an entrypoint override needs an image".into()));
     }
+    berth_state::capabilities::adjust(&[], &config.cap_add, &config.cap_drop)
+        .map_err(|e| invalid(format!("--cap-add/--cap-drop: {e}")))?;
     if config.read_only_rootfs && config.image.is_empty() {
         return Err(invalid(
             "read-only rootfs needs an image (the host's root is read-only unless --host-rootfs rw)"

@@ -239,3 +239,59 @@ fn volumes_may_not_cover_proc_sys_or_dev() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cap_drop_and_cap_add_change_what_the_container_may_do() {
+    let env = TestEnv::new("hard-caps");
+    let run = |args: &[&str], script: &str| {
+        env.berth()
+            .arg("run")
+            .args(args)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let ping = "busybox ping -c1 -W2 127.0.0.1 >/dev/null 2>&1; echo ping=$?";
+    let out = run(&[], ping);
+    assert!(
+        text(&out.stdout).contains("ping=0"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Without CAP_NET_RAW, busybox ping cannot open its raw socket.
+    let out = run(&["--cap-drop", "NET_RAW"], ping);
+    assert!(
+        text(&out.stdout).contains("ping=1"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // CAP_SYS_ADMIN also lets the seccomp filter allow unshare, as Docker's.
+    let userns = "busybox unshare -U true 2>/dev/null; echo unshare=$?";
+    assert!(text(&run(&[], userns).stdout).contains("unshare=1"));
+    let out = run(&["--cap-add", "SYS_ADMIN"], userns);
+    assert!(
+        text(&out.stdout).contains("unshare=0"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Only CAP_KILL (bit 5) is left.
+    let out = run(
+        &["--cap-drop", "ALL", "--cap-add", "kill"],
+        "grep CapBnd /proc/self/status",
+    );
+    assert!(
+        text(&out.stdout).contains("0000000000000020"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["--cap-add", "BOGUS"], "true");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("unknown capability \"BOGUS\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

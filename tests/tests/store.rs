@@ -67,6 +67,8 @@ fn full_record(name: &str) -> ContainerRecord {
             host_rootfs_rw: true,
             read_only_rootfs: true,
             seccomp_profile: "unconfined".into(),
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["ALL".into()],
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

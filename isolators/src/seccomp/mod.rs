@@ -46,15 +46,11 @@ impl SeccompIsolator {
     }
 }
 
-/// Compiles a profile's text for a container with the default
-/// capabilities (what Docker-form rules are judged against).
-pub fn compile_text(text: &str) -> Result<Vec<u8>, String> {
-    let caps: Vec<String> = berth_state::capabilities::DEFAULT
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+/// Compiles a profile's text for a container with capabilities `caps`
+/// (what Docker-form rules are judged against).
+pub fn compile_text(text: &str, caps: &[String]) -> Result<Vec<u8>, String> {
     let judge = profile::Judge {
-        caps: &caps,
+        caps,
         kernel: profile::running_kernel(),
     };
     let p = profile::parse(text, &judge)?;
@@ -78,6 +74,12 @@ impl Isolator for SeccompIsolator {
         let text = text.unwrap_or_else(|| default::profile().to_string());
         let id = req.id.clone();
         let cache = self.compiled.clone();
+        // The container's capabilities decide which Docker-form rules
+        // apply (CAP_SYS_ADMIN allows mount, unshare, …), as in Docker.
+        let caps =
+            berth_state::capabilities::adjust(&[], &req.config.cap_add, &req.config.cap_drop)
+                .unwrap_or_default();
+        let key = format!("{}\n{text}", caps.join(","));
         Box::pin(async move {
             if text.trim() == UNCONFINED {
                 return Ok(None);
@@ -85,14 +87,14 @@ impl Isolator for SeccompIsolator {
             let hit = cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&text)
+                .get(&key)
                 .cloned();
             let bpf = match hit {
                 Some(b) => b,
                 None => {
                     let t = text.clone();
                     let b = crate::blocking(move || {
-                        compile_text(&t)
+                        compile_text(&t, &caps)
                             .map_err(|why| IsolatorError::invalid(&id, "seccomp profile", why))
                     })
                     .await?;
@@ -100,7 +102,7 @@ impl Isolator for SeccompIsolator {
                     cache
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(text, b.clone());
+                        .insert(key, b.clone());
                     b
                 }
             };
@@ -118,7 +120,11 @@ mod tests {
 
     #[test]
     fn the_default_profile_compiles() {
-        let bpf = compile_text(&default::profile().to_string()).unwrap();
+        let caps: Vec<String> = berth_state::capabilities::DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let bpf = compile_text(&default::profile().to_string(), &caps).unwrap();
         assert!(
             !bpf.is_empty() && bpf.len().is_multiple_of(8),
             "{}",
@@ -131,6 +137,7 @@ mod tests {
         let e = compile_text(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
                {"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+            &[],
         )
         .unwrap_err();
         assert!(
@@ -140,6 +147,7 @@ mod tests {
         let e = compile_text(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
                {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","args":[{"index":9,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+            &[],
         )
         .unwrap_err();
         assert!(e.contains("argument index 9"), "{e}");
