@@ -149,6 +149,9 @@ pub struct ContainerizerActor {
     pub(crate) metrics: Arc<Metrics>,
     /// Every transition and limitation, for `events()` subscribers.
     pub(crate) events: tokio::sync::broadcast::Sender<crate::agent::api::Event>,
+    /// The network of containers whose config names none (the agent's
+    /// `--default-network`); `None` = the host's.
+    pub(crate) default_network: Option<berth_state::Network>,
 }
 
 impl Actor for ContainerizerActor {

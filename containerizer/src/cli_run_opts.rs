@@ -39,6 +39,10 @@ pub struct NodeArgs {
     /// equal in effect to Docker's default).
     #[arg(long, global = true, value_name = "FILE|unconfined", value_parser = read_profile)]
     pub seccomp_default: Option<String>,
+    /// The network of containers that ask for none: `host` (default, as
+    /// Mesos, Nomad and YARN), `none`, or a CNI network's name.
+    #[arg(long, global = true, value_parser = parse_network)]
+    pub default_network: Option<Network>,
 }
 
 /// A seccomp profile option: `unconfined`, or a file read now (by the
@@ -80,6 +84,21 @@ pub struct RunExtra {
     /// Drop a capability from the default set (`NET_RAW`, `ALL`); repeatable.
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
+    /// Size of /dev/shm, e.g. 256M (default 64M).
+    #[arg(long, value_parser = parse_size)]
+    pub shm_size: Option<u64>,
+    /// A namespaced sysctl KEY=VALUE (net.* needs --network none or a CNI
+    /// network; kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*);
+    /// repeatable.
+    #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_sysctl)]
+    pub sysctls: Vec<(String, String)>,
+}
+
+fn parse_sysctl(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("--sysctl: expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// `--host-rootfs`: true for `rw`.
@@ -120,6 +139,8 @@ impl RunExtra {
         config.seccomp_profile = self.seccomp_profile.clone().unwrap_or_default();
         config.cap_add = self.cap_add.clone();
         config.cap_drop = self.cap_drop.clone();
+        config.shm_size_bytes = self.shm_size.unwrap_or(0);
+        config.sysctls = self.sysctls.iter().cloned().collect();
         config.read_only_rootfs = self.read_only;
     }
 }
@@ -143,6 +164,7 @@ impl NodeArgs {
             cni_config_dir: self.cni_config_dir.clone(),
             cni_plugin_dir: self.cni_plugin_dir.clone(),
             seccomp_default: self.seccomp_default.clone(),
+            default_network: self.default_network.clone(),
         }
     }
 }

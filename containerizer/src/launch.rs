@@ -66,7 +66,14 @@ impl Handler<Launch> for ContainerizerActor {
 impl ContainerizerActor {
     /// STARTING, the part that needs no waiting: validate and admit.
     fn admit(&mut self, msg: Launch) -> Result<(), ContainerizerError> {
-        let Launch { id, config, stdio } = msg;
+        let Launch {
+            id,
+            mut config,
+            stdio,
+        } = msg;
+        if config.network.is_none() {
+            config.network = self.default_network.clone();
+        }
         let names: Vec<String> = self
             .isolators
             .iter()
@@ -485,6 +492,8 @@ impl ContainerizerActor {
                 why,
             })?;
         }
+        info.shm_size_bytes = config.shm_size_bytes;
+        info.sysctls = config.sysctls.clone();
         c.record.launch_info = Some(info.clone());
         c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));
         Ok(LaunchSpec {

@@ -210,6 +210,7 @@ impl ContainerizerBuilder {
             }
         };
         let cgroup_root = self.cgroup_root.clone();
+        let default_network = self.node.default_network.clone();
         // What a host-filesystem container must not see: berth's state,
         // runtime dir and binaries (the CVE-2019-5736 class).
         let mut hidden = vec![self.root.clone(), self.runtime_dir.clone()];
@@ -250,6 +251,7 @@ impl ContainerizerBuilder {
             containers: Default::default(),
             metrics: metrics.clone(),
             events: events.clone(),
+            default_network: default_network.clone(),
         };
         Ok(Containerizer {
             addr: actor.start(),

@@ -26,6 +26,9 @@ pub struct NodeOptions {
     /// The seccomp profile of containers that name none: a profile's JSON
     /// text or `unconfined`; `None` = berth's default (Docker's in effect).
     pub seccomp_default: Option<String>,
+    /// The network of containers whose config names none (default: the
+    /// host's).
+    pub default_network: Option<berth_state::Network>,
 }
 
 impl NodeOptions {

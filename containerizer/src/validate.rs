@@ -98,6 +98,34 @@ pub(crate) fn validate(
             return Err(needs(option, &format!("the {isolator} isolator")));
         }
     }
+    for key in config.sysctls.keys() {
+        let own_net =
+            net_mode == network::Mode::None as i32 || net_mode == network::Mode::Cni as i32;
+        match sysctl_namespace(key) {
+            None => {
+                return Err(ContainerizerError::InvalidConfig {
+                    id: id.to_string(),
+                    why: format!(
+                        "sysctl {key:?} is not namespaced (allowed: net.* with the container's own \
+                         network, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)"
+                    ),
+                })
+            }
+            Some("net") if !own_net => {
+                return Err(ContainerizerError::InvalidConfig {
+                    id: id.to_string(),
+                    why: format!(
+                        "sysctl {key:?} would change the host's network: give the container its \
+                         own (--network none or a CNI network)"
+                    ),
+                })
+            }
+            Some("ipc") if !has("namespaces/ipc") => {
+                return Err(needs("sysctls", "the namespaces/ipc isolator"));
+            }
+            Some(_) => {}
+        }
+    }
     if !config.uris.is_empty() && !backing.fetcher {
         return Err(needs("fetch URIs", "a fetcher"));
     }
@@ -105,6 +133,28 @@ pub(crate) fn validate(
         return Err(needs("image", "a provisioner"));
     }
     Ok(())
+}
+
+/// Which namespace a sysctl lives in (`net` or `ipc`); `None` for one
+/// that is not namespaced (it would change the host), or a malformed key.
+pub(crate) fn sysctl_namespace(key: &str) -> Option<&'static str> {
+    let well_formed = !key.is_empty()
+        && key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    if !well_formed {
+        return None;
+    }
+    if key.starts_with("net.") {
+        return Some("net");
+    }
+    let ipc = key.starts_with("kernel.shm")
+        || key.starts_with("kernel.msg")
+        || key == "kernel.sem"
+        || key.starts_with("fs.mqueue.");
+    ipc.then_some("ipc")
 }
 
 #[cfg(test)]

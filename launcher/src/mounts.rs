@@ -69,6 +69,10 @@ pub struct FsPlan<'a> {
     pub readonly_root: bool,
     /// Host paths hidden from a host-filesystem container.
     pub hidden: &'a [String],
+    /// Size of /dev/shm in bytes (0 = 64 MiB).
+    pub shm_size: u64,
+    /// Namespaced sysctls to write under the new /proc/sys.
+    pub sysctls: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -160,7 +164,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     let dev_dir = at("/dev")?;
     plain_dir(plan.rootfs, &dev_dir)?;
-    setup_dev(&dev_dir, &devs)?;
+    setup_dev(&dev_dir, &devs, plan.shm_size)?;
     let sys_dir = at("/sys")?;
     plain_dir(plan.rootfs, &sys_dir)?;
     setup_sys(&sys_dir, plan.new_net)?;
@@ -211,6 +215,13 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
         user_mount(&root, &root_fd, m, fd.as_ref())?;
+    }
+
+    // Before /proc/sys goes read-only; the keys were checked to be
+    // namespaced ones, so this writes the container's own values.
+    for (k, v) in plan.sysctls {
+        let p = at(&format!("/proc/sys/{}", k.replace('.', "/")))?;
+        fs::write(&p, v).map_err(|e| StepError::io(format!("sysctl {k}={v}"), e))?;
     }
 
     let dev_null = at("/dev/null")?;
@@ -268,7 +279,7 @@ fn plain_dir(rootfs: Option<&Path>, p: &Path) -> StepResult {
     ensure_dir(p)
 }
 
-fn setup_dev(dev: &Path, devs: &[(&str, u64)]) -> StepResult {
+fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
     mnt_path(
         Some(Path::new("tmpfs")),
         dev,
@@ -315,7 +326,10 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)]) -> StepResult {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}",
+            if shm_size == 0 { 64 << 20 } else { shm_size }
+        )),
     )?;
     let mq = dev.join("mqueue");
     ensure_dir(&mq)?;

@@ -295,3 +295,63 @@ fn cap_drop_and_cap_add_change_what_the_container_may_do() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn shm_size_sysctls_and_the_agents_default_network() {
+    let env = TestEnv::new("hard-opts");
+    let run = |global: &[&str], args: &[&str], script: &str| {
+        env.berth()
+            .args(global)
+            .arg("run")
+            .args(args)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let out = run(&[], &["--shm-size", "8M"], "df -k /dev/shm | tail -1");
+    assert!(
+        text(&out.stdout).split_whitespace().nth(1) == Some("8192"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Namespaced sysctls land in the container's own namespaces only.
+    let host_shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    let out = run(
+        &[],
+        &[
+            "--network",
+            "none",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl",
+            "kernel.shmmax=123456",
+        ],
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax",
+    );
+    assert_eq!(text(&out.stdout), "1\n123456\n", "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host_shmmax
+    );
+    for (args, why) in [
+        (
+            &["--sysctl", "net.ipv4.ip_forward=1"][..],
+            "would change the host's network",
+        ),
+        (&["--sysctl", "kernel.panic=1"][..], "is not namespaced"),
+        (&["--sysctl", "../../x=1"][..], "is not namespaced"),
+    ] {
+        let out = run(&[], args, "true");
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // The agent's (here: berth run's) default network applies to a
+    // container that names none: only lo.
+    let out = run(&["--default-network", "none"], &[], "ls /sys/class/net");
+    assert_eq!(text(&out.stdout), "lo\n", "{}", text(&out.stderr));
+}

@@ -69,6 +69,8 @@ fn full_record(name: &str) -> ContainerRecord {
             seccomp_profile: "unconfined".into(),
             cap_add: vec!["NET_ADMIN".into()],
             cap_drop: vec!["ALL".into()],
+            shm_size_bytes: 1 << 20,
+            sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -121,6 +123,8 @@ fn full_record(name: &str) -> ContainerRecord {
             readonly_root: true,
             hidden_paths: vec!["/var/lib/berth".into()],
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+            shm_size_bytes: 1 << 20,
+            sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),
         }),
         termination: Some(ContainerTermination {
             exit_code: 137,

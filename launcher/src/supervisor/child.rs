@@ -100,6 +100,8 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
             sandbox_identity: super::sandbox_identity(req),
             readonly_root: info.readonly_root,
             hidden: &info.hidden_paths,
+            shm_size: info.shm_size_bytes,
+            sysctls: &info.sysctls,
         })?;
     }
     Ok(())
