@@ -468,47 +468,6 @@ fn check_plain_file(st: &FileStat, shown: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `data` to a new file `name` in `dir` by a temp file and rename,
-/// both on the fd: an existing link at `name` is replaced, never followed.
-pub fn write_file_at(
-    dir: &OwnedFd,
-    name: &Path,
-    data: &[u8],
-    mode: u32,
-    shown: &Path,
-) -> Result<()> {
-    use std::io::Write;
-    let tmp = PathBuf::from(format!(
-        ".berth-tmp-{}-{}",
-        std::process::id(),
-        name.display()
-    ));
-    let c_tmp = cstr(tmp.as_os_str(), shown)?;
-    // SAFETY: valid dirfd and name; a missing file is fine.
-    unsafe { libc::unlinkat(dir.as_raw_fd(), c_tmp.as_ptr(), 0) };
-    let fd = openat2(
-        Some(dir.as_fd()),
-        &tmp,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
-        mode,
-        BENEATH,
-        shown,
-    )?;
-    let mut f = File::from(fd);
-    let res = f.write_all(data).map_err(|source| SafePathError::Io {
-        op: "write",
-        path: shown.to_path_buf(),
-        source,
-    });
-    drop(f);
-    let res = res.and_then(|()| rename_at(dir, &tmp, name, shown));
-    if res.is_err() {
-        // SAFETY: as above.
-        unsafe { libc::unlinkat(dir.as_raw_fd(), c_tmp.as_ptr(), 0) };
-    }
-    res
-}
-
 /// `renameat` of two names in one directory fd.
 pub fn rename_at(dir: &OwnedFd, from: &Path, to: &Path, shown: &Path) -> Result<()> {
     nix::fcntl::renameat(Some(dir.as_raw_fd()), from, Some(dir.as_raw_fd()), to)
