@@ -494,7 +494,12 @@ impl ContainerizerActor {
         }
         info.shm_size_bytes = config.shm_size_bytes;
         info.sysctls = config.sysctls.clone();
-        c.record.launch_info = Some(info.clone());
+        // The checkpoint keeps what recovery needs; the seccomp program is
+        // only for this launch (and would make every record kilobytes).
+        c.record.launch_info = Some(berth_state::LaunchInfo {
+            seccomp_bpf: Vec::new(),
+            ..info.clone()
+        });
         c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));
         Ok(LaunchSpec {
             id: id.clone(),

@@ -65,6 +65,9 @@ pub fn compile(p: &LinuxSeccomp) -> Result<Vec<u8>, String> {
     let sys = |what: String| move |e: libseccomp::error::SeccompError| format!("{what}: {e}");
     let default = action(p.default_action(), p.default_errno_ret(), "defaultAction")?;
     let mut ctx = ScmpFilterContext::new_filter(default).map_err(sys("seccomp init".into()))?;
+    // A binary tree of syscall numbers instead of a linear chain: every
+    // syscall of the container pays O(log n) comparisons, not O(n).
+    let _ = ctx.set_ctl_optimize(2);
     for a in p.architectures().iter().flatten() {
         let Some(a) = arch(*a) else { continue };
         // Another arch than the host's can't be added to its filter; skip.

@@ -71,7 +71,13 @@ impl Isolator for SeccompIsolator {
         } else {
             self.default.clone()
         };
-        let text = text.unwrap_or_else(|| default::profile().to_string());
+        // The built-in profile's text, made once.
+        static DEFAULT_TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let text = text.unwrap_or_else(|| {
+            DEFAULT_TEXT
+                .get_or_init(|| default::profile().to_string())
+                .clone()
+        });
         let id = req.id.clone();
         let cache = self.compiled.clone();
         // The container's capabilities decide which Docker-form rules
