@@ -501,9 +501,22 @@ fn a_damaged_database_is_rebuilt_from_the_runtime_dir() {
             })
             .count();
         assert_eq!(aside, usize::from(fails_to_open), "{what}");
-        // And the rebuilt store is a working one.
+        // And the rebuilt store is a working one. sled's own threads may
+        // hold the file lock a moment after the drop: wait for them.
         drop(store);
-        let store = Store::open(&state).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Store::open(&state) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("{what}: reopen: {e}"),
+            }
+        };
         assert_eq!(store.list().unwrap().len(), total, "{what}");
     }
 }
