@@ -5,6 +5,7 @@ use super::parse_size;
 use berth::state::{network, Network};
 use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
 use berth_isolators::seccomp::UNCONFINED;
+use berth_isolators::userns::{IdRange, UsernsMode};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +44,14 @@ pub struct NodeArgs {
     /// Mesos, Nomad and YARN), `none`, or a CNI network's name.
     #[arg(long, global = true, value_parser = parse_network)]
     pub default_network: Option<Network>,
+    /// The user namespace of containers that ask for none: `host`
+    /// (default: none), `auto`, or HOST_ID:COUNT.
+    #[arg(long, global = true, value_name = "host|auto|HOST_ID:COUNT", value_parser = UsernsMode::parse)]
+    pub default_userns: Option<UsernsMode>,
+    /// The host ids `--userns auto` allots from, 65536 per container
+    /// (default: the `berth` lines of /etc/subuid and /etc/subgid).
+    #[arg(long, global = true, value_name = "START:COUNT", value_parser = IdRange::parse)]
+    pub userns_range: Option<IdRange>,
 }
 
 /// A seccomp profile option: `unconfined`, or a file read now (by the
@@ -92,6 +101,16 @@ pub struct RunExtra {
     /// repeatable.
     #[arg(long = "sysctl", value_name = "KEY=VALUE", value_parser = parse_sysctl)]
     pub sysctls: Vec<(String, String)>,
+    /// The container's user namespace: `auto` (65536 ids of its own from
+    /// the agent's range), HOST_ID:COUNT, or `host` (none); default: the
+    /// agent's default.
+    #[arg(long, value_name = "auto|host|HOST_ID:COUNT", value_parser = check_userns)]
+    pub userns: Option<String>,
+}
+
+/// `--userns`, checked here so a typo fails before anything starts.
+fn check_userns(s: &str) -> Result<String, String> {
+    UsernsMode::parse(s).map(|_| s.trim().to_string())
 }
 
 fn parse_sysctl(s: &str) -> Result<(String, String), String> {
@@ -142,6 +161,7 @@ impl RunExtra {
         config.shm_size_bytes = self.shm_size.unwrap_or(0);
         config.sysctls = self.sysctls.iter().cloned().collect();
         config.read_only_rootfs = self.read_only;
+        config.userns = self.userns.clone().unwrap_or_default();
     }
 }
 
@@ -165,6 +185,8 @@ impl NodeArgs {
             cni_plugin_dir: self.cni_plugin_dir.clone(),
             seccomp_default: self.seccomp_default.clone(),
             default_network: self.default_network.clone(),
+            default_userns: self.default_userns,
+            userns_range: self.userns_range,
         }
     }
 }

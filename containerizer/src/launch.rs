@@ -480,6 +480,31 @@ impl ContainerizerActor {
                 }
             })?,
         };
+        if let (Some((uid, gid, groups)), false) = (&user, info.uid_mappings.is_empty()) {
+            // Ids the user namespace does not map cannot be taken inside.
+            let unmapped = |maps: &[berth_state::IdMapping], id: u32| {
+                !maps
+                    .iter()
+                    .any(|m| id >= m.container_id && id - m.container_id < m.size)
+            };
+            let bad = [
+                (*uid, "uid", &info.uid_mappings),
+                (*gid, "gid", &info.gid_mappings),
+            ]
+            .into_iter()
+            .chain(groups.iter().map(|g| (*g, "group", &info.gid_mappings)))
+            .find(|(v, _, maps)| unmapped(maps, *v));
+            if let Some((v, what, maps)) = bad {
+                let size: u32 = maps.iter().map(|m| m.size).sum();
+                return Err(ContainerizerError::InvalidConfig {
+                    id: id.to_string(),
+                    why: format!(
+                        "user: {what} {v} is outside the container's user namespace \
+                         ({size} ids mapped, from 0)"
+                    ),
+                });
+            }
+        }
         if !config.cap_add.is_empty() || !config.cap_drop.is_empty() {
             // Over whatever the isolators set (e.g. no CAP_MKNOD on v2).
             info.capabilities = berth_state::capabilities::adjust(

@@ -111,6 +111,19 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
             }
             out.seccomp_bpf = info.seccomp_bpf.clone();
         }
+        for (maps, theirs, what) in [
+            (&mut out.uid_mappings, &info.uid_mappings, "uid"),
+            (&mut out.gid_mappings, &info.gid_mappings, "gid"),
+        ] {
+            if !theirs.is_empty() {
+                if !maps.is_empty() && maps != theirs {
+                    return Err(format!(
+                        "{what} mappings are set differently by two isolators (one is {who})"
+                    ));
+                }
+                *maps = theirs.clone();
+            }
+        }
         // Hardening adds up: any isolator may ask for it.
         out.readonly_root |= info.readonly_root;
         for p in &info.hidden_paths {

@@ -5,6 +5,7 @@
 use berth_isolators::disk::{self, DiskDu};
 use berth_isolators::network::{CniConfig, CniNetwork};
 use berth_isolators::seccomp::SeccompIsolator;
+use berth_isolators::userns::{self, IdRange, UserNamespace, UsernsMode};
 use berth_isolators::volume::{HostPathConfig, HostPathVolumes};
 use berth_isolators::Isolator;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,12 @@ pub struct NodeOptions {
     /// The network of containers whose config names none (default: the
     /// host's).
     pub default_network: Option<berth_state::Network>,
+    /// The user namespace of containers that name none (default: `host`,
+    /// none).
+    pub default_userns: Option<UsernsMode>,
+    /// The host id range `--userns auto` allots from (for uids and gids);
+    /// default: the `berth` lines of /etc/subuid and /etc/subgid.
+    pub userns_range: Option<IdRange>,
 }
 
 impl NodeOptions {
@@ -50,6 +57,12 @@ impl NodeOptions {
                 self.disk_check_interval.unwrap_or(disk::DEFAULT_INTERVAL),
             )),
             Box::new(CniNetwork::new(cni)),
+            Box::new(UserNamespace::new(
+                self.default_userns.unwrap_or(UsernsMode::Host),
+                self.userns_range
+                    .map(|r| (r, r))
+                    .or_else(userns::subid_ranges),
+            )),
             Box::new(SeccompIsolator::new(self.seccomp_default.clone())),
         ]
     }

@@ -126,6 +126,13 @@ pub(crate) fn validate(
             Some(_) => {}
         }
     }
+    if !config.userns.is_empty() {
+        let mode = berth_isolators::userns::UsernsMode::parse(&config.userns)
+            .map_err(|why| invalid(format!("userns: {why}")))?;
+        if mode != berth_isolators::userns::UsernsMode::Host && !has("namespaces/user") {
+            return Err(needs("userns", "the namespaces/user isolator"));
+        }
+    }
     if !config.uris.is_empty() && !backing.fetcher {
         return Err(needs("fetch URIs", "a fetcher"));
     }

@@ -68,6 +68,7 @@ pub mod namespaces;
 pub mod network;
 pub mod rlimits;
 pub mod seccomp;
+pub mod userns;
 pub mod volume;
 
 pub use actor::{IsolatorActor, IsolatorCall, IsolatorHandle};

@@ -13,6 +13,7 @@ pub mod actor;
 pub mod capabilities;
 pub mod config;
 pub mod freezer;
+pub mod idmapped_rootfs;
 mod linux;
 pub mod mounts;
 pub mod namespaces;

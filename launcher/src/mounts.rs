@@ -12,11 +12,11 @@
 use crate::step::{StepError, StepResult};
 use crate::sys;
 use berth_state::safe_path::{self, Identity};
-use berth_state::Mount;
+use berth_state::{IdMapping, Mount};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -73,6 +73,42 @@ pub struct FsPlan<'a> {
     pub shm_size: u64,
     /// Namespaced sysctls to write under the new /proc/sys.
     pub sysctls: &'a std::collections::BTreeMap<String, String>,
+    /// The user namespace the init joins after this setup: binds (the
+    /// rootfs, the sandbox, volumes) are idmapped with it, and berth's own
+    /// mounts and nodes are given to the container's root.
+    pub userns: Option<Userns<'a>>,
+}
+
+/// The container's user namespace, for the filesystem setup.
+#[derive(Debug, Clone, Copy)]
+pub struct Userns<'a> {
+    /// An fd on the namespace (its mappings are written).
+    pub fd: BorrowedFd<'a>,
+    /// Its uid map.
+    pub uid_mappings: &'a [IdMapping],
+    /// Its gid map.
+    pub gid_mappings: &'a [IdMapping],
+}
+
+impl Userns<'_> {
+    /// The host uid of container uid `id` (the overflow id if unmapped).
+    pub fn host_uid(&self, id: u32) -> u32 {
+        to_host(self.uid_mappings, id)
+    }
+
+    /// The host gid of container gid `id` (the overflow id if unmapped).
+    pub fn host_gid(&self, id: u32) -> u32 {
+        to_host(self.gid_mappings, id)
+    }
+}
+
+/// Container id → host id through `maps`; 65534 (the kernel's overflow
+/// id) when no line covers it.
+pub fn to_host(maps: &[IdMapping], id: u32) -> u32 {
+    maps.iter()
+        .find(|m| id >= m.container_id && id - m.container_id < m.size)
+        .map(|m| m.host_id + (id - m.container_id))
+        .unwrap_or(65534)
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -138,14 +174,19 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         set_readonly_recursive(Path::new("/"))?;
     }
     if let Some(rootfs) = plan.rootfs {
-        // pivot_root needs the new root to be a mount point.
-        mnt_path(
-            Some(rootfs),
-            rootfs,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
+        match &plan.userns {
+            Some(u) if crate::idmapped_rootfs::is_overlay(rootfs) => {
+                crate::idmapped_rootfs::mount(rootfs, u)?
+            }
+            // pivot_root needs the new root to be a mount point.
+            u => bind(
+                rootfs,
+                rootfs,
+                true,
+                u.as_ref(),
+                &format!("bind the rootfs {} onto itself", rootfs.display()),
+            )?,
+        }
     }
     let at = |p: &str| join_inside(&root, p);
     // User mount targets are resolved inside the root, so the image's
@@ -164,7 +205,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     let dev_dir = at("/dev")?;
     plain_dir(plan.rootfs, &dev_dir)?;
-    setup_dev(&dev_dir, &devs, plan.shm_size)?;
+    setup_dev(&dev_dir, &devs, plan.shm_size, plan.userns.as_ref())?;
     let sys_dir = at("/sys")?;
     plain_dir(plan.rootfs, &sys_dir)?;
     setup_sys(&sys_dir, plan.new_net)?;
@@ -175,18 +216,17 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
             Path::new("/tmp"),
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
+            Some(&format!("mode=1777{}", owner_opts(plan.userns.as_ref()))),
         )?;
         let hidden_dirs = hide(plan.hidden, &at("/dev/null")?)?;
         if let Some(fd) = &sandbox {
             ensure_dir(plan.sandbox)?;
             let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-            mnt(
-                Some(&src),
+            bind(
+                &src,
                 plan.sandbox,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
+                true,
+                plan.userns.as_ref(),
                 &format!("bind the sandbox {} onto itself", plan.sandbox.display()),
             )?;
             // Writable even on a read-only root (a bind inherits its
@@ -214,7 +254,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     }
 
     for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
-        user_mount(&root, &root_fd, m, fd.as_ref())?;
+        user_mount(&root, &root_fd, m, fd.as_ref(), plan.userns.as_ref())?;
     }
 
     // Before /proc/sys goes read-only; the keys were checked to be
@@ -279,13 +319,27 @@ fn plain_dir(rootfs: Option<&Path>, p: &Path) -> StepResult {
     ensure_dir(p)
 }
 
-fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
+/// `,uid=…,gid=…` making a tmpfs's root the container root's (nothing
+/// without a user namespace: the host's root is the container's).
+fn owner_opts(userns: Option<&Userns<'_>>) -> String {
+    userns
+        .map(|u| format!(",uid={},gid={}", u.host_uid(0), u.host_gid(0)))
+        .unwrap_or_default()
+}
+
+fn setup_dev(
+    dev: &Path,
+    devs: &[(&str, u64)],
+    shm_size: u64,
+    userns: Option<&Userns<'_>>,
+) -> StepResult {
+    let owner = owner_opts(userns);
     mnt_path(
         Some(Path::new("tmpfs")),
         dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
+        Some(&format!("mode=755,size=65536k{owner}")),
     )?;
     // Nodes of the container's own (mknod, as runc does outside a user
     // namespace), never binds of the host's: a chown or chmod inside would
@@ -316,7 +370,10 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
         &pts,
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            userns.map(|u| u.host_gid(5)).unwrap_or(5)
+        )),
     )?;
     symlink("pts/ptmx", &dev.join("ptmx"))?;
     let shm = dev.join("shm");
@@ -327,7 +384,7 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(&format!(
-            "mode=1777,size={}",
+            "mode=1777,size={}{owner}",
             if shm_size == 0 { 64 << 20 } else { shm_size }
         )),
     )?;
@@ -340,6 +397,17 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
+    if let Some(u) = userns {
+        // mqueue takes no owner option.
+        nix::unistd::chown(
+            &mq,
+            Some(nix::unistd::Uid::from_raw(u.host_uid(0))),
+            Some(nix::unistd::Gid::from_raw(u.host_gid(0))),
+        )
+        .map_err(|e| {
+            StepError::nix(format!("chown {} to the container's root", mq.display()), e)
+        })?;
+    }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -383,7 +451,13 @@ fn is_bind(m: &Mount) -> bool {
 
 /// Makes mount `m`; `held` is an `O_PATH` fd on a bind mount's source,
 /// opened before anything covered it.
-fn user_mount(root: &Path, root_fd: &OwnedFd, m: &Mount, held: Option<&OwnedFd>) -> StepResult {
+fn user_mount(
+    root: &Path,
+    root_fd: &OwnedFd,
+    m: &Mount,
+    held: Option<&OwnedFd>,
+    userns: Option<&Userns<'_>>,
+) -> StepResult {
     let shown = join_inside(root, &m.target)?;
     let opts = MountOptions::parse(&m.options);
     let is_bind = is_bind(m);
@@ -422,12 +496,11 @@ fn user_mount(root: &Path, root_fd: &OwnedFd, m: &Mount, held: Option<&OwnedFd>)
     }
     if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
-        mnt(
-            Some(source),
+        bind(
+            source,
             &target,
-            None,
-            MsFlags::MS_BIND | rec,
-            None,
+            !rec.is_empty(),
+            userns,
             &format!("bind {} on {}", m.source, target.display()),
         )?;
         // Flags of a bind mount only take effect on a remount.
@@ -512,6 +585,46 @@ impl MountOptions {
         }
         o
     }
+}
+
+/// A bind mount of `source` on `target` (recursive or not). With a user
+/// namespace, the bind is idmapped with it (`open_tree`, `mount_setattr`,
+/// `move_mount`): files the host's root owns show as the container
+/// root's, and the container's root writes them as the host's root
+/// would, on disk. A filesystem that cannot be idmapped gets a plain bind
+/// (its files then show their host owners, unmapped ones as nobody).
+fn bind(
+    source: &Path,
+    target: &Path,
+    recursive: bool,
+    userns: Option<&Userns<'_>>,
+    what: &str,
+) -> StepResult {
+    let flags = MsFlags::MS_BIND
+        | if recursive {
+            MsFlags::MS_REC
+        } else {
+            MsFlags::empty()
+        };
+    let Some(u) = userns else {
+        return mnt(Some(source), target, None, flags, None, what);
+    };
+    let tree = sys::open_tree_clone(&cpath(source)?, recursive)
+        .map_err(|e| StepError::io(format!("{what}: open_tree"), e))?;
+    match sys::idmap_tree(&tree, &u.fd) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            return mnt(Some(source), target, None, flags, None, what);
+        }
+        Err(e) => return Err(StepError::io(format!("{what}: idmap"), e)),
+    }
+    sys::move_mount_to(&tree, &cpath(target)?)
+        .map_err(|e| StepError::io(format!("{what}: move_mount"), e))
 }
 
 fn mask(path: &Path, dev_null: &Path) -> StepResult {

@@ -9,9 +9,15 @@ pub enum NamespaceError {
     /// A value that is not a `Namespace`.
     #[error("unknown namespace value {0}")]
     Unknown(i32),
-    /// User namespaces are not implemented.
-    #[error("user namespaces are not supported by this launcher")]
-    UserUnsupported,
+    /// Joining an existing user namespace is not implemented.
+    #[error("joining a user namespace is not supported by this launcher")]
+    UserJoinUnsupported,
+    /// A user namespace needs its id mappings.
+    #[error("a user namespace needs uid and gid mappings (uid_mappings, gid_mappings)")]
+    UserWithoutMappings,
+    /// Id mappings without a user namespace.
+    #[error("uid/gid mappings need a user namespace (add USER to clone_namespaces)")]
+    MappingsWithoutUser,
     /// A namespace in both `clone_namespaces` and `join_namespaces`.
     #[error("namespace {0:?} is both created and joined")]
     CreatedAndJoined(Namespace),
@@ -35,6 +41,12 @@ pub struct Plan {
     pub unshare: CloneFlags,
     /// The init gets a mount namespace of its own (so it may mount).
     pub new_mount: bool,
+    /// A user namespace with the launch info's mappings: the supervisor
+    /// makes it before it forks; the init sets everything up as the
+    /// host's root, then joins it as its last step (so every other
+    /// namespace stays owned by the host's user namespace, and the
+    /// container's root is root over nothing but its own ids).
+    pub new_user: bool,
 }
 
 impl Default for Plan {
@@ -45,6 +57,7 @@ impl Default for Plan {
             joins: Vec::new(),
             unshare: CloneFlags::empty(),
             new_mount: false,
+            new_user: false,
         }
     }
 }
@@ -58,7 +71,7 @@ pub fn flag(ns: Namespace) -> Result<CloneFlags, NamespaceError> {
         Namespace::Ipc => CloneFlags::CLONE_NEWIPC,
         Namespace::Net => CloneFlags::CLONE_NEWNET,
         Namespace::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        Namespace::User => return Err(NamespaceError::UserUnsupported),
+        Namespace::User => CloneFlags::CLONE_NEWUSER,
         Namespace::Unspecified => return Err(NamespaceError::Unknown(0)),
     })
 }
@@ -77,6 +90,8 @@ pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
         created.push(n);
         if n == Namespace::Pid {
             p.new_pid = true;
+        } else if n == Namespace::User {
+            p.new_user = true;
         } else {
             p.unshare |= f;
         }
@@ -90,6 +105,9 @@ pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
             return Err(NamespaceError::CreatedAndJoined(n));
         }
         let f = flag(n)?;
+        if n == Namespace::User {
+            return Err(NamespaceError::UserJoinUnsupported);
+        }
         if n == Namespace::Pid {
             p.join_pid = Some(j.path.clone());
         } else {
@@ -98,6 +116,13 @@ pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
     }
     if !info.hostname.is_empty() && !created.contains(&Namespace::Uts) {
         return Err(NamespaceError::HostnameWithoutUts);
+    }
+    let mapped = !info.uid_mappings.is_empty() || !info.gid_mappings.is_empty();
+    if p.new_user && (info.uid_mappings.is_empty() || info.gid_mappings.is_empty()) {
+        return Err(NamespaceError::UserWithoutMappings);
+    }
+    if mapped && !p.new_user {
+        return Err(NamespaceError::MappingsWithoutUser);
     }
     Ok(p)
 }
@@ -149,6 +174,23 @@ mod tests {
             clone_namespaces: vec![Namespace::User as i32],
             ..Default::default()
         };
-        assert_eq!(plan(&user), Err(NamespaceError::UserUnsupported));
+        assert_eq!(plan(&user), Err(NamespaceError::UserWithoutMappings));
+        let one = vec![berth_state::IdMapping {
+            container_id: 0,
+            host_id: 100000,
+            size: 65536,
+        }];
+        let mapped = LaunchInfo {
+            uid_mappings: one.clone(),
+            gid_mappings: one.clone(),
+            ..Default::default()
+        };
+        assert_eq!(plan(&mapped), Err(NamespaceError::MappingsWithoutUser));
+        let ok = LaunchInfo {
+            clone_namespaces: vec![Namespace::User as i32],
+            ..mapped
+        };
+        let p = plan(&ok).unwrap();
+        assert!(p.new_user && p.unshare.is_empty());
     }
 }

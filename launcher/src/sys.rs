@@ -88,6 +88,147 @@ pub fn mount_setattr_recursive(path: &std::ffi::CStr, attr_set: u64) -> std::io:
     Ok(())
 }
 
+/// `MOUNT_ATTR_IDMAP`.
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: u32 = 1;
+const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE [| AT_RECURSIVE])`: a
+/// detached copy of the mount at `path` (and those below it when
+/// `recursive`), not yet attached anywhere.
+pub fn open_tree_clone(path: &std::ffi::CStr, recursive: bool) -> std::io::Result<OwnedFd> {
+    let flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: a NUL-terminated path and integer flags; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Idmaps the detached mount `tree` (from [`open_tree_clone`]) with the
+/// user namespace `userns`: files owned by host id `h` show as the id
+/// that `h` has in that namespace, and ids written through it are mapped
+/// back. Only the top mount (idmapping every submount would fail on the
+/// first filesystem that cannot be idmapped).
+pub fn idmap_tree(
+    tree: &impl std::os::fd::AsRawFd,
+    userns: &impl std::os::fd::AsRawFd,
+) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: valid fds, an empty NUL-terminated path, a valid struct of the size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as u32,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` on `target` (`move_mount`).
+pub fn move_mount_to(
+    tree: &impl std::os::fd::AsRawFd,
+    target: &std::ffi::CStr,
+) -> std::io::Result<()> {
+    // SAFETY: a valid fd, NUL-terminated paths and integer flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const FSOPEN_CLOEXEC: u32 = 1;
+const FSMOUNT_CLOEXEC: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
+const FSCONFIG_CMD_CREATE: u32 = 6;
+
+fn new_fd(r: libc::c_long) -> std::io::Result<OwnedFd> {
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// `fsopen(fstype, FSOPEN_CLOEXEC)`: a filesystem context to configure.
+pub fn fsopen(fstype: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated name and integer flags.
+    new_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// `fsconfig(fs, FSCONFIG_SET_FD, key, NULL, fd)`.
+pub fn fsconfig_set_fd(
+    fs: &impl std::os::fd::AsRawFd,
+    key: &std::ffi::CStr,
+    fd: &impl std::os::fd::AsRawFd,
+) -> std::io::Result<()> {
+    // SAFETY: valid fds, a NUL-terminated key, a NULL value as the call requires.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            fd.as_raw_fd(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fsconfig(fs, FSCONFIG_CMD_CREATE, …)`: makes the superblock.
+pub fn fsconfig_create(fs: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    // SAFETY: a valid fd; the command takes no key, value or aux.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fsmount(fs, FSMOUNT_CLOEXEC, 0)`: a detached mount of the superblock.
+pub fn fsmount(fs: &impl std::os::fd::AsRawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: a valid fd and integer flags.
+    new_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+}
+
 /// `_LINUX_CAPABILITY_VERSION_3`.
 const CAP_V3: u32 = 0x2008_0522;
 

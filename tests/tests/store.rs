@@ -71,6 +71,7 @@ fn full_record(name: &str) -> ContainerRecord {
             cap_drop: vec!["ALL".into()],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
+            userns: "200000:65536".into(),
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -125,6 +126,16 @@ fn full_record(name: &str) -> ContainerRecord {
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),
+            uid_mappings: vec![IdMapping {
+                container_id: 0,
+                host_id: 200000,
+                size: 65536,
+            }],
+            gid_mappings: vec![IdMapping {
+                container_id: 0,
+                host_id: 300000,
+                size: 1000,
+            }],
         }),
         termination: Some(ContainerTermination {
             exit_code: 137,

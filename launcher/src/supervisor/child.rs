@@ -18,7 +18,7 @@ use nix::sched::CloneFlags;
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -31,11 +31,12 @@ pub fn run(
     req: &SupervisorRequest,
     plan: &Plan,
     stdio: Stdio,
+    userns: Option<OwnedFd>,
     release: OwnedFd,
     status: OwnedFd,
 ) -> ! {
     let mut status = fs::File::from(status);
-    let err = match setup(req, plan) {
+    let err = match setup(req, plan, userns) {
         Ok(()) => {
             // A failed write means the supervisor is gone: nothing to do.
             let _ = status.write_all(&[protocol::READY]);
@@ -54,7 +55,7 @@ pub fn run(
     unsafe { libc::_exit(127) }
 }
 
-fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
+fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepResult {
     let info = req.launch_info.clone().unwrap_or_default();
     // Our own session and process group: the POSIX launcher kills by group.
     nix::unistd::setsid().map_err(|e| StepError::nix("setsid", e))?;
@@ -86,25 +87,75 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
             .map_err(|e| StepError::nix(format!("sethostname {:?}", info.hostname), e))?;
     }
     let rootfs = (!info.rootfs.is_empty()).then(|| PathBuf::from(&info.rootfs));
+    // A joined netns (network/cni) is the container's own too.
+    let new_net = plan.unshare.contains(CloneFlags::CLONE_NEWNET)
+        || plan
+            .joins
+            .iter()
+            .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNET));
+    let mut sysctls = info.sysctls.clone();
+    if userns.is_some() && new_net {
+        // The container's root holds no capability over its network
+        // namespace (the host's user namespace owns it): as moby does for
+        // every container, let it bind low ports and use ICMP sockets.
+        for (k, v) in [
+            ("net.ipv4.ip_unprivileged_port_start", "0"),
+            ("net.ipv4.ping_group_range", "0 2147483647"),
+        ] {
+            sysctls
+                .entry(k.to_string())
+                .or_insert_with(|| v.to_string());
+        }
+    }
+    if userns.is_some() {
+        // Raising a hard limit takes CAP_SYS_RESOURCE in the host's user
+        // namespace: done now, while the init still has it (and again,
+        // unchanged, after release).
+        rlimits::apply(&info.rlimits)
+            .map_err(|(name, e)| StepError::io(format!("setrlimit {name}"), e))?;
+    }
     if plan.new_mount {
-        mounts::setup(&mounts::FsPlan {
+        let fs = mounts::FsPlan {
             rootfs: rootfs.as_deref(),
-            // A joined netns (network/cni) is the container's own too.
-            new_net: plan.unshare.contains(CloneFlags::CLONE_NEWNET)
-                || plan
-                    .joins
-                    .iter()
-                    .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWNET)),
+            new_net,
             mounts: &info.mounts,
             sandbox: Path::new(&req.sandbox_dir),
             sandbox_identity: super::sandbox_identity(req),
             readonly_root: info.readonly_root,
             hidden: &info.hidden_paths,
             shm_size: info.shm_size_bytes,
-            sysctls: &info.sysctls,
-        })?;
+            sysctls: &sysctls,
+            userns: userns.as_ref().map(|fd| mounts::Userns {
+                fd: fd.as_fd(),
+                uid_mappings: &info.uid_mappings,
+                gid_mappings: &info.gid_mappings,
+            }),
+        };
+        match &fs.userns {
+            Some(u) => crate::idmapped_rootfs::as_container_root(u, || mounts::setup(&fs))?,
+            None => mounts::setup(&fs)?,
+        }
+    }
+    if let Some(ns) = userns {
+        join_userns(ns)?;
     }
     Ok(())
+}
+
+/// The last step before ready: into the container's user namespace, as
+/// its root (host ids from the mapping). Every other namespace stays
+/// owned by the host's user namespace, so the capabilities the command
+/// keeps reach no further than files and processes of its own ids.
+fn join_userns(ns: OwnedFd) -> StepResult {
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| StepError::nix("setns into the container's user namespace", e))?;
+    nix::unistd::setgroups(&[])
+        .map_err(|e| StepError::nix("setgroups in the user namespace", e))?;
+    let (g, u) = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(g, g, g)
+        .map_err(|e| StepError::nix("setresgid 0 in the user namespace (is gid 0 mapped?)", e))?;
+    nix::unistd::setresuid(u, u, u)
+        .map_err(|e| StepError::nix("setresuid 0 in the user namespace (is uid 0 mapped?)", e))
 }
 
 /// Blocks until the supervisor forwards the release; false on EOF.

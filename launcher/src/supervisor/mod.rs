@@ -240,6 +240,12 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (e as i32, format!("pipe: {e}")))?;
 
+    // Before the pid namespace: the helper that holds the user namespace
+    // for a moment must not become that namespace's pid 1.
+    let userns = match plan.new_user {
+        true => Some(make_userns(&req.launch_info.clone().unwrap_or_default())?),
+        false => None,
+    };
     // A pid namespace applies to the children of whoever enters it, so
     // the supervisor enters it (only its one child lives there).
     if let Some(path) = &plan.join_pid {
@@ -257,11 +263,77 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
         Ok(ForkResult::Child) => {
             drop(release_w);
             drop(status_r);
-            child::run(req, &plan, stdio, release_r, status_w)
+            child::run(req, &plan, stdio, userns, release_r, status_w)
         }
         Ok(ForkResult::Parent { child }) => Ok((child, status_r, release_w)),
         Err(e) => Err((e as i32, format!("fork the container's init: {e}"))),
     }
+}
+
+/// A user namespace with the launch info's mappings, as an fd on it: a
+/// short-lived child unshares it, the supervisor (root on the host)
+/// writes its maps and opens it, and the child exits. The init joins it
+/// later by this fd; idmapped mounts are made with it too.
+fn make_userns(info: &berth_state::LaunchInfo) -> Result<OwnedFd, (i32, String)> {
+    let nix_err = |what: &str| {
+        let what = what.to_string();
+        move |e: nix::Error| (e as i32, format!("{what}: {e}"))
+    };
+    let io_err = |what: String| {
+        move |e: std::io::Error| (e.raw_os_error().unwrap_or(0), format!("{what}: {e}"))
+    };
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
+    let (hold_r, hold_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
+    // SAFETY: single-threaded, so the child may do anything after fork.
+    let child = match unsafe { fork() }.map_err(nix_err("fork for the user namespace"))? {
+        ForkResult::Child => {
+            drop((ready_r, hold_w));
+            let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = fs::File::from(ready_w).write_all(&[ok as u8]);
+            // Held until the supervisor has opened the namespace (EOF).
+            let _ = fs::File::from(hold_r).read(&mut [0u8; 1]);
+            // SAFETY: _exit skips the supervisor's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((ready_w, hold_r));
+    let made = (|| {
+        let mut b = [0u8; 1];
+        fs::File::from(ready_r)
+            .read_exact(&mut b)
+            .map_err(io_err("wait for the user namespace helper".into()))?;
+        if b[0] != 1 {
+            return Err((
+                libc::EPERM,
+                "unshare(CLONE_NEWUSER) failed in the helper".into(),
+            ));
+        }
+        let proc = PathBuf::from(format!("/proc/{child}"));
+        for (file, maps) in [
+            ("uid_map", &info.uid_mappings),
+            ("gid_map", &info.gid_mappings),
+        ] {
+            let text: String = maps
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+                .collect();
+            // One write: the kernel takes a map only whole, and only once.
+            fs::write(proc.join(file), text.as_bytes()).map_err(io_err(format!(
+                "write {file} ({})",
+                text.trim().replace('\n', ", ")
+            )))?;
+        }
+        let ns = proc.join("ns/user");
+        fs::File::open(&ns)
+            .map(OwnedFd::from)
+            .map_err(io_err(format!("open {}", ns.display())))
+    })();
+    drop(hold_w);
+    let _ = waitpid(child, None);
+    made
 }
 
 /// The sandbox's identity as the containerizer made it, if it said.
