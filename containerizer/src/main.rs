@@ -369,11 +369,19 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         .launch_with_stdio(id.clone(), config_of(args), stdio)
         .await;
     match &launched {
+        Err(e @ berth::ContainerizerError::AlreadyExists(_)) => bail!("{e}"),
         Err(
             e @ (berth::ContainerizerError::InvalidConfig { .. }
-            | berth::ContainerizerError::Unsupported { .. }
-            | berth::ContainerizerError::AlreadyExists(_)),
-        ) => bail!("{e}"),
+            | berth::ContainerizerError::Unsupported { .. }),
+        ) => {
+            // One found after admission (e.g. a user the image lacks) has
+            // a container being destroyed: wait for that, so no cgroup,
+            // sandbox or record outlives this command.
+            if c.wait(id.clone()).await.is_ok() {
+                let _ = c.remove(id.clone()).await;
+            }
+            bail!("{e}")
+        }
         Err(e) => eprintln!("berth: {e}"),
         Ok(()) => {}
     }

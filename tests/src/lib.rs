@@ -316,6 +316,12 @@ impl TestEnv {
     /// serves only once recovery is done). Its stderr goes to
     /// `agent-N.log` in the temp dir.
     pub fn start_agent(&self, failpoints: &str) -> Agent {
+        self.start_agent_with(failpoints, &[])
+    }
+
+    /// [`TestEnv::start_agent`] with extra global options (e.g.
+    /// `--userns-range 400000:131072`).
+    pub fn start_agent_with(&self, failpoints: &str, options: &[&str]) -> Agent {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let log = self
@@ -324,6 +330,7 @@ impl TestEnv {
         let err = fs::File::create(&log).expect("agent log");
         let mut child = self
             .berth_client()
+            .args(options)
             .arg("agent")
             .env("BERTH_FAILPOINTS", failpoints)
             .env("BERTH_LOG", "info")
