@@ -82,7 +82,7 @@ fn an_image_containers_root_is_an_unprivileged_host_uid_and_its_files_look_root_
     let env = TestEnv::new("userns-image");
     import_busybox(&env);
     let name = format!("{}-c", env.name);
-    let mut child = env
+    let child = env
         .berth()
         .args(["run", "--name", &name, "--image", "busybox"])
         .args(["--userns", "231072:65536"])
