@@ -63,7 +63,10 @@ impl NodeOptions {
                     .map(|r| (r, r))
                     .or_else(userns::subid_ranges),
             )),
-            Box::new(SeccompIsolator::new(self.seccomp_default.clone())),
+            Box::new(
+                SeccompIsolator::new(self.seccomp_default.clone())
+                    .cache_dir(runtime_dir.join("seccomp")),
+            ),
         ]
     }
 }

@@ -10,6 +10,7 @@
 
 mod compile;
 pub mod default;
+mod disk_cache;
 pub mod profile;
 
 use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
@@ -33,6 +34,8 @@ pub struct SeccompIsolator {
     default: Option<String>,
     /// Compiled programs by profile text: most containers share one.
     compiled: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    /// Compiled programs kept across starts (see [`Self::cache_dir`]).
+    disk: Option<disk_cache::DiskCache>,
 }
 
 impl SeccompIsolator {
@@ -42,9 +45,21 @@ impl SeccompIsolator {
         SeccompIsolator {
             default,
             compiled: Arc::default(),
+            disk: None,
         }
     }
+
+    /// Keeps compiled programs in `dir` too (a dir of berth's own, best a
+    /// tmpfs such as the runtime dir), so a cold start need not compile.
+    pub fn cache_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.disk = Some(disk_cache::DiskCache::new(dir));
+        self
+    }
 }
+
+/// What names berth's built-in profile in the caches (its text follows
+/// from berth's version, which the disk cache's key holds).
+const BUILTIN_KEY: &str = "berth:builtin-default";
 
 /// Compiles a profile's text for a container with capabilities `caps`
 /// (what Docker-form rules are judged against).
@@ -71,13 +86,10 @@ impl Isolator for SeccompIsolator {
         } else {
             self.default.clone()
         };
-        // The built-in profile's text, made once.
-        static DEFAULT_TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let text = text.unwrap_or_else(|| {
-            DEFAULT_TEXT
-                .get_or_init(|| default::profile().to_string())
-                .clone()
-        });
+        // The built-in profile is named rather than hashed whole: a cold
+        // start with a cached program never builds its text.
+        let builtin = text.is_none();
+        let text = text.unwrap_or_default();
         let id = req.id.clone();
         let cache = self.compiled.clone();
         // The container's capabilities decide which Docker-form rules
@@ -85,7 +97,9 @@ impl Isolator for SeccompIsolator {
         let caps =
             berth_state::capabilities::adjust(&[], &req.config.cap_add, &req.config.cap_drop)
                 .unwrap_or_default();
-        let key = format!("{}\n{text}", caps.join(","));
+        let named = if builtin { BUILTIN_KEY } else { text.as_str() };
+        let key = format!("{}\n{named}", caps.join(","));
+        let disk = self.disk.clone();
         Box::pin(async move {
             if text.trim() == UNCONFINED {
                 return Ok(None);
@@ -98,10 +112,27 @@ impl Isolator for SeccompIsolator {
             let bpf = match hit {
                 Some(b) => b,
                 None => {
-                    let t = text.clone();
                     let b = crate::blocking(move || {
-                        compile_text(&t, &caps)
-                            .map_err(|why| IsolatorError::invalid(&id, "seccomp profile", why))
+                        let file = disk_cache::DiskCache::key(
+                            if builtin { BUILTIN_KEY } else { &text },
+                            &caps,
+                        );
+                        if let Some(b) = disk.as_ref().and_then(|d| d.get(&file)) {
+                            return Ok(b);
+                        }
+                        // The built-in profile's text, made once.
+                        static DEFAULT_TEXT: std::sync::OnceLock<String> =
+                            std::sync::OnceLock::new();
+                        let t = match builtin {
+                            true => DEFAULT_TEXT.get_or_init(|| default::profile().to_string()),
+                            false => &text,
+                        };
+                        let b = compile_text(t, &caps)
+                            .map_err(|why| IsolatorError::invalid(&id, "seccomp profile", why))?;
+                        if let Some(d) = &disk {
+                            d.put(&file, &b);
+                        }
+                        Ok(b)
                     })
                     .await?;
                     let b = Arc::new(b);
