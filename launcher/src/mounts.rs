@@ -1,9 +1,10 @@
 //! The container's filesystem, set up by its init inside its own mount
 //! namespace, in this order: everything private; the rootfs bound onto
 //! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
-//! usual nodes, devpts, shm and mqueue; a read-only `/sys`; a private
-//! `/tmp` (host filesystem only); the launch info's mounts; the masked
-//! and read-only paths (as the Nomad executor and runc do); `pivot_root`.
+//! usual nodes, the launch info's device nodes, devpts, shm and mqueue; a
+//! read-only `/sys`; a private `/tmp` (host filesystem only); the launch
+//! info's mounts; the masked and read-only paths (as the Nomad executor
+//! and runc do); `pivot_root`.
 //!
 //! Every path below is the container's path joined under the new root
 //! (the rootfs, or `/` for the host filesystem), so the same code serves
@@ -12,7 +13,7 @@
 use crate::step::{StepError, StepResult};
 use crate::sys;
 use berth_state::safe_path::{self, Identity};
-use berth_state::Mount;
+use berth_state::{DeviceNode, Mount};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
@@ -73,6 +74,9 @@ pub struct FsPlan<'a> {
     pub shm_size: u64,
     /// Namespaced sysctls to write under the new /proc/sys.
     pub sysctls: &'a std::collections::BTreeMap<String, String>,
+    /// Device nodes to make in the container's /dev (container paths
+    /// under /dev).
+    pub devices: &'a [DeviceNode],
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -164,7 +168,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     let dev_dir = at("/dev")?;
     plain_dir(plan.rootfs, &dev_dir)?;
-    setup_dev(&dev_dir, &devs, plan.shm_size)?;
+    setup_dev(&dev_dir, &devs, plan.devices, plan.shm_size)?;
     let sys_dir = at("/sys")?;
     plain_dir(plan.rootfs, &sys_dir)?;
     setup_sys(&sys_dir, plan.new_net)?;
@@ -279,7 +283,12 @@ fn plain_dir(rootfs: Option<&Path>, p: &Path) -> StepResult {
     ensure_dir(p)
 }
 
-fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
+fn setup_dev(
+    dev: &Path,
+    devs: &[(&str, u64)],
+    devices: &[DeviceNode],
+    shm_size: u64,
+) -> StepResult {
     mnt_path(
         Some(Path::new("tmpfs")),
         dev,
@@ -308,6 +317,11 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
                 std::io::Error::last_os_error(),
             ));
         }
+    }
+    // The container's own devices, while the tmpfs holds nothing but
+    // berth's nodes (no link, no submount on the way).
+    for d in devices {
+        make_device(dev, d)?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -349,6 +363,78 @@ fn setup_dev(dev: &Path, devs: &[(&str, u64)], shm_size: u64) -> StepResult {
         symlink(target, &dev.join(link))?;
     }
     Ok(())
+}
+
+/// Makes device node `d` at its path under `dev` (the container's fresh
+/// /dev tmpfs), with the parent dirs it needs, and its mode and owner.
+fn make_device(dev: &Path, d: &DeviceNode) -> StepResult {
+    let node = device_path(dev, &d.path)?;
+    let what = |op: &str| format!("{op} device node {} (from {})", node.display(), d.path);
+    let kind = match d.r#type.as_str() {
+        "c" => libc::S_IFCHR,
+        "b" => libc::S_IFBLK,
+        t => {
+            return Err(StepError::invalid(
+                what("mknod"),
+                format!("type {t:?} is neither \"c\" nor \"b\""),
+            ))
+        }
+    };
+    let (Ok(major), Ok(minor)) = (u32::try_from(d.major), u32::try_from(d.minor)) else {
+        return Err(StepError::invalid(
+            what("mknod"),
+            format!("bad device number {}:{}", d.major, d.minor),
+        ));
+    };
+    if let Some(parent) = node.parent() {
+        fs::create_dir_all(parent).map_err(|e| StepError::io(what("make the parent of"), e))?;
+    }
+    let mode = d.file_mode & 0o777;
+    let c = cpath(&node)?;
+    let rdev = libc::makedev(major, minor);
+    // SAFETY: a NUL-terminated path in our fresh tmpfs.
+    if unsafe { libc::mknod(c.as_ptr(), kind | mode, rdev) } < 0 {
+        return Err(StepError::io(
+            what("mknod"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above; the node was just made by us (the umask narrowed
+    // its mode).
+    if unsafe { libc::chmod(c.as_ptr(), mode) } < 0 {
+        return Err(StepError::io(
+            what("chmod"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::lchown(c.as_ptr(), d.uid, d.gid) } < 0 {
+        return Err(StepError::io(
+            what("chown"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// `dev` joined with container path `p`, which must lie below `/dev`
+/// with plain components only (no `.`, `..` or empty name).
+fn device_path(dev: &Path, p: &str) -> StepResult<PathBuf> {
+    let refused = || {
+        StepError::invalid(
+            format!("device node {p:?}"),
+            "must be an absolute path below /dev without \".\" or \"..\"",
+        )
+    };
+    let rest = p.strip_prefix("/dev/").ok_or_else(refused)?;
+    let mut out = dev.to_path_buf();
+    for part in rest.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return Err(refused());
+        }
+        out.push(part);
+    }
+    Ok(out)
 }
 
 fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {

@@ -71,6 +71,11 @@ fn full_record(name: &str) -> ContainerRecord {
             cap_drop: vec!["ALL".into()],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
+            devices: vec![Device {
+                host_path: "/dev/loop-control".into(),
+                container_path: "/dev/lc".into(),
+                permissions: "rw".into(),
+            }],
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -125,6 +130,15 @@ fn full_record(name: &str) -> ContainerRecord {
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),
+            devices: vec![DeviceNode {
+                path: "/dev/lc".into(),
+                r#type: "c".into(),
+                major: 10,
+                minor: 237,
+                file_mode: 0o600,
+                uid: 0,
+                gid: 6,
+            }],
         }),
         termination: Some(ContainerTermination {
             exit_code: 137,

@@ -102,6 +102,7 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
             hidden: &info.hidden_paths,
             shm_size: info.shm_size_bytes,
             sysctls: &info.sysctls,
+            devices: &info.devices,
         })?;
     }
     Ok(())
