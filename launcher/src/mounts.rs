@@ -2,14 +2,17 @@
 //! namespace, in this order: everything private; the rootfs bound onto
 //! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
 //! usual nodes, the launch info's device nodes, devpts, shm and mqueue; a
-//! read-only `/sys`; a private `/tmp` (host filesystem only); the launch
-//! info's mounts; the masked and read-only paths (as the Nomad executor
-//! and runc do); `pivot_root`.
+//! read-only `/sys` (with its own cgroup namespace, a private
+//! `/sys/fs/cgroup` showing only the container's cgroups, see
+//! [`crate::cgroup_view`]); a private `/tmp` (host filesystem only); the
+//! launch info's mounts; the masked and read-only paths (as the Nomad
+//! executor and runc do); `pivot_root`.
 //!
 //! Every path below is the container's path joined under the new root
 //! (the rootfs, or `/` for the host filesystem), so the same code serves
 //! both cases.
 
+use crate::cgroup_view::CgroupView;
 use crate::step::{StepError, StepResult};
 use crate::sys;
 use berth_state::safe_path::{self, Identity};
@@ -77,6 +80,11 @@ pub struct FsPlan<'a> {
     /// Device nodes to make in the container's /dev (container paths
     /// under /dev).
     pub devices: &'a [DeviceNode],
+    /// The init has unshared a cgroup namespace of its own (after joining
+    /// `cgroups`): `/sys/fs/cgroup` then shows only those cgroups.
+    pub new_cgroupns: bool,
+    /// The cgroup dirs (host paths) the init joined.
+    pub cgroups: &'a [String],
 }
 
 /// Sets up the container's filesystem. Must run in a fresh mount
@@ -92,6 +100,14 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
             Ok((*d, st.st_rdev))
         })
         .collect::<StepResult<Vec<_>>>()?;
+    // The hierarchies to show, read before /sys is covered.
+    let cgroup_view = match plan.new_cgroupns {
+        true => Some(
+            CgroupView::read(plan.cgroups)
+                .map_err(|e| StepError::io("read /proc/self/mountinfo", e))?,
+        ),
+        false => None,
+    };
 
     // The sandbox, held open in case the private /tmp covers it.
     // On the host filesystem the sandbox is bound back onto its own path
@@ -171,7 +187,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     setup_dev(&dev_dir, &devs, plan.devices, plan.shm_size)?;
     let sys_dir = at("/sys")?;
     plain_dir(plan.rootfs, &sys_dir)?;
-    setup_sys(&sys_dir, plan.new_net)?;
+    setup_sys(&sys_dir, plan.new_net, cgroup_view.as_ref())?;
 
     if plan.rootfs.is_none() {
         mnt_path(
@@ -437,8 +453,13 @@ fn device_path(dev: &Path, p: &str) -> StepResult<PathBuf> {
     Ok(out)
 }
 
-fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
+fn setup_sys(sys_dir: &Path, new_net: bool, cgroups: Option<&CgroupView>) -> StepResult {
     ensure_dir(sys_dir)?;
+    if cgroups.is_some() {
+        // On the host filesystem a fresh sysfs goes over the host's /sys:
+        // its cgroup mounts would stay listed (if unreachable) below it.
+        detach(&sys_dir.join("fs/cgroup"))?;
+    }
     if new_net {
         mnt_path(
             Some(Path::new("sysfs")),
@@ -456,8 +477,68 @@ fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
             None,
         )?;
     }
+    if let Some(view) = cgroups {
+        setup_cgroup_dir(&sys_dir.join("fs/cgroup"), view)?;
+    }
     // Recursive: the cgroup mounts below /sys must be read-only too.
     set_readonly_recursive(sys_dir)
+}
+
+/// `/sys/fs/cgroup` of a container with its own cgroup namespace: the
+/// host's hierarchies (bound in with the host's /sys) detached, a tmpfs,
+/// and a fresh mount of each hierarchy the container joined, made in the
+/// new namespace so that it shows the container's cgroup as its root.
+/// Read-only with the rest of /sys.
+fn setup_cgroup_dir(dir: &Path, view: &CgroupView) -> StepResult {
+    ensure_dir(dir)?;
+    // A bind of the host's /sys (or the host's own) carries the host's
+    // cgroup mounts: gone from this mount namespace, not just covered.
+    detach(dir)?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !view.unified_at_top() {
+        mnt_path(
+            Some(Path::new("tmpfs")),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=64k"),
+        )?;
+    }
+    for h in &view.hierarchies {
+        let target = dir.join(&h.rel);
+        ensure_dir(&target)?;
+        let data = (!h.options.is_empty()).then_some(h.options.as_str());
+        mnt(
+            Some(Path::new(h.fs_type)),
+            &target,
+            Some(h.fs_type),
+            flags,
+            data,
+            &format!(
+                "mount {} ({}) on {}",
+                h.fs_type,
+                if h.options.is_empty() {
+                    "-"
+                } else {
+                    &h.options
+                },
+                target.display()
+            ),
+        )?;
+    }
+    for (name, target) in &view.links {
+        symlink(target, &dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Detaches the mount at `path` and everything below it, if `path` is a
+/// mount point (in this, the container's, mount namespace only).
+fn detach(path: &Path) -> StepResult {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(StepError::nix(format!("detach {}", path.display()), e)),
+    }
 }
 
 fn is_bind(m: &Mount) -> bool {

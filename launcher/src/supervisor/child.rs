@@ -103,6 +103,10 @@ fn setup(req: &SupervisorRequest, plan: &Plan) -> StepResult {
             shm_size: info.shm_size_bytes,
             sysctls: &info.sysctls,
             devices: &info.devices,
+            // Unshared above, after the cgroups were joined: the
+            // namespace is rooted at the container's own cgroups.
+            new_cgroupns: plan.unshare.contains(CloneFlags::CLONE_NEWCGROUP),
+            cgroups: &req.cgroups,
         })?;
     }
     Ok(())
