@@ -2,7 +2,7 @@
 //! node options (global) and the per-run options, kept out of main.rs.
 
 use super::parse_size;
-use berth::state::{network, Network};
+use berth::state::{network, Device, Network};
 use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
 use berth_isolators::seccomp::UNCONFINED;
 use berth_isolators::userns::{IdRange, UsernsMode};
@@ -106,11 +106,49 @@ pub struct RunExtra {
     /// agent's default.
     #[arg(long, value_name = "auto|host|HOST_ID:COUNT", value_parser = check_userns)]
     pub userns: Option<String>,
+    /// A host device HOST[:CONTAINER][:rwm] made available inside (as
+    /// Docker's: CONTAINER defaults to HOST, the permissions to rwm);
+    /// repeatable.
+    #[arg(long = "device", value_name = "HOST[:CONTAINER][:rwm]", value_parser = parse_device)]
+    pub devices: Vec<Device>,
 }
 
 /// `--userns`, checked here so a typo fails before anything starts.
 fn check_userns(s: &str) -> Result<String, String> {
     UsernsMode::parse(s).map(|_| s.trim().to_string())
+}
+
+/// Docker's `--device` syntax: `HOST`, `HOST:CONTAINER`, `HOST:PERMS`
+/// (a second part made only of distinct `r`, `w`, `m` is permissions),
+/// `HOST:CONTAINER:PERMS`. Only the syntax is checked here; the paths and
+/// permissions are checked when the container starts.
+fn parse_device(s: &str) -> Result<Device, String> {
+    let is_mode = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 3
+            && p.chars().all(|c| "rwm".contains(c))
+            && p.chars().enumerate().all(|(i, c)| !p[..i].contains(c))
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, inside, perms) = match parts[..] {
+        [h] => (h, "", ""),
+        [h, p] if is_mode(p) => (h, "", p),
+        [h, c] => (h, c, ""),
+        [h, c, p] => (h, c, p),
+        _ => {
+            return Err(format!(
+                "--device: expected HOST[:CONTAINER][:rwm], got {s:?}"
+            ))
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("--device: no host path in {s:?}"));
+    }
+    Ok(Device {
+        host_path: host.to_string(),
+        container_path: inside.to_string(),
+        permissions: perms.to_string(),
+    })
 }
 
 fn parse_sysctl(s: &str) -> Result<(String, String), String> {
@@ -162,6 +200,7 @@ impl RunExtra {
         config.sysctls = self.sysctls.iter().cloned().collect();
         config.read_only_rootfs = self.read_only;
         config.userns = self.userns.clone().unwrap_or_default();
+        config.devices = self.devices.clone();
     }
 }
 
@@ -187,6 +226,37 @@ impl NodeArgs {
             default_network: self.default_network.clone(),
             default_userns: self.default_userns,
             userns_range: self.userns_range,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_syntax_is_dockers() {
+        let d = |h: &str, c: &str, p: &str| Device {
+            host_path: h.into(),
+            container_path: c.into(),
+            permissions: p.into(),
+        };
+        let cases = [
+            ("/dev/loop-control", d("/dev/loop-control", "", "")),
+            ("/dev/x:/dev/y", d("/dev/x", "/dev/y", "")),
+            ("/dev/x:rw", d("/dev/x", "", "rw")),
+            ("/dev/x:/dev/y:r", d("/dev/x", "/dev/y", "r")),
+            // Not a mode: a (relative, refused at start) container path.
+            ("/dev/null:relative", d("/dev/null", "relative", "")),
+            ("/dev/null:rr", d("/dev/null", "rr", "")),
+            // Bad permissions are refused at start, naming them.
+            ("/dev/null:/dev/x:rwx", d("/dev/null", "/dev/x", "rwx")),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(parse_device(arg), Ok(want), "{arg}");
+        }
+        for bad in ["", ":/dev/y", "/a:/b:r:w"] {
+            assert!(parse_device(bad).is_err(), "{bad}");
         }
     }
 }

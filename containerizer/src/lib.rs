@@ -126,7 +126,8 @@ impl ContainerizerBuilder {
     }
 
     /// Appends the default isolators: `filesystem/linux`, `namespaces/pid`,
-    /// `namespaces/ipc`, `namespaces/uts`, and the cgroup isolators
+    /// `namespaces/ipc`, `namespaces/uts`, `namespaces/cgroup`,
+    /// `posix/rlimits`, and the cgroup isolators
     /// `cgroups/cpu`, `cgroups/mem`, `cgroups/pids`, `cgroups/devices`
     /// (on the hierarchies detected at `build`, under the cgroup root).
     /// (and, from [`NodeOptions`], `volume/host_path`, `disk/du` and
@@ -148,6 +149,7 @@ impl ContainerizerBuilder {
             Box::new(namespaces::PidNamespace),
             Box::new(namespaces::IpcNamespace),
             Box::new(namespaces::UtsNamespace),
+            Box::new(namespaces::CgroupNamespace),
             Box::new(berth_isolators::rlimits::PosixRlimits),
             Box::new(Cpu::isolator(h.clone(), cgroup_root)),
             Box::new(Memory::isolator(h.clone(), cgroup_root)),

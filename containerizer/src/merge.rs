@@ -12,6 +12,7 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
     let mut env_from: BTreeMap<String, &str> = BTreeMap::new();
     let mut target_from: BTreeMap<String, &str> = BTreeMap::new();
     let mut rlimit_from: BTreeMap<String, &str> = BTreeMap::new();
+    let mut device_from: BTreeMap<String, &str> = BTreeMap::new();
     let mut single: BTreeMap<&'static str, (&str, String)> = BTreeMap::new();
 
     for (who, info) in infos {
@@ -133,6 +134,16 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
         }
         out.pre_exec_commands
             .extend(info.pre_exec_commands.iter().cloned());
+        for d in &info.devices {
+            if let Some(prev) = device_from.get(&d.path) {
+                return Err(format!(
+                    "device node {} is made by {prev} and by {who}",
+                    d.path
+                ));
+            }
+            device_from.insert(d.path.clone(), who);
+            out.devices.push(d.clone());
+        }
     }
     for j in &out.join_namespaces {
         if out.clone_namespaces.contains(&j.namespace) {
@@ -162,7 +173,7 @@ fn ns_name(ns: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_state::{Mount, NamespaceJoin};
+    use berth_state::{DeviceNode, Mount, NamespaceJoin};
 
     fn named(who: &str, info: LaunchInfo) -> (String, LaunchInfo) {
         (who.to_string(), info)
@@ -235,5 +246,24 @@ mod tests {
             ..Default::default()
         };
         assert!(merge(&[named("x", env("1")), named("y", env("2"))]).is_err());
+
+        let dev = |p: &str| LaunchInfo {
+            devices: vec![DeviceNode {
+                path: p.into(),
+                r#type: "c".into(),
+                major: 1,
+                minor: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = merge(&[named("x", dev("/dev/a")), named("y", dev("/dev/a"))]).unwrap_err();
+        assert!(
+            e.contains("/dev/a") && e.contains('x') && e.contains('y'),
+            "{e}"
+        );
+        let m = merge(&[named("x", dev("/dev/a")), named("y", dev("/dev/b"))]).unwrap();
+        let paths: Vec<&str> = m.devices.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["/dev/a", "/dev/b"]);
     }
 }

@@ -75,7 +75,7 @@ pub(crate) fn validate(
     let has = |name: &str| backing.isolators.iter().any(|i| i == name);
     let res = config.resources.unwrap_or_default();
     let net_mode = config.network.as_ref().map(|n| n.mode).unwrap_or(0);
-    let checks: [(bool, &str, &str); 8] = [
+    let checks: [(bool, &str, &str); 9] = [
         (!config.hostname.is_empty(), "hostname", "namespaces/uts"),
         (res.cpus > 0.0 || res.cpu_limit > 0.0, "cpus", "cgroups/cpu"),
         (
@@ -87,6 +87,7 @@ pub(crate) fn validate(
         (res.disk_bytes > 0, "disk", "disk/du"),
         (!config.volumes.is_empty(), "volumes", "volume/host_path"),
         (!config.rlimits.is_empty(), "rlimits", "posix/rlimits"),
+        (!config.devices.is_empty(), "devices", "cgroups/devices"),
         (
             net_mode != network::Mode::Host as i32,
             "network",
@@ -98,6 +99,13 @@ pub(crate) fn validate(
             return Err(needs(option, &format!("the {isolator} isolator")));
         }
     }
+    // Devices: each host node (a stat: it must exist and be a character
+    // or block device) and container path, then the permissions and
+    // clashes between them.
+    for d in &config.devices {
+        berth_isolators::cgroups::device_node(d).map_err(invalid)?;
+    }
+    berth_isolators::cgroups::check_devices(&config.devices).map_err(invalid)?;
     for key in config.sysctls.keys() {
         let own_net =
             net_mode == network::Mode::None as i32 || net_mode == network::Mode::Cni as i32;
@@ -205,6 +213,83 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("namespaces/uts"));
+    }
+
+    #[test]
+    fn devices_are_checked_by_name() {
+        use berth_state::Device;
+        let isolators = vec!["cgroups/devices".to_string()];
+        let b = Backing {
+            isolators: &isolators,
+            fetcher: false,
+            provisioner: false,
+        };
+        let id = ContainerId::new("c");
+        let with = |host: &str, inside: &str, perms: &str| {
+            let mut c = cfg();
+            c.devices = vec![Device {
+                host_path: host.into(),
+                container_path: inside.into(),
+                permissions: perms.into(),
+            }];
+            validate(&id, &c, &b)
+        };
+        assert!(with("/dev/null", "/dev/mynull", "rw").is_ok());
+        for (host, inside, perms, why) in [
+            (
+                "/etc/passwd",
+                "",
+                "",
+                "/etc/passwd: not a character or block device",
+            ),
+            ("/nonexistent", "", "", "/nonexistent: No such file"),
+            ("/dev/null", "relative", "", "\"relative\" is not absolute"),
+            ("/dev/null", "/etc/null", "", "is not below /dev"),
+            ("/dev/null", "/dev/../etc/x", "", "may not contain"),
+            (
+                "/dev/null",
+                "/dev/x",
+                "rwx",
+                "\"rwx\" must be a non-empty subset",
+            ),
+            ("/dev/null", "/dev/x", "rr", "must be a non-empty subset"),
+            ("/dev/null", "/dev/pts/x", "", "berth's own /dev entries"),
+            ("/dev/null", "/dev", "", "is not below /dev"),
+        ] {
+            let e = with(host, inside, perms).unwrap_err().to_string();
+            assert!(e.contains(why), "{host}:{inside}:{perms}: {e}");
+        }
+        let mut c = cfg();
+        c.devices = vec![
+            Device {
+                host_path: "/dev/null".into(),
+                container_path: "/dev/a".into(),
+                ..Default::default()
+            },
+            Device {
+                host_path: "/dev/zero".into(),
+                container_path: "/dev/a/b".into(),
+                ..Default::default()
+            },
+        ];
+        let e = validate(&id, &c, &b).unwrap_err().to_string();
+        assert!(e.contains("clash"), "{e}");
+        let none: Vec<String> = Vec::new();
+        let b = Backing {
+            isolators: &none,
+            fetcher: false,
+            provisioner: false,
+        };
+        let mut c = cfg();
+        c.devices = vec![Device {
+            host_path: "/dev/null".into(),
+            ..Default::default()
+        }];
+        let e = validate(&id, &c, &b).unwrap_err().to_string();
+        assert!(
+            e.contains("devices") && e.contains("cgroups/devices"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Namespace isolators: each asks the launcher to create one namespace for
-//! the container (`namespaces/pid`, `namespaces/ipc`, `namespaces/uts`).
+//! the container (`namespaces/pid`, `namespaces/ipc`, `namespaces/uts`,
+//! `namespaces/cgroup`).
 
 use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
 use berth_state::{ContainerClass, LaunchInfo, Namespace};
@@ -17,6 +18,14 @@ pub struct IpcNamespace;
 /// (validated as RFC 1123, at most 64 characters).
 #[derive(Debug, Default)]
 pub struct UtsNamespace;
+
+/// Gives each container its own cgroup namespace, rooted at its own
+/// cgroups (the init joins them before it unshares): `/proc/self/cgroup`
+/// shows `/`, and the launcher mounts only the container's own cgroups,
+/// read-only, under a private `/sys/fs/cgroup`. A DEBUG container keeps
+/// its parent's.
+#[derive(Debug, Default)]
+pub struct CgroupNamespace;
 
 fn clone_ns(req: &PrepareRequest, ns: Namespace) -> IsolatorFuture<Option<LaunchInfo>> {
     let info = (req.config.container_class != ContainerClass::Debug as i32).then(|| LaunchInfo {
@@ -47,6 +56,18 @@ impl Isolator for IpcNamespace {
     }
     fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
         clone_ns(req, Namespace::Ipc)
+    }
+}
+
+impl Isolator for CgroupNamespace {
+    fn name(&self) -> &str {
+        "namespaces/cgroup"
+    }
+    fn supports_nesting(&self) -> bool {
+        true
+    }
+    fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        clone_ns(req, Namespace::Cgroup)
     }
 }
 

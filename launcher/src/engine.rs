@@ -220,6 +220,12 @@ impl Engine {
                         "a rootfs or mounts need a mount namespace of its own (add MOUNT to clone_namespaces)",
                     ));
                 }
+                if !plan.new_mount && !info.devices.is_empty() {
+                    return Err(other(
+                        id,
+                        "device nodes need a mount namespace of its own (add MOUNT to clone_namespaces)",
+                    ));
+                }
             }
             Kind::Posix => {
                 let unsupported = [
@@ -229,6 +235,7 @@ impl Engine {
                     (!info.mounts.is_empty(), "mounts"),
                     (!info.hostname.is_empty(), "a hostname"),
                     (!info.capabilities.is_empty(), "capabilities"),
+                    (!info.devices.is_empty(), "device nodes"),
                 ];
                 if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
                     return Err(other(

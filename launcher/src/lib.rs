@@ -11,6 +11,7 @@
 mod engine;
 pub mod actor;
 pub mod capabilities;
+pub mod cgroup_view;
 pub mod config;
 pub mod freezer;
 pub mod idmapped_rootfs;

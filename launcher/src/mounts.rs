@@ -1,18 +1,22 @@
 //! The container's filesystem, set up by its init inside its own mount
 //! namespace, in this order: everything private; the rootfs bound onto
 //! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
-//! usual nodes, devpts, shm and mqueue; a read-only `/sys`; a private
-//! `/tmp` (host filesystem only); the launch info's mounts; the masked
-//! and read-only paths (as the Nomad executor and runc do); `pivot_root`.
+//! usual nodes, the launch info's device nodes, devpts, shm and mqueue; a
+//! read-only `/sys` (with its own cgroup namespace, a private
+//! `/sys/fs/cgroup` showing only the container's cgroups, see
+//! [`crate::cgroup_view`]); a private `/tmp` (host filesystem only); the
+//! launch info's mounts; the masked and read-only paths (as the Nomad
+//! executor and runc do); `pivot_root`.
 //!
 //! Every path below is the container's path joined under the new root
 //! (the rootfs, or `/` for the host filesystem), so the same code serves
 //! both cases.
 
+use crate::cgroup_view::CgroupView;
 use crate::step::{StepError, StepResult};
 use crate::sys;
 use berth_state::safe_path::{self, Identity};
-use berth_state::{IdMapping, Mount};
+use berth_state::{DeviceNode, IdMapping, Mount};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
@@ -77,6 +81,14 @@ pub struct FsPlan<'a> {
     /// rootfs, the sandbox, volumes) are idmapped with it, and berth's own
     /// mounts and nodes are given to the container's root.
     pub userns: Option<Userns<'a>>,
+    /// Device nodes to make in the container's /dev (container paths
+    /// under /dev).
+    pub devices: &'a [DeviceNode],
+    /// The init has unshared a cgroup namespace of its own (after joining
+    /// `cgroups`): `/sys/fs/cgroup` then shows only those cgroups.
+    pub new_cgroupns: bool,
+    /// The cgroup dirs (host paths) the init joined.
+    pub cgroups: &'a [String],
 }
 
 /// The container's user namespace, for the filesystem setup.
@@ -124,6 +136,14 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
             Ok((*d, st.st_rdev))
         })
         .collect::<StepResult<Vec<_>>>()?;
+    // The hierarchies to show, read before /sys is covered.
+    let cgroup_view = match plan.new_cgroupns {
+        true => Some(
+            CgroupView::read(plan.cgroups)
+                .map_err(|e| StepError::io("read /proc/self/mountinfo", e))?,
+        ),
+        false => None,
+    };
 
     // The sandbox, held open in case the private /tmp covers it.
     // On the host filesystem the sandbox is bound back onto its own path
@@ -205,10 +225,16 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
 
     let dev_dir = at("/dev")?;
     plain_dir(plan.rootfs, &dev_dir)?;
-    setup_dev(&dev_dir, &devs, plan.shm_size, plan.userns.as_ref())?;
+    setup_dev(
+        &dev_dir,
+        &devs,
+        plan.devices,
+        plan.shm_size,
+        plan.userns.as_ref(),
+    )?;
     let sys_dir = at("/sys")?;
     plain_dir(plan.rootfs, &sys_dir)?;
-    setup_sys(&sys_dir, plan.new_net)?;
+    setup_sys(&sys_dir, plan.new_net, cgroup_view.as_ref())?;
 
     if plan.rootfs.is_none() {
         mnt_path(
@@ -330,6 +356,7 @@ fn owner_opts(userns: Option<&Userns<'_>>) -> String {
 fn setup_dev(
     dev: &Path,
     devs: &[(&str, u64)],
+    devices: &[DeviceNode],
     shm_size: u64,
     userns: Option<&Userns<'_>>,
 ) -> StepResult {
@@ -362,6 +389,11 @@ fn setup_dev(
                 std::io::Error::last_os_error(),
             ));
         }
+    }
+    // The container's own devices, while the tmpfs holds nothing but
+    // berth's nodes (no link, no submount on the way).
+    for d in devices {
+        make_device(dev, d, userns)?;
     }
     let pts = dev.join("pts");
     ensure_dir(&pts)?;
@@ -419,8 +451,90 @@ fn setup_dev(
     Ok(())
 }
 
-fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
+/// Makes device node `d` at its path under `dev` (the container's fresh
+/// /dev tmpfs), with the parent dirs it needs, and its mode and owner.
+fn make_device(dev: &Path, d: &DeviceNode, userns: Option<&Userns<'_>>) -> StepResult {
+    let node = device_path(dev, &d.path)?;
+    let what = |op: &str| format!("{op} device node {} (from {})", node.display(), d.path);
+    let kind = match d.r#type.as_str() {
+        "c" => libc::S_IFCHR,
+        "b" => libc::S_IFBLK,
+        t => {
+            return Err(StepError::invalid(
+                what("mknod"),
+                format!("type {t:?} is neither \"c\" nor \"b\""),
+            ))
+        }
+    };
+    let (Ok(major), Ok(minor)) = (u32::try_from(d.major), u32::try_from(d.minor)) else {
+        return Err(StepError::invalid(
+            what("mknod"),
+            format!("bad device number {}:{}", d.major, d.minor),
+        ));
+    };
+    if let Some(parent) = node.parent() {
+        fs::create_dir_all(parent).map_err(|e| StepError::io(what("make the parent of"), e))?;
+    }
+    let mode = d.file_mode & 0o777;
+    let c = cpath(&node)?;
+    let rdev = libc::makedev(major, minor);
+    // SAFETY: a NUL-terminated path in our fresh tmpfs.
+    if unsafe { libc::mknod(c.as_ptr(), kind | mode, rdev) } < 0 {
+        return Err(StepError::io(
+            what("mknod"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above; the node was just made by us (the umask narrowed
+    // its mode).
+    if unsafe { libc::chmod(c.as_ptr(), mode) } < 0 {
+        return Err(StepError::io(
+            what("chmod"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // Its owner as the container sees it: through the user namespace.
+    let (uid, gid) = match userns {
+        Some(u) => (u.host_uid(d.uid), u.host_gid(d.gid)),
+        None => (d.uid, d.gid),
+    };
+    // SAFETY: as above.
+    if unsafe { libc::lchown(c.as_ptr(), uid, gid) } < 0 {
+        return Err(StepError::io(
+            what("chown"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// `dev` joined with container path `p`, which must lie below `/dev`
+/// with plain components only (no `.`, `..` or empty name).
+fn device_path(dev: &Path, p: &str) -> StepResult<PathBuf> {
+    let refused = || {
+        StepError::invalid(
+            format!("device node {p:?}"),
+            "must be an absolute path below /dev without \".\" or \"..\"",
+        )
+    };
+    let rest = p.strip_prefix("/dev/").ok_or_else(refused)?;
+    let mut out = dev.to_path_buf();
+    for part in rest.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return Err(refused());
+        }
+        out.push(part);
+    }
+    Ok(out)
+}
+
+fn setup_sys(sys_dir: &Path, new_net: bool, cgroups: Option<&CgroupView>) -> StepResult {
     ensure_dir(sys_dir)?;
+    if cgroups.is_some() {
+        // On the host filesystem a fresh sysfs goes over the host's /sys:
+        // its cgroup mounts would stay listed (if unreachable) below it.
+        detach(&sys_dir.join("fs/cgroup"))?;
+    }
     if new_net {
         mnt_path(
             Some(Path::new("sysfs")),
@@ -438,8 +552,68 @@ fn setup_sys(sys_dir: &Path, new_net: bool) -> StepResult {
             None,
         )?;
     }
+    if let Some(view) = cgroups {
+        setup_cgroup_dir(&sys_dir.join("fs/cgroup"), view)?;
+    }
     // Recursive: the cgroup mounts below /sys must be read-only too.
     set_readonly_recursive(sys_dir)
+}
+
+/// `/sys/fs/cgroup` of a container with its own cgroup namespace: the
+/// host's hierarchies (bound in with the host's /sys) detached, a tmpfs,
+/// and a fresh mount of each hierarchy the container joined, made in the
+/// new namespace so that it shows the container's cgroup as its root.
+/// Read-only with the rest of /sys.
+fn setup_cgroup_dir(dir: &Path, view: &CgroupView) -> StepResult {
+    ensure_dir(dir)?;
+    // A bind of the host's /sys (or the host's own) carries the host's
+    // cgroup mounts: gone from this mount namespace, not just covered.
+    detach(dir)?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !view.unified_at_top() {
+        mnt_path(
+            Some(Path::new("tmpfs")),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=64k"),
+        )?;
+    }
+    for h in &view.hierarchies {
+        let target = dir.join(&h.rel);
+        ensure_dir(&target)?;
+        let data = (!h.options.is_empty()).then_some(h.options.as_str());
+        mnt(
+            Some(Path::new(h.fs_type)),
+            &target,
+            Some(h.fs_type),
+            flags,
+            data,
+            &format!(
+                "mount {} ({}) on {}",
+                h.fs_type,
+                if h.options.is_empty() {
+                    "-"
+                } else {
+                    &h.options
+                },
+                target.display()
+            ),
+        )?;
+    }
+    for (name, target) in &view.links {
+        symlink(target, &dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// Detaches the mount at `path` and everything below it, if `path` is a
+/// mount point (in this, the container's, mount namespace only).
+fn detach(path: &Path) -> StepResult {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(StepError::nix(format!("detach {}", path.display()), e)),
+    }
 }
 
 fn is_bind(m: &Mount) -> bool {

@@ -14,6 +14,7 @@ const ISOLATORS: &[&str] = &[
     "namespaces/pid",
     "namespaces/ipc",
     "namespaces/uts",
+    "namespaces/cgroup",
     "posix/rlimits",
     "cgroups/cpu",
     "cgroups/mem",

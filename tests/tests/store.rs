@@ -72,6 +72,11 @@ fn full_record(name: &str) -> ContainerRecord {
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
             userns: "200000:65536".into(),
+            devices: vec![Device {
+                host_path: "/dev/loop-control".into(),
+                container_path: "/dev/lc".into(),
+                permissions: "rw".into(),
+            }],
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -135,6 +140,15 @@ fn full_record(name: &str) -> ContainerRecord {
                 container_id: 0,
                 host_id: 300000,
                 size: 1000,
+            }],
+            devices: vec![DeviceNode {
+                path: "/dev/lc".into(),
+                r#type: "c".into(),
+                major: 10,
+                minor: 237,
+                file_mode: 0o600,
+                uid: 0,
+                gid: 6,
             }],
         }),
         termination: Some(ContainerTermination {

@@ -31,15 +31,20 @@ mod oom;
 mod pids;
 
 pub use cpu::{cpu_shares, cpu_weight, Cpu};
-pub use devices::{Devices, DEFAULT_ALLOWED_DEVICES};
+pub use devices::{
+    check_devices, device_container_path, device_node, device_permissions, Devices,
+    DEFAULT_ALLOWED_DEVICES, RESERVED_DEV_ENTRIES,
+};
 pub use hierarchy::{Hierarchies, Mode, Placement, Version};
 pub use mem::Memory;
 pub use pids::Pids;
 
 use crate::{blocking, Isolator, IsolatorError, IsolatorFuture, Limitation, PrepareRequest};
-use berth_state::{ContainerId, ContainerRecord, LaunchInfo, ResourceStatistics, Resources};
+use berth_state::{
+    ContainerConfig, ContainerId, ContainerRecord, LaunchInfo, ResourceStatistics, Resources,
+};
 use futures::future::BoxFuture;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::marker::PhantomData;
@@ -101,9 +106,55 @@ pub trait Subsystem: Send + Sync + 'static {
         update: bool,
     ) -> Result<(), IsolatorError>;
 
-    /// Launch info besides the cgroup paths (e.g. capabilities).
-    fn launch_info(_dirs: &CgroupDirs) -> LaunchInfo {
-        LaunchInfo::default()
+    /// Checks the rest of the config (beyond resources) before anything
+    /// is created.
+    fn validate_config(_id: &ContainerId, _config: &ContainerConfig) -> Result<(), IsolatorError> {
+        Ok(())
+    }
+
+    /// Whether `config` asks for something only this controller can do
+    /// (beyond resources): a host without it then cannot run the container.
+    fn needs_controller(_config: &ContainerConfig) -> bool {
+        false
+    }
+
+    /// Whether [`isolate`](Self::isolate) has work for this config: the
+    /// isolator then keeps the config from prepare until then.
+    fn isolates(_config: &ContainerConfig) -> bool {
+        false
+    }
+
+    /// At ISOLATING: the init has set up its filesystem and is blocked
+    /// before exec (e.g. take back a permission only berth's own setup
+    /// needed). Blocking.
+    fn isolate(
+        _id: &ContainerId,
+        _dirs: &CgroupDirs,
+        _config: &ContainerConfig,
+    ) -> Result<(), IsolatorError> {
+        Ok(())
+    }
+
+    /// Launch info besides the cgroup paths (e.g. capabilities, device
+    /// nodes), from the config, before the cgroups are made. Blocking.
+    fn launch_info(
+        _id: &ContainerId,
+        _dirs: &CgroupDirs,
+        _config: &ContainerConfig,
+    ) -> Result<LaunchInfo, IsolatorError> {
+        Ok(LaunchInfo::default())
+    }
+
+    /// Writes what the config asks beyond resources (e.g. the allowed
+    /// devices), once, at prepare, after [`apply`](Self::apply); `info` is
+    /// what [`launch_info`](Self::launch_info) returned. Blocking.
+    fn configure(
+        _id: &ContainerId,
+        _dirs: &CgroupDirs,
+        _config: &ContainerConfig,
+        _info: &LaunchInfo,
+    ) -> Result<(), IsolatorError> {
+        Ok(())
     }
 
     /// The figures this controller knows. Blocking.
@@ -134,6 +185,8 @@ pub trait Subsystem: Send + Sync + 'static {
 pub struct CgroupIsolator<S: Subsystem> {
     hierarchies: Hierarchies,
     root: String,
+    /// Configs kept from prepare for [`Subsystem::isolate`], by container.
+    launching: HashMap<String, ContainerConfig>,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -144,6 +197,7 @@ impl<S: Subsystem> CgroupIsolator<S> {
         CgroupIsolator {
             hierarchies,
             root: cgroup_root.into(),
+            launching: HashMap::new(),
             _s: PhantomData,
         }
     }
@@ -338,13 +392,19 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
 
     fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
         let id = req.id.clone();
-        let res = req.config.resources.unwrap_or_default();
+        let config = req.config.clone();
+        if S::isolates(&config) {
+            // Dropped at isolate, or at the cleanup that follows a failure.
+            self.launching.insert(id.to_string(), config.clone());
+        }
+        let res = config.resources.unwrap_or_default();
         let dirs = self.dirs(&id);
         let h = self.hierarchies.clone();
         Box::pin(async move {
             S::validate(&id, &res)?;
+            S::validate_config(&id, &config)?;
             if dirs.0.is_empty() {
-                if asks_for::<S>(&res) {
+                if asks_for::<S>(&res) || S::needs_controller(&config) {
                     return Err(IsolatorError::failed(
                         &id,
                         format!(
@@ -357,12 +417,13 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
                 return Ok(None);
             }
             blocking(move || {
-                let mut info = S::launch_info(&dirs);
+                let mut info = S::launch_info(&id, &dirs, &config)?;
                 for d in &dirs.0 {
                     let mount = mount_of(&h, d).unwrap_or_default();
                     create(&id, d, &mount)?;
                 }
-                let done = S::apply(&id, &dirs, &res, false);
+                let done = S::apply(&id, &dirs, &res, false)
+                    .and_then(|()| S::configure(&id, &dirs, &config, &info));
                 if let Err(e) = done {
                     // Nothing may be left behind by a failed prepare.
                     let _ = remove(&id, &dirs);
@@ -380,6 +441,14 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
             })
             .await
         })
+    }
+
+    fn isolate(&mut self, id: &ContainerId, _pid: i32) -> IsolatorFuture<()> {
+        let Some(config) = self.launching.remove(&id.to_string()) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let (id, dirs) = (id.clone(), self.dirs(id));
+        Box::pin(async move { blocking(move || S::isolate(&id, &dirs, &config)).await })
     }
 
     fn watch(&mut self, id: &ContainerId) -> BoxFuture<'static, Limitation> {
@@ -405,6 +474,7 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
     }
 
     fn cleanup(&mut self, id: &ContainerId) -> IsolatorFuture<()> {
+        self.launching.remove(&id.to_string());
         let (id, dirs) = (id.clone(), self.dirs(id));
         Box::pin(async move { blocking(move || remove(&id, &dirs)).await })
     }

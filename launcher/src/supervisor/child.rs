@@ -125,6 +125,11 @@ fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepR
             hidden: &info.hidden_paths,
             shm_size: info.shm_size_bytes,
             sysctls: &sysctls,
+            devices: &info.devices,
+            // Unshared above, after the cgroups were joined: the
+            // namespace is rooted at the container's own cgroups.
+            new_cgroupns: plan.unshare.contains(CloneFlags::CLONE_NEWCGROUP),
+            cgroups: &req.cgroups,
             userns: userns.as_ref().map(|fd| mounts::Userns {
                 fd: fd.as_fd(),
                 uid_mappings: &info.uid_mappings,
