@@ -354,3 +354,32 @@ fn auto_ranges_are_disjoint_and_survive_an_agent_restart() {
     client(&env, &agent, &["rm", &names[1]]);
     agent.terminate();
 }
+
+#[test]
+fn devices_and_the_cgroup_namespace_work_under_a_user_namespace() {
+    let env = TestEnv::new("userns-dev");
+    import_busybox(&env);
+    let o = ok(&run(
+        &env,
+        &[
+            "--image",
+            "busybox",
+            "--userns",
+            "231072:65536",
+            "--device",
+            "/dev/loop-control",
+        ],
+        "stat -c '%u:%g %t:%T' /dev/loop-control; : <> /dev/loop-control && echo rw; \
+         grep -c ':/$' /proc/self/cgroup; wc -l < /proc/self/cgroup; \
+         test -f /sys/fs/cgroup/memory/memory.limit_in_bytes && echo memory; \
+         echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; echo write=$?",
+    ));
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(
+        lines[0], "0:0 a:ed",
+        "the node is the container root's: {o}"
+    );
+    assert_eq!(lines[1], "rw", "{o}");
+    assert_eq!(lines[2], lines[3], "every cgroup path is / inside: {o}");
+    assert_eq!(&lines[4..], ["memory", "write=1"], "{o}");
+}
