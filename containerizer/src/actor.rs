@@ -7,6 +7,7 @@
 use crate::checkpoint::Checkpointer;
 use crate::error::{stage, state_name};
 use crate::fetcher::FetcherHandle;
+use crate::metrics::Metrics;
 use crate::termination::Cause;
 use crate::ContainerizerError;
 use actix::prelude::*;
@@ -22,16 +23,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Counters an operator watches.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Destroy attempts that failed at some stage (the container stays
-    /// DESTROYING and a later destroy retries).
-    pub container_destroy_errors: AtomicU64,
-    /// Containers launched since start.
-    pub containers_launched: AtomicU64,
-}
 
 pub(crate) type Attempt =
     Shared<oneshot::Receiver<Result<ContainerTermination, ContainerizerError>>>;
@@ -494,6 +485,33 @@ impl Handler<List> for ContainerizerActor {
 
     fn handle(&mut self, _: List, _: &mut Context<Self>) -> Self::Result {
         self.containers.values().map(|c| c.id.clone()).collect()
+    }
+}
+
+/// What a metrics scrape reads of the containers: how many are in each
+/// state, and the ids of the RUNNING ones (not being destroyed).
+#[derive(Message)]
+#[rtype(result = "(Vec<(ContainerState, u64)>, Vec<ContainerId>)")]
+pub struct Census;
+
+impl Handler<Census> for ContainerizerActor {
+    type Result = MessageResult<Census>;
+
+    fn handle(&mut self, _: Census, _: &mut Context<Self>) -> Self::Result {
+        let mut states: Vec<(ContainerState, u64)> = Vec::new();
+        let mut running = Vec::new();
+        for c in self.containers.values() {
+            let state = c.state();
+            match states.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => states.push((state, 1)),
+            }
+            if state == ContainerState::Running && c.cause.is_none() {
+                running.push(c.id.clone());
+            }
+        }
+        states.sort_by_key(|(s, _)| *s as i32);
+        MessageResult((states, running))
     }
 }
 

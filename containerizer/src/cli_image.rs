@@ -90,6 +90,7 @@ pub async fn dispatch(root: &Path, cmd: ImageCommand) -> Result<i32> {
             let opts = berth::provisioner::pull::PullOptions {
                 insecure,
                 progress: std::io::stderr().is_terminal(),
+                downloaded: None,
             };
             let i = blocking(move || {
                 Ok(berth::provisioner::pull::pull(

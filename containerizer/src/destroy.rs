@@ -10,13 +10,14 @@
 
 use crate::actor::{bump, Attempt, ContainerizerActor};
 use crate::error::stage;
+use crate::metrics::DestroyStage;
 use crate::termination::{compose, Cause};
 use crate::ContainerizerError;
 use actix::prelude::*;
 use berth_state::{ContainerId, ContainerState, ContainerTermination};
 use futures::channel::oneshot;
 use futures::future::{join_all, FutureExt};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type Stage = ResponseActFuture<ContainerizerActor, Result<(), ContainerizerError>>;
 
@@ -54,9 +55,12 @@ impl ContainerizerActor {
             if let Some(c) = act.containers.get_mut(&key) {
                 c.attempt = None;
             }
-            if let Err(e) = &res {
-                bump(&act.metrics.container_destroy_errors);
-                tracing::error!(container = %key, error = %e, "destroy failed; the container stays DESTROYING");
+            match &res {
+                Ok(t) => act.metrics.destroyed(t.reason()),
+                Err(e) => {
+                    bump(&act.metrics.container_destroy_errors);
+                    tracing::error!(container = %key, error = %e, "destroy failed; the container stays DESTROYING");
+                }
             }
             let _ = tx.send(res);
         }));
@@ -75,33 +79,50 @@ impl ContainerizerActor {
             id.clone(),
             id.clone(),
         );
+        use DestroyStage as S;
         Box::pin(
-            self.stage_mark_destroying(&id)
+            self.timed(S::MarkDestroying, |act| act.stage_mark_destroying(&id))
                 .then(move |r, act, ctx| match r {
-                    Ok(()) => act.stage_nested(&i1, ctx),
+                    Ok(()) => act.timed(S::Nested, |act| act.stage_nested(&i1, ctx)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.stage_wait_launch(&i2),
+                    Ok(()) => act.timed(S::WaitLaunch, |act| act.stage_wait_launch(&i2)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.stage_kill(&i3),
+                    Ok(()) => act.timed(S::Kill, |act| act.stage_kill(&i3)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.stage_cleanup(&i4),
+                    Ok(()) => act.timed(S::Cleanup, |act| act.stage_cleanup(&i4)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.stage_provisioner(&i6),
+                    Ok(()) => act.timed(S::Provisioner, |act| act.stage_provisioner(&i6)),
                     e => done(e),
                 })
                 .then(move |r, act, ctx| match r {
-                    Ok(()) => act.stage_terminate(&i5, ctx),
+                    Ok(()) => act.timed(S::Terminate, |act| act.stage_terminate(&i5, ctx)),
                     Err(e) => Box::pin(fut::ready(Err(e))),
                 }),
         )
+    }
+
+    /// Runs a stage and, when it succeeds, observes how long it took in
+    /// `berth_destroy_stage_duration_seconds`.
+    fn timed<T: 'static>(
+        &mut self,
+        stage: DestroyStage,
+        run: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, ContainerizerError>>,
+    ) -> ResponseActFuture<Self, Result<T, ContainerizerError>> {
+        let started = Instant::now();
+        Box::pin(run(self).map(move |r, act, _| {
+            if r.is_ok() {
+                act.metrics.destroy_stage(stage).observe(started.elapsed());
+            }
+            r
+        }))
     }
 
     /// DESTROYING is checkpointed first: after a crash the destroy resumes.

@@ -7,6 +7,7 @@
 use crate::actor::{bump, Container, ContainerizerActor};
 use crate::error::{stage, state_name};
 use crate::merge::merge;
+use crate::metrics::LaunchStep;
 use crate::termination::Cause;
 use crate::validate::{validate, Backing};
 use crate::ContainerizerError;
@@ -18,6 +19,7 @@ use berth_state::{
 };
 use futures::channel::oneshot;
 use futures::future::{join_all, FutureExt};
+use std::time::Instant;
 
 /// Launches a container; resolves once it is RUNNING (its command exec'd).
 #[derive(Message)]
@@ -40,6 +42,22 @@ enum Step {
     Release,
 }
 
+impl Step {
+    /// The step's label in `berth_launch_step_duration_seconds`: the
+    /// PREPARING checkpoint and every isolator's prepare are one.
+    fn timed_as(self) -> LaunchStep {
+        match self {
+            Step::Start => LaunchStep::Starting,
+            Step::Provision => LaunchStep::Provisioning,
+            Step::Preparing | Step::Prepare(_) => LaunchStep::Preparing,
+            Step::Fork => LaunchStep::Forking,
+            Step::Isolate => LaunchStep::Isolating,
+            Step::Fetch => LaunchStep::Fetching,
+            Step::Release => LaunchStep::Releasing,
+        }
+    }
+}
+
 type Chain = ResponseActFuture<ContainerizerActor, Result<(), ContainerizerError>>;
 type StepFuture = ResponseActFuture<ContainerizerActor, Result<Option<Step>, ContainerizerError>>;
 
@@ -56,9 +74,15 @@ impl Handler<Launch> for ContainerizerActor {
             return ready(Err(e));
         }
         bump(&self.metrics.containers_launched);
+        let started = Instant::now();
         Box::pin(
-            self.advance(id.clone(), Step::Start)
-                .map(move |res, act, ctx| act.launch_finished(&id, res, ctx)),
+            self.advance(id.clone(), Step::Start, started)
+                .map(move |res, act, ctx| {
+                    if res.is_ok() {
+                        act.metrics.launch_duration.observe(started.elapsed());
+                    }
+                    act.launch_finished(&id, res, ctx)
+                }),
         )
     }
 }
@@ -120,7 +144,9 @@ impl ContainerizerActor {
     }
 
     /// Runs `step`, then the next one, until the chain ends or fails.
-    fn advance(&mut self, id: ContainerId, step: Step) -> Chain {
+    /// `since`: when the step's timed phase ([`Step::timed_as`]) began;
+    /// a phase is observed once its last step succeeds.
+    fn advance(&mut self, id: ContainerId, step: Step, since: Instant) -> Chain {
         let c = match self.get(&id) {
             Ok(c) => c,
             Err(e) => return ready(Err(e)),
@@ -134,8 +160,20 @@ impl ContainerizerActor {
         tracing::debug!(container = %id, ?step, "launch step");
         let next = self.step(&id, step);
         Box::pin(next.then(move |r, act, _| match r {
-            Ok(Some(step)) => act.advance(id, step),
-            Ok(None) => ready(Ok(())),
+            Ok(Some(next)) if next.timed_as() == step.timed_as() => act.advance(id, next, since),
+            Ok(Some(next)) => {
+                let now = Instant::now();
+                act.metrics
+                    .launch_step(step.timed_as())
+                    .observe(now - since);
+                act.advance(id, next, now)
+            }
+            Ok(None) => {
+                act.metrics
+                    .launch_step(step.timed_as())
+                    .observe(since.elapsed());
+                ready(Ok(()))
+            }
             Err(e) => ready(Err(e)),
         }))
     }

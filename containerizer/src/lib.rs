@@ -37,6 +37,7 @@ pub mod failpoint;
 pub mod fetcher;
 mod launch;
 mod merge;
+pub mod metrics;
 mod node_options;
 mod recover;
 mod sandbox_owner;
@@ -44,7 +45,7 @@ mod termination;
 mod user;
 mod validate;
 
-pub use actor::{ContainerStatus, ContainerizerActor, Metrics};
+pub use actor::{ContainerStatus, ContainerizerActor};
 pub use berth_isolators as isolators;
 pub use berth_launcher as launcher;
 pub use berth_provisioner as provisioner;
@@ -57,6 +58,7 @@ pub use claim::{cgroup_claim_path, CGROUP_CLAIMS_DIR};
 pub use error::ContainerizerError;
 pub use fetcher::{CacheOutcome, FetchCache, Fetcher, NoFetcher, UriFetcher, DEFAULT_CACHE_SIZE};
 pub use merge::merge as merge_launch_infos;
+pub use metrics::Metrics;
 pub use node_options::NodeOptions;
 pub use recover::RecoverySummary;
 
@@ -72,6 +74,8 @@ use std::sync::Arc;
 pub struct Containerizer {
     addr: Addr<ContainerizerActor>,
     metrics: Arc<Metrics>,
+    /// The fetcher's cache counters, for the exposition.
+    fetch_cache: Option<Arc<metrics::CacheCounters>>,
     events: tokio::sync::broadcast::Sender<agent::api::Event>,
     /// For image pruning, which needs no container state.
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
@@ -240,6 +244,7 @@ impl ContainerizerBuilder {
             .map(IsolatorActor::spawn)
             .collect();
         let metrics = Arc::new(Metrics::default());
+        let fetch_cache = self.fetcher.cache_counters();
         // Subscribers that fall this far behind miss events (and are told).
         let (events, _) = tokio::sync::broadcast::channel(4096);
         let actor = ContainerizerActor {
@@ -258,6 +263,7 @@ impl ContainerizerBuilder {
         Ok(Containerizer {
             addr: actor.start(),
             metrics,
+            fetch_cache,
             events,
             provisioner: self.provisioner,
         })
@@ -386,6 +392,42 @@ impl Containerizer {
     /// The counters (e.g. `container_destroy_errors`).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Every metric in Prometheus's text format ([`metrics::CONTENT_TYPE`]),
+    /// as `berth agent --metrics-listen` serves it: the counters and
+    /// histograms, the containers per state, and each RUNNING container's
+    /// usage (read now from the isolators, as [`usage`](Self::usage); a
+    /// container whose usage does not come within 5 s is left out).
+    pub async fn metrics_text(&self) -> Result<String, ContainerizerError> {
+        const USAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+        let (states, running) = self.ask(actor::Census).await?;
+        let usages = running.into_iter().map(|id| async move {
+            let u = tokio::time::timeout(USAGE_TIMEOUT, self.usage(id.clone())).await;
+            match u {
+                Ok(Ok(u)) => Some((id, u)),
+                // It may have stopped meanwhile, or an isolator failed:
+                // its series are left out of this scrape.
+                Ok(Err(e)) => {
+                    tracing::debug!(container = %id, error = %e, "no usage for the metrics");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(container = %id, "usage took over 5 s; left out of the metrics");
+                    None
+                }
+            }
+        });
+        let running = futures::future::join_all(usages)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(metrics::encode(
+            self.metrics.clone(),
+            self.fetch_cache.clone(),
+            metrics::Snapshot { states, running },
+        ))
     }
 
     /// Every state transition (with the termination at TERMINATED) and

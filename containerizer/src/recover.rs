@@ -16,6 +16,7 @@ use berth_state::{
 };
 use futures::future::join_all;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -142,8 +143,14 @@ impl Handler<Recover> for ContainerizerActor {
                     Box::pin(
                         act.clean_orphans(orphans)
                             .into_actor(act)
-                            .map(move |r, _, _| {
+                            .map(move |r, act, _| {
                                 r?;
+                                let m = &act.metrics;
+                                let n = |v: &[ContainerId]| v.len() as u64;
+                                m.containers_recovered
+                                    .store(n(&summary.running), Ordering::Relaxed);
+                                m.orphans_cleaned
+                                    .store(n(&summary.orphans), Ordering::Relaxed);
                                 Ok(summary)
                             }),
                     )

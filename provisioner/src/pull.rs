@@ -13,6 +13,8 @@ use crate::reference::Reference;
 use crate::store::Store;
 use oci_spec::image::{ImageIndex, ImageManifest};
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
@@ -29,6 +31,26 @@ pub struct PullOptions {
     pub insecure: bool,
     /// Draw a progress bar (the CLI sets it when stderr is a terminal).
     pub progress: bool,
+    /// Bytes of blobs downloaded are added here as they arrive (the
+    /// agent's `berth_image_pulled_bytes` metric); blobs the store
+    /// already has are not downloaded, so not counted.
+    pub downloaded: Option<Arc<AtomicU64>>,
+}
+
+/// Adds what it reads to a counter.
+struct Counting<R> {
+    inner: R,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(c) = &self.counter {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 struct Registry {
@@ -280,7 +302,10 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Import
             continue;
         }
         let resp = reg.get(&format!("blobs/{d}"), None)?;
-        let reader = resp.into_reader();
+        let reader = Counting {
+            inner: resp.into_reader(),
+            counter: opts.downloaded.clone(),
+        };
         match &bar {
             Some(bar) => store.put_blob(bar.wrap_read(reader), &d, Some(b.size()))?,
             None => store.put_blob(reader, &d, Some(b.size()))?,

@@ -62,17 +62,27 @@ pub(super) async fn import(
     })
 }
 
+/// Pulls `reference` into the store, counted in `metrics` (the pull, or
+/// its failure, and the bytes downloaded as they arrive).
 pub(super) async fn pull(
     p: ImageProvisioner,
     reference: String,
     insecure: bool,
+    metrics: &crate::Metrics,
 ) -> Result<ImagesResponse, Status> {
     let opts = berth_provisioner::pull::PullOptions {
         insecure,
         progress: false,
+        downloaded: Some(metrics.image_pulled_bytes.clone()),
     };
-    let image =
-        blocking(move || berth_provisioner::pull::pull(p.store(), &reference, &opts)).await?;
+    let pulled =
+        blocking(move || berth_provisioner::pull::pull(p.store(), &reference, &opts)).await;
+    let counter = match pulled {
+        Ok(_) => &metrics.image_pulls,
+        Err(_) => &metrics.image_pull_errors,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let image = pulled?;
     Ok(ImagesResponse {
         images: vec![listed(image)],
     })

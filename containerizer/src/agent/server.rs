@@ -258,7 +258,7 @@ impl Api for Service {
     ) -> Result<Response<ImagesResponse>, Status> {
         let r = r.into_inner();
         Ok(Response::new(
-            images::pull(self.images()?, r.reference, r.insecure).await?,
+            images::pull(self.images()?, r.reference, r.insecure, self.c.metrics()).await?,
         ))
     }
 

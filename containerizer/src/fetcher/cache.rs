@@ -11,10 +11,13 @@
 //! the whole cache is fetched but not kept.
 
 use super::source::{self, hex};
+use crate::metrics::CacheCounters;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The default size limit: 2 GiB, as Mesos's `--fetcher_cache_size`.
@@ -25,6 +28,8 @@ pub const DEFAULT_CACHE_SIZE: u64 = 2 << 30;
 pub struct FetchCache {
     dir: PathBuf,
     limit: u64,
+    /// Hits and misses of this cache and its clones.
+    counters: Arc<CacheCounters>,
 }
 
 /// How a cached fetch went.
@@ -45,7 +50,13 @@ impl FetchCache {
         FetchCache {
             dir: dir.into(),
             limit,
+            counters: Arc::default(),
         }
+    }
+
+    /// Its hits and misses (shared with its clones).
+    pub fn counters(&self) -> Arc<CacheCounters> {
+        self.counters.clone()
     }
 
     /// The cache's directory.
@@ -96,9 +107,11 @@ impl FetchCache {
         let outcome = match cached {
             Some(sum) if expect.is_empty() || expect.eq_ignore_ascii_case(sum.trim()) => {
                 touch(&blob);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 CacheOutcome::Hit
             }
             other => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 if other.is_some() {
                     // The source changed since it was cached (or the
                     // config's checksum is wrong): fetch it again, and
@@ -285,6 +298,10 @@ mod tests {
         );
         assert_eq!(c.fetch_into(&a, "", &dest).unwrap(), CacheOutcome::Hit);
         assert_eq!(c.fetch_into(&d, "", &dest).unwrap(), CacheOutcome::Hit);
+        // The metrics' counters, shared with clones of the cache.
+        let n = c.clone().counters();
+        assert_eq!(n.hits.load(Ordering::Relaxed), 4);
+        assert_eq!(n.misses.load(Ordering::Relaxed), 3);
         let kept = list(&c.entries()).unwrap();
         assert_eq!(kept.len(), 2);
         assert_eq!(

@@ -22,9 +22,11 @@ pub(crate) use actor::FetcherHandle;
 pub use cache::{CacheOutcome, FetchCache, DEFAULT_CACHE_SIZE};
 pub use uri::UriFetcher;
 
+use crate::metrics::CacheCounters;
 use berth_state::{ContainerId, FetchUri};
 use futures::future::BoxFuture;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Fetches URIs into a sandbox. Runs inside the fetcher's actor; blocking
 /// work must go to a blocking pool.
@@ -76,6 +78,12 @@ pub trait Fetcher: Send + 'static {
         uris: &[FetchUri],
         sandbox: &Path,
     ) -> BoxFuture<'static, Result<(), String>>;
+
+    /// The hit and miss counters of this fetcher's cache, if it has one
+    /// (the agent's `berth_fetch_cache_*` metrics).
+    fn cache_counters(&self) -> Option<Arc<CacheCounters>> {
+        None
+    }
 }
 
 /// Fetches nothing: configs with URIs are refused at STARTING. The default

@@ -42,6 +42,10 @@ impl Fetcher for UriFetcher {
         true
     }
 
+    fn cache_counters(&self) -> Option<std::sync::Arc<crate::metrics::CacheCounters>> {
+        self.cache.as_ref().map(FetchCache::counters)
+    }
+
     fn fetch(
         &mut self,
         id: &ContainerId,
