@@ -98,6 +98,15 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
 /// it stops; the next agent recovers them.
 pub async fn agent(cli: &Cli) -> Result<i32> {
     let shutdown = shutdown_signal()?;
+    // Before anything is touched: a bad address fails the start at once.
+    let metrics = match &cli.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot listen there"))?,
+        ),
+        None => None,
+    };
     let c = crate::containerizer(cli, None).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
@@ -121,9 +130,17 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
         );
     }
     let images = crate::cli_image::provisioner(&cli.root, None)?;
-    berth::agent::serve(c, Some(images), &cli.socket, shutdown)
-        .await
-        .with_context(|| format!("serving on {}", cli.socket.display()))?;
+    let metrics = metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        actix_rt::spawn(berth::agent::serve_metrics(listener, c.clone()))
+    });
+    let served = berth::agent::serve(c, Some(images), &cli.socket, shutdown).await;
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served.with_context(|| format!("serving on {}", cli.socket.display()))?;
     let _ = std::fs::remove_file(&cli.socket);
     Ok(0)
 }

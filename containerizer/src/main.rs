@@ -33,6 +33,10 @@ struct Cli {
     /// The agent's API socket (served by `berth agent`, used by the clients).
     #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
     socket: PathBuf,
+    /// `berth agent` only: serve Prometheus metrics at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; default: none).
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     #[command(flatten)]
     node: cli_run_opts::NodeArgs,
     #[command(subcommand)]
@@ -269,6 +273,9 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
+    if let (Some(addr), false) = (&cli.metrics_listen, matches!(cli.command, Command::Agent)) {
+        bail!("--metrics-listen {addr}: only `berth agent` serves metrics");
+    }
     match cli.command {
         Command::Run(ref args) => run(&cli, args).await,
         Command::Agent => cli_agent::agent(&cli).await,

@@ -1,5 +1,6 @@
-//! `berth agent`: the containerizer served over gRPC on a Unix socket, and
-//! the client the CLI's `launch`, `ps`, `wait`, … use.
+//! `berth agent`: the containerizer served over gRPC on a Unix socket (and
+//! its metrics over HTTP, when asked), and the client the CLI's `launch`,
+//! `ps`, `wait`, … use.
 
 /// The generated API (state/proto/berth/api/v1/api.proto).
 pub mod api {
@@ -8,7 +9,9 @@ pub mod api {
 
 mod client;
 mod images;
+mod metrics_http;
 mod server;
 
 pub use client::{connect, ClientError};
+pub use metrics_http::serve_metrics;
 pub use server::serve;
