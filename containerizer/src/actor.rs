@@ -498,19 +498,22 @@ impl Handler<Census> for ContainerizerActor {
     type Result = MessageResult<Census>;
 
     fn handle(&mut self, _: Census, _: &mut Context<Self>) -> Self::Result {
-        let mut states: Vec<(ContainerState, u64)> = Vec::new();
+        // Every state, zero included (STARTING … TERMINATED).
+        let mut states: Vec<(ContainerState, u64)> = (ContainerState::Starting as i32
+            ..=ContainerState::Terminated as i32)
+            .filter_map(|v| ContainerState::try_from(v).ok())
+            .map(|s| (s, 0))
+            .collect();
         let mut running = Vec::new();
         for c in self.containers.values() {
             let state = c.state();
-            match states.iter_mut().find(|(s, _)| *s == state) {
-                Some((_, n)) => *n += 1,
-                None => states.push((state, 1)),
+            if let Some((_, n)) = states.iter_mut().find(|(s, _)| *s == state) {
+                *n += 1;
             }
             if state == ContainerState::Running && c.cause.is_none() {
                 running.push(c.id.clone());
             }
         }
-        states.sort_by_key(|(s, _)| *s as i32);
         MessageResult((states, running))
     }
 }

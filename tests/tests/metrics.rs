@@ -229,6 +229,10 @@ fn prometheus_scrapes_the_agent_and_sees_real_values() {
         sample(&body, r#"berth_containers{state="RUNNING"}"#),
         Some(1.0)
     );
+    assert_eq!(
+        sample(&body, r#"berth_containers{state="DESTROYING"}"#),
+        Some(0.0)
+    );
     let mem = sample(&body, r#"berth_container_memory_bytes{id="m1"}"#);
     assert!(mem.is_some_and(|m| m > 0.0), "{body}");
 
@@ -274,6 +278,43 @@ fn prometheus_scrapes_the_agent_and_sees_real_values() {
     let body = scrape(&addr, &agent);
     assert!(!body.contains(r#"id="m1""#), "{body}");
     drop(prom);
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn recovery_is_counted_at_the_agent_start() {
+    let env = TestEnv::new("metrics-recover");
+    let agent = env.start_agent("");
+    client(
+        &env,
+        &agent,
+        &["launch", "--name", "r1", "--", "sleep", "60"],
+    );
+    agent.kill9();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let agent = env.start_agent_with("", &["--metrics-listen", &addr]);
+    let body = scrape(&addr, &agent);
+    assert_eq!(
+        sample(&body, "berth_containers_recovered"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "berth_orphans_cleaned"), Some(0.0), "{body}");
+    // This agent launched nothing; the recovered container has its series.
+    assert_eq!(sample(&body, "berth_containers_launched_total"), Some(0.0));
+    let procs = sample(&body, r#"berth_container_processes{id="r1"}"#);
+    assert!(procs.is_some_and(|p| p >= 1.0), "{body}");
+    client(&env, &agent, &["destroy", "r1"]);
+    client(&env, &agent, &["rm", "r1"]);
+    let body = scrape(&addr, &agent);
+    assert_eq!(
+        sample(
+            &body,
+            r#"berth_containers_destroyed_total{reason="DESTROYED"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
     assert!(agent.terminate().success());
 }
 
