@@ -171,6 +171,52 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
     })
 }
 
+pub async fn debug(cli: &Cli, args: &JsonArgs) -> Result<i32> {
+    let mut c = client(cli).await?;
+    let calls = c
+        .debug(api::Empty {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .calls;
+    if args.json {
+        let all: Vec<_> = calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "container": c.container_id,
+                    "call": c.call,
+                    "component": c.component,
+                    "age_ms": c.age_ms,
+                    "timeout_ms": c.timeout_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(0);
+    }
+    println!(
+        "{:<32} {:<10} {:<20} {:>10} {:>10}",
+        "CONTAINER", "CALL", "COMPONENT", "AGE", "TIMEOUT"
+    );
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    for c in &calls {
+        let id = if c.container_id.is_empty() {
+            "-"
+        } else {
+            &c.container_id
+        };
+        println!(
+            "{id:<32} {:<10} {:<20} {:>10} {:>10}",
+            c.call,
+            c.component,
+            secs(c.age_ms),
+            secs(c.timeout_ms)
+        );
+    }
+    Ok(0)
+}
+
 pub async fn ps(cli: &Cli, args: &JsonArgs) -> Result<i32> {
     let mut c = client(cli).await?;
     let list = c

@@ -2,6 +2,7 @@
 //! node options (global) and the per-run options, kept out of main.rs.
 
 use super::parse_size;
+use berth::inflight::{CallKind, Timeouts};
 use berth::state::{network, Device, Network};
 use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
 use berth_isolators::seccomp::UNCONFINED;
@@ -52,6 +53,13 @@ pub struct NodeArgs {
     /// (default: the `berth` lines of /etc/subuid and /etc/subgid).
     #[arg(long, global = true, value_name = "START:COUNT", value_parser = IdRange::parse)]
     pub userns_range: Option<IdRange>,
+    /// The deadline of a kind of call into isolators, provisioner, fetcher
+    /// and launcher, NAME=DURATION (recover, provision, prepare, isolate,
+    /// fetch, launch, cleanup, query; e.g. prepare=30s, fetch=10m);
+    /// repeatable. A launch call past it fails the launch (START_ERROR); a
+    /// destroy call, that destroy (retried by the next).
+    #[arg(long = "step-timeout", global = true, value_name = "NAME=DURATION", value_parser = Timeouts::parse_one)]
+    pub step_timeouts: Vec<(CallKind, Duration)>,
 }
 
 /// A seccomp profile option: `unconfined`, or a file read now (by the
@@ -226,6 +234,13 @@ impl NodeArgs {
             default_network: self.default_network.clone(),
             default_userns: self.default_userns,
             userns_range: self.userns_range,
+            timeouts: {
+                let mut t = Timeouts::default();
+                for (k, d) in &self.step_timeouts {
+                    t.set(*k, *d);
+                }
+                t
+            },
         }
     }
 }

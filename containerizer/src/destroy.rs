@@ -10,6 +10,7 @@
 
 use crate::actor::{bump, Attempt, ContainerizerActor};
 use crate::error::stage;
+use crate::inflight::{timed, CallKind};
 use crate::termination::{compose, Cause};
 use crate::ContainerizerError;
 use actix::prelude::*;
@@ -181,6 +182,7 @@ impl ContainerizerActor {
         let polite = grace > 0 && c.exit.is_none() && matches!(c.cause, Some(Cause::Requested));
         let have_exit = c.exit.is_some();
         let launcher = self.launcher.clone();
+        let inflight = self.inflight.clone();
         let id = id.clone();
         let id2 = id.clone();
         let work = async move {
@@ -195,15 +197,27 @@ impl ContainerizerActor {
                     .await;
                 }
             }
-            launcher
-                .destroy(id.clone())
-                .await
-                .map_err(|e| stage(&id, "kill", e))?;
+            timed(
+                &inflight,
+                &id,
+                CallKind::Cleanup,
+                "launcher",
+                launcher.destroy(id.clone()),
+            )
+            .await
+            .map_err(|e| stage(&id, "kill", e))?;
             crate::failpoint::hit("destroy:after-kill");
             if have_exit {
                 return Ok(None);
             }
-            match launcher.wait(id.clone()).await {
+            let wait = timed(
+                &inflight,
+                &id,
+                CallKind::Cleanup,
+                "launcher",
+                launcher.wait(id.clone()),
+            );
+            match wait.await {
                 Ok(status) => Ok(Some(status)),
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "exit status unknown");
@@ -236,13 +250,21 @@ impl ContainerizerActor {
             .map(|&i| (i, self.isolators[i].clone()))
             .collect();
         let id2 = id.clone();
+        let inflight = self.inflight.clone();
         let work = async move {
             // An exit may be an isolator's doing (an OOM kill) whose notice
             // has not arrived: ask before the cleanups remove the evidence.
             let mut limitation = None;
             if exited {
                 for (_, h) in handles.iter().rev() {
-                    if let Ok(Some(l)) = h.limitation(id2.clone()).await {
+                    let asked = timed(
+                        &inflight,
+                        &id2,
+                        CallKind::Query,
+                        h.name(),
+                        h.limitation(id2.clone()),
+                    );
+                    if let Ok(Some(l)) = asked.await {
                         limitation = Some(l);
                         break;
                     }
@@ -251,7 +273,14 @@ impl ContainerizerActor {
             let mut cleaned = Vec::new();
             let mut failed = Vec::new();
             for (i, h) in handles {
-                match h.cleanup(id2.clone()).await {
+                let call = timed(
+                    &inflight,
+                    &id2,
+                    CallKind::Cleanup,
+                    h.name(),
+                    h.cleanup(id2.clone()),
+                );
+                match call.await {
                     Ok(()) => {
                         crate::failpoint::hit(&format!("destroy:after-cleanup:{}", h.name()));
                         cleaned.push(i)
@@ -309,10 +338,16 @@ impl ContainerizerActor {
             return done(Ok(()));
         };
         let id = id.clone();
+        let call = timed(
+            &self.inflight,
+            &id,
+            CallKind::Cleanup,
+            "provisioner",
+            p.destroy(id.clone()),
+        );
         Box::pin(
             async move {
-                p.destroy(id.clone())
-                    .await
+                call.await
                     .map_err(|e| stage(&id, "provisioner destroy", e))?;
                 crate::failpoint::hit("destroy:after-provisioner");
                 Ok(())

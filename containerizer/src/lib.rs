@@ -35,6 +35,7 @@ mod destroy;
 mod error;
 pub mod failpoint;
 pub mod fetcher;
+pub mod inflight;
 mod launch;
 mod merge;
 mod node_options;
@@ -75,6 +76,7 @@ pub struct Containerizer {
     events: tokio::sync::broadcast::Sender<agent::api::Event>,
     /// For image pruning, which needs no container state.
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
+    inflight: Arc<inflight::InFlight>,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -240,6 +242,7 @@ impl ContainerizerBuilder {
             .map(IsolatorActor::spawn)
             .collect();
         let metrics = Arc::new(Metrics::default());
+        let inflight = Arc::new(inflight::InFlight::new(self.node.timeouts));
         // Subscribers that fall this far behind miss events (and are told).
         let (events, _) = tokio::sync::broadcast::channel(4096);
         let actor = ContainerizerActor {
@@ -254,12 +257,14 @@ impl ContainerizerBuilder {
             metrics: metrics.clone(),
             events: events.clone(),
             default_network: default_network.clone(),
+            inflight: inflight.clone(),
         };
         Ok(Containerizer {
             addr: actor.start(),
             metrics,
             events,
             provisioner: self.provisioner,
+            inflight,
         })
     }
 }
@@ -386,6 +391,17 @@ impl Containerizer {
     /// The counters (e.g. `container_destroy_errors`).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The calls into isolators, the provisioner, the fetcher and the
+    /// launcher under way now, oldest first (`berth debug`).
+    pub fn in_flight(&self) -> Vec<inflight::CallInfo> {
+        self.inflight.list()
+    }
+
+    /// The deadline of each kind of call.
+    pub fn timeouts(&self) -> inflight::Timeouts {
+        self.inflight.timeouts()
     }
 
     /// Every state transition (with the termination at TERMINATED) and

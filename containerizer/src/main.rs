@@ -65,6 +65,10 @@ enum Command {
     Update(cli_agent::UpdateArgs),
     /// Streams the agent's events (transitions, exits, limitations).
     Events(cli_agent::JsonArgs),
+    /// Lists every call into an isolator, the provisioner, the fetcher or
+    /// the launcher under way, with its container, age and deadline: what
+    /// a stuck launch or destroy waits on.
+    Debug(cli_agent::JsonArgs),
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(cli_image::ImageCommand),
@@ -249,22 +253,33 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // `berth run` reports its container's end itself; the internals'
+    // warnings are for an agent's log (or BERTH_LOG=warn).
+    let quiet = matches!(cli.command, Command::Run(_));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" })
+            }),
         )
+        // Colours only for a terminal, not in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     raise_nofile_limit();
-    let cli = Cli::parse();
-    let code = match actix_rt::System::new().block_on(dispatch(cli)) {
+    let system = actix_rt::System::new();
+    let code = match system.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
             125
         }
     };
+    // Exits with the runtime still alive: dropping it waits for every
+    // blocking task, and one stuck in a plugin's syscall (a FIFO nobody
+    // writes) would keep the process from ever exiting.
     std::process::exit(code);
 }
 
@@ -281,6 +296,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats(ref args) => cli_agent::stats(&cli, args).await,
         Command::Update(ref args) => cli_agent::update(&cli, args).await,
         Command::Events(ref args) => cli_agent::events(&cli, args).await,
+        Command::Debug(ref args) => cli_agent::debug(&cli, args).await,
         Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
     }
 }
@@ -374,15 +390,16 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
             e @ (berth::ContainerizerError::InvalidConfig { .. }
             | berth::ContainerizerError::Unsupported { .. }),
         ) => {
-            // One found after admission (e.g. a user the image lacks) has
-            // a container being destroyed: wait for that, so no cgroup,
-            // sandbox or record outlives this command.
-            if c.wait(id.clone()).await.is_ok() {
-                let _ = c.remove(id.clone()).await;
+            // Refused at admission: nothing was made (exit 125). Found
+            // later (a user the host lacks): the container is being
+            // destroyed, and ends below like any failed start (START_ERROR,
+            // 128), waited for so that no cgroup, sandbox or record stays.
+            if c.status(id.clone()).await.is_err() {
+                bail!("{e}")
             }
-            bail!("{e}")
         }
-        Err(e) => eprintln!("berth: {e}"),
+        // The termination below says why (START_ERROR and the message).
+        Err(_) => {}
         Ok(()) => {}
     }
     let termination = tokio::select! {
@@ -395,6 +412,24 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     c.remove(id.clone()).await?;
     if args.json {
         println!("{}", termination_json(&id, &termination));
+    } else {
+        // An exit code alone does not tell a command's own failure from
+        // berth's ending it: say so when berth did.
+        use berth::state::TerminationReason as R;
+        let reason = termination.reason();
+        if !matches!(reason, R::Completed | R::Failed) {
+            let what = match termination.limited_resource.as_str() {
+                "" => String::new(),
+                r => format!(" ({r})"),
+            };
+            let prefix = format!("container {id}: ");
+            let message = termination.message.strip_prefix(&prefix);
+            eprintln!(
+                "berth: container {id}: {}{what}: {}",
+                reason.as_str_name(),
+                message.unwrap_or(&termination.message)
+            );
+        }
     }
     Ok(termination.exit_code)
 }
