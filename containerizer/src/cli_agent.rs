@@ -121,6 +121,13 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
         );
     }
     let images = crate::cli_image::provisioner(&cli.root, None)?;
+    eprintln!(
+        "berth agent: serving on {} ({} running, {} terminated, {} orphans cleaned)",
+        cli.socket.display(),
+        summary.running.len(),
+        summary.terminated.len(),
+        summary.orphans.len()
+    );
     berth::agent::serve(c, Some(images), &cli.socket, shutdown)
         .await
         .with_context(|| format!("serving on {}", cli.socket.display()))?;
@@ -162,7 +169,8 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "state": state_name(s.state),
-        "pid": s.init.map(|p| p.pid),
+        // A terminated container's pid is gone (and may be someone else's).
+        "pid": s.init.filter(|_| s.state != ContainerState::Terminated as i32).map(|p| p.pid),
         "supervisor_pid": s.supervisor.map(|p| p.pid),
         "command": s.config.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
         "sandbox_dir": s.sandbox_dir,
@@ -235,6 +243,7 @@ pub async fn ps(cli: &Cli, args: &JsonArgs) -> Result<i32> {
         let id = s.id.clone().unwrap_or_default().to_string();
         let pid = s
             .init
+            .filter(|_| s.state != ContainerState::Terminated as i32)
             .map(|p| p.pid.to_string())
             .unwrap_or_else(|| "-".into());
         let cmd = s
@@ -430,12 +439,13 @@ pub async fn events(cli: &Cli, args: &JsonArgs) -> Result<i32> {
         let line = if args.json {
             v.to_string()
         } else {
-            let mut l = format!(
-                "{} {}",
-                v["id"].as_str().unwrap_or(""),
-                v["type"].as_str().unwrap_or("")
-            );
-            for k in ["state", "reason", "resource", "message"] {
+            // A transition reads `ID STATE`; any other event `ID TYPE k=v…`.
+            let kind = match (v["type"].as_str(), v["state"].as_str()) {
+                (Some("state"), Some(state)) => state,
+                (t, _) => t.unwrap_or(""),
+            };
+            let mut l = format!("{} {kind}", v["id"].as_str().unwrap_or(""));
+            for k in ["reason", "resource", "message"] {
                 if let Some(s) = v[k].as_str() {
                     l.push_str(&format!(" {k}={s}"));
                 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 mod cli_agent;
 #[path = "cli_image.rs"]
 mod cli_image;
+mod cli_retire;
 mod cli_run_opts;
 
 #[derive(Parser)]
@@ -42,7 +43,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
-    /// by signal N, 128 when the command could not start).
+    /// by signal N, 128 when the command could not start, 125 when berth
+    /// refused the config or failed before the container existed).
     Run(Box<RunArgs>),
     /// Runs the long-lived containerizer serving the gRPC API on --socket;
     /// SIGTERM stops it and leaves the containers running.
@@ -69,6 +71,10 @@ enum Command {
     /// the launcher under way, with its container, age and deadline: what
     /// a stuck launch or destroy waits on.
     Debug(cli_agent::JsonArgs),
+    /// Gives back what this root holds on the node once it holds no
+    /// container: its cgroup root in every hierarchy, the cgroup root's
+    /// claim, its runtime dir (the state dir and images stay).
+    Retire,
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(cli_image::ImageCommand),
@@ -104,8 +110,9 @@ struct RunArgs {
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
     /// Fetch a URI into the sandbox before the command runs:
-    /// URI[,executable][,extract][,sha256=HEX][,output_file=NAME]
-    /// (file://, an absolute path, http:// or https://), repeatable.
+    /// URI[,executable][,extract][,cache][,sha256=HEX][,output_file=NAME]
+    /// (file://, an absolute path, http:// or https://; `cache` keeps it in
+    /// the agent's fetch cache), repeatable.
     #[arg(long = "fetch", value_parser = parse_fetch)]
     fetch: Vec<berth::state::FetchUri>,
     /// Resource limit NAME=SOFT[:HARD] (e.g. nofile=1024:2048; `unlimited`
@@ -297,6 +304,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Update(ref args) => cli_agent::update(&cli, args).await,
         Command::Events(ref args) => cli_agent::events(&cli, args).await,
         Command::Debug(ref args) => cli_agent::debug(&cli, args).await,
+        Command::Retire => cli_retire::retire(&cli),
         Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
     }
 }
