@@ -96,9 +96,9 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
 /// The long-lived containerizer: recovers every checkpointed container,
 /// then serves the API until SIGINT/SIGTERM. Containers keep running when
 /// it stops; the next agent recovers them.
-pub async fn agent(cli: &Cli) -> Result<i32> {
+pub async fn agent(cli: &Cli, node: &crate::cli_run_opts::NodeArgs) -> Result<i32> {
     let shutdown = shutdown_signal()?;
-    let c = crate::containerizer(cli, None).with_context(|| {
+    let c = crate::containerizer(cli, node, None).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()

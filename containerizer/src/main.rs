@@ -23,21 +23,35 @@ mod cli_run_opts;
 )]
 struct Cli {
     /// Where berth keeps its state (checkpoints, sandboxes, images).
-    #[arg(long, global = true, default_value = "/var/lib/berth")]
+    #[arg(long, global = true, help_heading = "Global options", default_value = "/var/lib/berth")]
     root: PathBuf,
     /// Where per-container supervisors keep pids and exit statuses.
-    #[arg(long, global = true, default_value = "/run/berth")]
+    #[arg(long, global = true, help_heading = "Global options", default_value = "/run/berth")]
     runtime_dir: PathBuf,
     /// The name of berth's cgroup under each hierarchy.
-    #[arg(long, global = true, default_value = "berth")]
+    #[arg(long, global = true, help_heading = "Global options", default_value = "berth")]
     cgroup_root: String,
     /// The agent's API socket (served by `berth agent`, used by the clients).
-    #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
+    #[arg(long, global = true, help_heading = "Global options", default_value = "/run/berth/berth.sock")]
     socket: PathBuf,
-    #[command(flatten)]
-    node: cli_run_opts::NodeArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `berth run`: the container's options and the node's.
+#[derive(Args)]
+struct RunCmd {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten, next_help_heading = "Node options (the operator's)")]
+    node: cli_run_opts::NodeArgs,
+}
+
+/// `berth agent`: the node's options.
+#[derive(Args)]
+pub(crate) struct AgentCmd {
+    #[command(flatten, next_help_heading = "Node options (the operator's)")]
+    pub(crate) node: cli_run_opts::NodeArgs,
 }
 
 #[derive(Subcommand)]
@@ -45,10 +59,10 @@ enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
     /// by signal N, 128 when the command could not start, 125 when berth
     /// refused the config or failed before the container existed).
-    Run(Box<RunArgs>),
+    Run(Box<RunCmd>),
     /// Runs the long-lived containerizer serving the gRPC API on --socket;
     /// SIGTERM stops it and leaves the containers running.
-    Agent,
+    Agent(Box<AgentCmd>),
     /// Launches a container on the agent and prints its id.
     Launch(Box<RunArgs>),
     /// Lists the agent's containers.
@@ -292,8 +306,8 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Run(ref args) => run(&cli, args).await,
-        Command::Agent => cli_agent::agent(&cli).await,
+        Command::Run(ref cmd) => run(&cli, &cmd.run, &cmd.node).await,
+        Command::Agent(ref cmd) => cli_agent::agent(&cli, &cmd.node).await,
         Command::Launch(ref args) => cli_agent::launch(&cli, args).await,
         Command::Ps(ref args) => cli_agent::ps(&cli, args).await,
         Command::Wait(ref args) => cli_agent::wait(&cli, args).await,
@@ -367,20 +381,24 @@ fn container_name(args: &RunArgs) -> String {
 
 /// The containerizer of `berth run` and `berth agent`, on the global
 /// options.
-fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Result<Containerizer> {
+fn containerizer(
+    cli: &Cli,
+    node: &cli_run_opts::NodeArgs,
+    backend: Option<berth::provisioner::Backend>,
+) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
-        .node_options(cli.node.options())
+        .node_options(node.options())
         .default_isolators()
-        .fetcher(cli.node.fetcher(&cli.root))
+        .fetcher(node.fetcher(&cli.root))
         .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)
 }
 
-async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+async fn run(cli: &Cli, args: &RunArgs, node: &cli_run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli, args.rootfs_backend)?;
+    let c = containerizer(cli, node, args.rootfs_backend)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

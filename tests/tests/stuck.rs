@@ -170,8 +170,8 @@ fn berth_run_says_why_berth_ended_its_container_and_bad_deadlines_are_refused() 
     let cni = hanging_cni(&env);
     let out = env
         .berth()
-        .args(["--cni-config-dir", &cni, "--step-timeout", "prepare=1s"])
-        .args(["run", "--network", "hang", "--", "true"])
+        .args(["run", "--cni-config-dir", &cni, "--step-timeout", "prepare=1s"])
+        .args(["--network", "hang", "--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(128));
@@ -201,7 +201,7 @@ fn berth_run_says_why_berth_ended_its_container_and_bad_deadlines_are_refused() 
         ("prepare", "NAME=DURATION"),
     ] {
         let out = Command::new(berth_tests::berth_bin())
-            .args(["--step-timeout", bad, "ps"])
+            .args(["agent", "--step-timeout", bad])
             .output()
             .unwrap();
         assert!(!out.status.success(), "{bad} accepted");
