@@ -7,6 +7,7 @@
 use crate::checkpoint::Checkpointer;
 use crate::error::{stage, state_name};
 use crate::fetcher::FetcherHandle;
+use crate::inflight::{timed, CallKind};
 use crate::metrics::Metrics;
 use crate::termination::Cause;
 use crate::ContainerizerError;
@@ -143,6 +144,9 @@ pub struct ContainerizerActor {
     /// The network of containers whose config names none (the agent's
     /// `--default-network`); `None` = the host's.
     pub(crate) default_network: Option<berth_state::Network>,
+    /// Calls into isolators, provisioner, fetcher and launcher under way,
+    /// with their deadlines.
+    pub(crate) inflight: Arc<crate::inflight::InFlight>,
 }
 
 impl Actor for ContainerizerActor {
@@ -322,7 +326,13 @@ impl Handler<Update> for ContainerizerActor {
             .into_iter()
             .map(|i| {
                 let h = self.isolators[i].clone();
-                let f = h.update(id.clone(), res);
+                let f = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Query,
+                    h.name(),
+                    h.update(id.clone(), res),
+                );
                 async move { f.await.map_err(|e| format!("{}: {e}", h.name())) }
             })
             .collect::<Vec<_>>();
@@ -367,7 +377,16 @@ impl Handler<Usage> for ContainerizerActor {
         };
         let calls: Vec<_> = prepared
             .into_iter()
-            .map(|i| self.isolators[i].usage(id.clone()))
+            .map(|i| {
+                let h = &self.isolators[i];
+                timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Query,
+                    h.name(),
+                    h.usage(id.clone()),
+                )
+            })
             .collect();
         Box::pin(async move {
             let mut total = ResourceStatistics {
@@ -460,7 +479,16 @@ impl Handler<Status> for ContainerizerActor {
         let calls: Vec<_> = if live {
             c.prepared
                 .iter()
-                .map(|&i| self.isolators[i].status(id.clone()))
+                .map(|&i| {
+                    let h = &self.isolators[i];
+                    timed(
+                        &self.inflight,
+                        &id,
+                        CallKind::Query,
+                        h.name(),
+                        h.status(id.clone()),
+                    )
+                })
                 .collect()
         } else {
             Vec::new()

@@ -96,10 +96,11 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
 /// The long-lived containerizer: recovers every checkpointed container,
 /// then serves the API until SIGINT/SIGTERM. Containers keep running when
 /// it stops; the next agent recovers them.
-pub async fn agent(cli: &Cli) -> Result<i32> {
+pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
+    let node = &cmd.node;
     let shutdown = shutdown_signal()?;
     // Before anything is touched: a bad address fails the start at once.
-    let metrics = match &cli.metrics_listen {
+    let metrics = match &cmd.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr.as_str())
                 .await
@@ -107,7 +108,7 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
         ),
         None => None,
     };
-    let c = crate::containerizer(cli, None).with_context(|| {
+    let c = crate::containerizer(cli, node, None).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()
@@ -130,9 +131,16 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
         );
     }
     let images = crate::cli_image::provisioner(&cli.root, None)?;
+    eprintln!(
+        "berth agent: serving on {} ({} running, {} terminated, {} orphans cleaned)",
+        cli.socket.display(),
+        summary.running.len(),
+        summary.terminated.len(),
+        summary.orphans.len()
+    );
     let metrics = metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving metrics at /metrics");
+            eprintln!("berth agent: serving metrics at http://{addr}/metrics");
         }
         actix_rt::spawn(berth::agent::serve_metrics(listener, c.clone()))
     });
@@ -179,13 +187,60 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "state": state_name(s.state),
-        "pid": s.init.map(|p| p.pid),
+        // A terminated container's pid is gone (and may be someone else's).
+        "pid": s.init.filter(|_| s.state != ContainerState::Terminated as i32).map(|p| p.pid),
         "supervisor_pid": s.supervisor.map(|p| p.pid),
         "command": s.config.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
         "sandbox_dir": s.sandbox_dir,
         "termination": t.map(|t| termination_json(&s.id.clone().unwrap_or_default(), t)),
         "isolator_fields": s.isolator_fields,
     })
+}
+
+pub async fn debug(cli: &Cli, args: &JsonArgs) -> Result<i32> {
+    let mut c = client(cli).await?;
+    let calls = c
+        .debug(api::Empty {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .calls;
+    if args.json {
+        let all: Vec<_> = calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "container": c.container_id,
+                    "call": c.call,
+                    "component": c.component,
+                    "age_ms": c.age_ms,
+                    "timeout_ms": c.timeout_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(0);
+    }
+    println!(
+        "{:<32} {:<10} {:<20} {:>10} {:>10}",
+        "CONTAINER", "CALL", "COMPONENT", "AGE", "TIMEOUT"
+    );
+    let secs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    for c in &calls {
+        let id = if c.container_id.is_empty() {
+            "-"
+        } else {
+            &c.container_id
+        };
+        println!(
+            "{id:<32} {:<10} {:<20} {:>10} {:>10}",
+            c.call,
+            c.component,
+            secs(c.age_ms),
+            secs(c.timeout_ms)
+        );
+    }
+    Ok(0)
 }
 
 pub async fn ps(cli: &Cli, args: &JsonArgs) -> Result<i32> {
@@ -206,6 +261,7 @@ pub async fn ps(cli: &Cli, args: &JsonArgs) -> Result<i32> {
         let id = s.id.clone().unwrap_or_default().to_string();
         let pid = s
             .init
+            .filter(|_| s.state != ContainerState::Terminated as i32)
             .map(|p| p.pid.to_string())
             .unwrap_or_else(|| "-".into());
         let cmd = s
@@ -401,12 +457,13 @@ pub async fn events(cli: &Cli, args: &JsonArgs) -> Result<i32> {
         let line = if args.json {
             v.to_string()
         } else {
-            let mut l = format!(
-                "{} {}",
-                v["id"].as_str().unwrap_or(""),
-                v["type"].as_str().unwrap_or("")
-            );
-            for k in ["state", "reason", "resource", "message"] {
+            // A transition reads `ID STATE`; any other event `ID TYPE k=v…`.
+            let kind = match (v["type"].as_str(), v["state"].as_str()) {
+                (Some("state"), Some(state)) => state,
+                (t, _) => t.unwrap_or(""),
+            };
+            let mut l = format!("{} {kind}", v["id"].as_str().unwrap_or(""));
+            for k in ["reason", "resource", "message"] {
                 if let Some(s) = v[k].as_str() {
                     l.push_str(&format!(" {k}={s}"));
                 }

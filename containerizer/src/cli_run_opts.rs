@@ -2,6 +2,7 @@
 //! node options (global) and the per-run options, kept out of main.rs.
 
 use super::parse_size;
+use berth::inflight::{CallKind, Timeouts};
 use berth::state::{network, Device, Network};
 use berth::{ContainerConfig, FetchCache, NodeOptions, UriFetcher, DEFAULT_CACHE_SIZE};
 use berth_isolators::seccomp::UNCONFINED;
@@ -14,44 +15,51 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone, Default)]
 pub struct NodeArgs {
     /// Host directory that `--volume …:ro` may mount (repeatable).
-    #[arg(long = "volume-allow-ro", global = true, value_name = "DIR")]
+    #[arg(long = "volume-allow-ro", value_name = "DIR")]
     pub volume_allow_ro: Vec<PathBuf>,
     /// Host directory that `--volume` may mount read-write (repeatable).
-    #[arg(long = "volume-allow-rw", global = true, value_name = "DIR")]
+    #[arg(long = "volume-allow-rw", value_name = "DIR")]
     pub volume_allow_rw: Vec<PathBuf>,
     /// Milliseconds between two disk-usage measurements (`disk/du`).
-    #[arg(long = "disk-check-interval-ms", global = true, value_name = "MS")]
+    #[arg(long = "disk-check-interval-ms", value_name = "MS")]
     pub disk_check_interval_ms: Option<u64>,
     /// Directory of CNI network configs (default /etc/berth/cni).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub cni_config_dir: Option<PathBuf>,
     /// Directory of CNI plugins (default /usr/lib/cni).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub cni_plugin_dir: Option<PathBuf>,
     /// The shared cache of `--fetch …,cache` (default <root>/fetch-cache).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub fetch_cache_dir: Option<PathBuf>,
     /// The fetch cache's size limit, e.g. 512M (default 2G); least
     /// recently used entries are evicted past it.
-    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub fetch_cache_size: Option<u64>,
     /// The seccomp profile of containers that name none: a profile file
     /// (Docker's or the OCI form) or `unconfined` (default: berth's,
     /// equal in effect to Docker's default).
-    #[arg(long, global = true, value_name = "FILE|unconfined", value_parser = read_profile)]
+    #[arg(long, value_name = "FILE|unconfined", value_parser = read_profile)]
     pub seccomp_default: Option<String>,
     /// The network of containers that ask for none: `host` (default, as
     /// Mesos, Nomad and YARN), `none`, or a CNI network's name.
-    #[arg(long, global = true, value_parser = parse_network)]
+    #[arg(long, value_parser = parse_network)]
     pub default_network: Option<Network>,
     /// The user namespace of containers that ask for none: `host`
     /// (default: none), `auto`, or HOST_ID:COUNT.
-    #[arg(long, global = true, value_name = "host|auto|HOST_ID:COUNT", value_parser = UsernsMode::parse)]
+    #[arg(long, value_name = "host|auto|HOST_ID:COUNT", value_parser = UsernsMode::parse)]
     pub default_userns: Option<UsernsMode>,
     /// The host ids `--userns auto` allots from, 65536 per container
     /// (default: the `berth` lines of /etc/subuid and /etc/subgid).
-    #[arg(long, global = true, value_name = "START:COUNT", value_parser = IdRange::parse)]
+    #[arg(long, value_name = "START:COUNT", value_parser = IdRange::parse)]
     pub userns_range: Option<IdRange>,
+    /// The deadline of a kind of call into isolators, provisioner, fetcher
+    /// and launcher, NAME=DURATION (recover, provision, prepare, isolate,
+    /// fetch, launch, cleanup, query; e.g. prepare=30s, fetch=10m);
+    /// repeatable. A launch call past it fails the launch (START_ERROR); a
+    /// destroy call, that destroy (retried by the next).
+    #[arg(long = "step-timeout", value_name = "NAME=DURATION", value_parser = Timeouts::parse_one)]
+    pub step_timeouts: Vec<(CallKind, Duration)>,
 }
 
 /// A seccomp profile option: `unconfined`, or a file read now (by the
@@ -226,6 +234,13 @@ impl NodeArgs {
             default_network: self.default_network.clone(),
             default_userns: self.default_userns,
             userns_range: self.userns_range,
+            timeouts: {
+                let mut t = Timeouts::default();
+                for (k, d) in &self.step_timeouts {
+                    t.set(*k, *d);
+                }
+                t
+            },
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::actor::{bump, Attempt, ContainerizerActor};
 use crate::error::stage;
+use crate::inflight::{timed, CallKind};
 use crate::metrics::DestroyStage;
 use crate::termination::{compose, Cause};
 use crate::ContainerizerError;
@@ -81,29 +82,29 @@ impl ContainerizerActor {
         );
         use DestroyStage as S;
         Box::pin(
-            self.timed(S::MarkDestroying, |act| act.stage_mark_destroying(&id))
+            self.timed_stage(S::MarkDestroying, |act| act.stage_mark_destroying(&id))
                 .then(move |r, act, ctx| match r {
-                    Ok(()) => act.timed(S::Nested, |act| act.stage_nested(&i1, ctx)),
+                    Ok(()) => act.timed_stage(S::Nested, |act| act.stage_nested(&i1, ctx)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.timed(S::WaitLaunch, |act| act.stage_wait_launch(&i2)),
+                    Ok(()) => act.timed_stage(S::WaitLaunch, |act| act.stage_wait_launch(&i2)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.timed(S::Kill, |act| act.stage_kill(&i3)),
+                    Ok(()) => act.timed_stage(S::Kill, |act| act.stage_kill(&i3)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.timed(S::Cleanup, |act| act.stage_cleanup(&i4)),
+                    Ok(()) => act.timed_stage(S::Cleanup, |act| act.stage_cleanup(&i4)),
                     e => done(e),
                 })
                 .then(move |r, act, _| match r {
-                    Ok(()) => act.timed(S::Provisioner, |act| act.stage_provisioner(&i6)),
+                    Ok(()) => act.timed_stage(S::Provisioner, |act| act.stage_provisioner(&i6)),
                     e => done(e),
                 })
                 .then(move |r, act, ctx| match r {
-                    Ok(()) => act.timed(S::Terminate, |act| act.stage_terminate(&i5, ctx)),
+                    Ok(()) => act.timed_stage(S::Terminate, |act| act.stage_terminate(&i5, ctx)),
                     Err(e) => Box::pin(fut::ready(Err(e))),
                 }),
         )
@@ -111,7 +112,7 @@ impl ContainerizerActor {
 
     /// Runs a stage and, when it succeeds, observes how long it took in
     /// `berth_destroy_stage_duration_seconds`.
-    fn timed<T: 'static>(
+    fn timed_stage<T: 'static>(
         &mut self,
         stage: DestroyStage,
         run: impl FnOnce(&mut Self) -> ResponseActFuture<Self, Result<T, ContainerizerError>>,
@@ -202,6 +203,7 @@ impl ContainerizerActor {
         let polite = grace > 0 && c.exit.is_none() && matches!(c.cause, Some(Cause::Requested));
         let have_exit = c.exit.is_some();
         let launcher = self.launcher.clone();
+        let inflight = self.inflight.clone();
         let id = id.clone();
         let id2 = id.clone();
         let work = async move {
@@ -216,15 +218,27 @@ impl ContainerizerActor {
                     .await;
                 }
             }
-            launcher
-                .destroy(id.clone())
-                .await
-                .map_err(|e| stage(&id, "kill", e))?;
+            timed(
+                &inflight,
+                &id,
+                CallKind::Cleanup,
+                "launcher",
+                launcher.destroy(id.clone()),
+            )
+            .await
+            .map_err(|e| stage(&id, "kill", e))?;
             crate::failpoint::hit("destroy:after-kill");
             if have_exit {
                 return Ok(None);
             }
-            match launcher.wait(id.clone()).await {
+            let wait = timed(
+                &inflight,
+                &id,
+                CallKind::Cleanup,
+                "launcher",
+                launcher.wait(id.clone()),
+            );
+            match wait.await {
                 Ok(status) => Ok(Some(status)),
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "exit status unknown");
@@ -257,13 +271,21 @@ impl ContainerizerActor {
             .map(|&i| (i, self.isolators[i].clone()))
             .collect();
         let id2 = id.clone();
+        let inflight = self.inflight.clone();
         let work = async move {
             // An exit may be an isolator's doing (an OOM kill) whose notice
             // has not arrived: ask before the cleanups remove the evidence.
             let mut limitation = None;
             if exited {
                 for (_, h) in handles.iter().rev() {
-                    if let Ok(Some(l)) = h.limitation(id2.clone()).await {
+                    let asked = timed(
+                        &inflight,
+                        &id2,
+                        CallKind::Query,
+                        h.name(),
+                        h.limitation(id2.clone()),
+                    );
+                    if let Ok(Some(l)) = asked.await {
                         limitation = Some(l);
                         break;
                     }
@@ -272,7 +294,14 @@ impl ContainerizerActor {
             let mut cleaned = Vec::new();
             let mut failed = Vec::new();
             for (i, h) in handles {
-                match h.cleanup(id2.clone()).await {
+                let call = timed(
+                    &inflight,
+                    &id2,
+                    CallKind::Cleanup,
+                    h.name(),
+                    h.cleanup(id2.clone()),
+                );
+                match call.await {
                     Ok(()) => {
                         crate::failpoint::hit(&format!("destroy:after-cleanup:{}", h.name()));
                         cleaned.push(i)
@@ -330,10 +359,16 @@ impl ContainerizerActor {
             return done(Ok(()));
         };
         let id = id.clone();
+        let call = timed(
+            &self.inflight,
+            &id,
+            CallKind::Cleanup,
+            "provisioner",
+            p.destroy(id.clone()),
+        );
         Box::pin(
             async move {
-                p.destroy(id.clone())
-                    .await
+                call.await
                     .map_err(|e| stage(&id, "provisioner destroy", e))?;
                 crate::failpoint::hit("destroy:after-provisioner");
                 Ok(())

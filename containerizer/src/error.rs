@@ -48,9 +48,16 @@ pub(crate) fn state_name(state: i32) -> String {
 }
 
 pub(crate) fn stage(id: &impl ToString, stage: &str, e: impl ToString) -> ContainerizerError {
+    let id = id.to_string();
+    // Errors of the parts name the container too: said once is enough.
+    let m = e.to_string();
+    let message = m
+        .strip_prefix(&format!("container {id}: "))
+        .map(str::to_string)
+        .unwrap_or(m);
     ContainerizerError::Stage {
-        id: id.to_string(),
+        id,
         stage: stage.to_string(),
-        message: e.to_string(),
+        message,
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::actor::{bump, Container, ContainerizerActor};
 use crate::error::{stage, state_name};
+use crate::inflight::{timed, CallKind};
 use crate::merge::merge;
 use crate::metrics::LaunchStep;
 use crate::termination::Cause;
@@ -243,12 +244,17 @@ impl ContainerizerActor {
                     .and_then(|c| c.record.config.as_ref())
                     .map(|c| c.user.clone())
                     .unwrap_or_default();
+                let provision = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Provision,
+                    "provisioner",
+                    p.provision(id2.clone(), image),
+                );
                 Box::pin(
                     async move {
-                        let provisioned = p
-                            .provision(id2.clone(), image)
-                            .await
-                            .map_err(|e| stage(&id2, "provision", e))?;
+                        let provisioned =
+                            provision.await.map_err(|e| stage(&id2, "provision", e))?;
                         // The user is resolved in the image's own passwd and
                         // group files (file I/O: on the blocking pool).
                         let spec = Some(config_user)
@@ -316,7 +322,14 @@ impl ContainerizerActor {
                     cgroup_root,
                 };
                 let h = self.isolators[i].clone();
-                Box::pin(h.prepare(req).into_actor(self).map(move |r, act, _| {
+                let call = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Prepare,
+                    h.name(),
+                    h.prepare(req),
+                );
+                Box::pin(call.into_actor(self).map(move |r, act, _| {
                     let info = r.map_err(|e| stage(&id, &format!("prepare of {}", h.name()), e))?;
                     crate::failpoint::hit(&format!("launch:after-prepare:{}", h.name()));
                     if let Some(info) = info {
@@ -330,7 +343,13 @@ impl ContainerizerActor {
                     Ok(s) => s,
                     Err(e) => return ready(Err(e)),
                 };
-                let fork = self.launcher.fork(spec);
+                let fork = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Launch,
+                    "launcher",
+                    self.launcher.fork(spec),
+                );
                 Box::pin(fork.into_actor(self).then(move |r, act, _| {
                     let forked = match r {
                         Ok(f) => f,
@@ -360,7 +379,13 @@ impl ContainerizerActor {
                     .into_iter()
                     .map(|i| {
                         let h = self.isolators[i].clone();
-                        let f = h.isolate(id.clone(), pid);
+                        let f = timed(
+                            &self.inflight,
+                            &id,
+                            CallKind::Isolate,
+                            h.name(),
+                            h.isolate(id.clone(), pid),
+                        );
                         async move { f.await.map_err(|e| format!("{}: {e}", h.name())) }
                     })
                     .collect();
@@ -397,7 +422,13 @@ impl ContainerizerActor {
                     .filter(|(uid, _)| *uid != 0);
                 let identity = self.get(&id).ok().and_then(|c| c.sandbox_identity);
                 self.transition_in_background(&id, ContainerState::Fetching);
-                let fetch = self.fetcher.fetch(&id, &uris, &sandbox);
+                let fetch = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Fetch,
+                    "fetcher",
+                    self.fetcher.fetch(&id, &uris, &sandbox),
+                );
                 Box::pin(
                     async move {
                         fetch.await.map_err(|e| stage(&id, "fetch", e))?;
@@ -419,7 +450,13 @@ impl ContainerizerActor {
                 // checkpointed: a RUNNING record always means the command
                 // ran. A crash in between leaves FETCHING, which recovery
                 // destroys as a launch the agent did not finish.
-                let release = self.launcher.release(id.clone());
+                let release = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Launch,
+                    "launcher",
+                    self.launcher.release(id.clone()),
+                );
                 Box::pin(release.into_actor(self).then(move |r, act, _| {
                     if let Err(e) = r {
                         return ready(Err(stage(&id, "release", e)));

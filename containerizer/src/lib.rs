@@ -35,6 +35,7 @@ mod destroy;
 mod error;
 pub mod failpoint;
 pub mod fetcher;
+pub mod inflight;
 mod launch;
 mod merge;
 pub mod metrics;
@@ -79,6 +80,7 @@ pub struct Containerizer {
     events: tokio::sync::broadcast::Sender<agent::api::Event>,
     /// For image pruning, which needs no container state.
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
+    inflight: Arc<inflight::InFlight>,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -245,6 +247,7 @@ impl ContainerizerBuilder {
             .collect();
         let metrics = Arc::new(Metrics::default());
         let fetch_cache = self.fetcher.cache_counters();
+        let inflight = Arc::new(inflight::InFlight::new(self.node.timeouts));
         // Subscribers that fall this far behind miss events (and are told).
         let (events, _) = tokio::sync::broadcast::channel(4096);
         let actor = ContainerizerActor {
@@ -259,6 +262,7 @@ impl ContainerizerBuilder {
             metrics: metrics.clone(),
             events: events.clone(),
             default_network: default_network.clone(),
+            inflight: inflight.clone(),
         };
         Ok(Containerizer {
             addr: actor.start(),
@@ -266,6 +270,7 @@ impl ContainerizerBuilder {
             fetch_cache,
             events,
             provisioner: self.provisioner,
+            inflight,
         })
     }
 }
@@ -428,6 +433,17 @@ impl Containerizer {
             self.fetch_cache.clone(),
             metrics::Snapshot { states, running },
         ))
+    }
+
+    /// The calls into isolators, the provisioner, the fetcher and the
+    /// launcher under way now, oldest first (`berth debug`).
+    pub fn in_flight(&self) -> Vec<inflight::CallInfo> {
+        self.inflight.list()
+    }
+
+    /// The deadline of each kind of call.
+    pub fn timeouts(&self) -> inflight::Timeouts {
+        self.inflight.timeouts()
     }
 
     /// Every state transition (with the termination at TERMINATED) and

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 mod cli_agent;
 #[path = "cli_image.rs"]
 mod cli_image;
+mod cli_retire;
 mod cli_run_opts;
 
 #[derive(Parser)]
@@ -22,35 +23,70 @@ mod cli_run_opts;
 )]
 struct Cli {
     /// Where berth keeps its state (checkpoints, sandboxes, images).
-    #[arg(long, global = true, default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "/var/lib/berth"
+    )]
     root: PathBuf,
     /// Where per-container supervisors keep pids and exit statuses.
-    #[arg(long, global = true, default_value = "/run/berth")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "/run/berth"
+    )]
     runtime_dir: PathBuf,
     /// The name of berth's cgroup under each hierarchy.
-    #[arg(long, global = true, default_value = "berth")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "berth"
+    )]
     cgroup_root: String,
     /// The agent's API socket (served by `berth agent`, used by the clients).
-    #[arg(long, global = true, default_value = "/run/berth/berth.sock")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        default_value = "/run/berth/berth.sock"
+    )]
     socket: PathBuf,
-    /// `berth agent` only: serve Prometheus metrics at
-    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; default: none).
-    #[arg(long, global = true, value_name = "ADDR")]
-    metrics_listen: Option<String>,
-    #[command(flatten)]
-    node: cli_run_opts::NodeArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `berth run`: the container's options and the node's.
+#[derive(Args)]
+struct RunCmd {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten, next_help_heading = "Node options (the operator's)")]
+    node: cli_run_opts::NodeArgs,
+}
+
+/// `berth agent`: the node's options.
+#[derive(Args)]
+pub(crate) struct AgentCmd {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464; default: none).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+    #[command(flatten, next_help_heading = "Node options (the operator's)")]
+    pub(crate) node: cli_run_opts::NodeArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Runs one container and exits with its exit code (128+N when killed
-    /// by signal N, 128 when the command could not start).
-    Run(Box<RunArgs>),
+    /// by signal N, 128 when the command could not start, 125 when berth
+    /// refused the config or failed before the container existed).
+    Run(Box<RunCmd>),
     /// Runs the long-lived containerizer serving the gRPC API on --socket;
     /// SIGTERM stops it and leaves the containers running.
-    Agent,
+    Agent(Box<AgentCmd>),
     /// Launches a container on the agent and prints its id.
     Launch(Box<RunArgs>),
     /// Lists the agent's containers.
@@ -69,6 +105,14 @@ enum Command {
     Update(cli_agent::UpdateArgs),
     /// Streams the agent's events (transitions, exits, limitations).
     Events(cli_agent::JsonArgs),
+    /// Lists every call into an isolator, the provisioner, the fetcher or
+    /// the launcher under way, with its container, age and deadline: what
+    /// a stuck launch or destroy waits on.
+    Debug(cli_agent::JsonArgs),
+    /// Gives back what this root holds on the node once it holds no
+    /// container: its cgroup root in every hierarchy, the cgroup root's
+    /// claim, its runtime dir (the state dir and images stay).
+    Retire,
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(cli_image::ImageCommand),
@@ -104,8 +148,9 @@ struct RunArgs {
     #[arg(long = "env", short = 'e', value_parser = parse_env)]
     env: Vec<(String, String)>,
     /// Fetch a URI into the sandbox before the command runs:
-    /// URI[,executable][,extract][,sha256=HEX][,output_file=NAME]
-    /// (file://, an absolute path, http:// or https://), repeatable.
+    /// URI[,executable][,extract][,cache][,sha256=HEX][,output_file=NAME]
+    /// (file://, an absolute path, http:// or https://; `cache` keeps it in
+    /// the agent's fetch cache), repeatable.
     #[arg(long = "fetch", value_parser = parse_fetch)]
     fetch: Vec<berth::state::FetchUri>,
     /// Resource limit NAME=SOFT[:HARD] (e.g. nofile=1024:2048; `unlimited`
@@ -253,32 +298,40 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // `berth run` reports its container's end itself; the internals'
+    // warnings are for an agent's log (or BERTH_LOG=warn).
+    let quiet = matches!(cli.command, Command::Run(_));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" })
+            }),
         )
+        // Colours only for a terminal, not in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     raise_nofile_limit();
-    let cli = Cli::parse();
-    let code = match actix_rt::System::new().block_on(dispatch(cli)) {
+    let system = actix_rt::System::new();
+    let code = match system.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
             125
         }
     };
+    // Exits with the runtime still alive: dropping it waits for every
+    // blocking task, and one stuck in a plugin's syscall (a FIFO nobody
+    // writes) would keep the process from ever exiting.
     std::process::exit(code);
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
-    if let (Some(addr), false) = (&cli.metrics_listen, matches!(cli.command, Command::Agent)) {
-        bail!("--metrics-listen {addr}: only `berth agent` serves metrics");
-    }
     match cli.command {
-        Command::Run(ref args) => run(&cli, args).await,
-        Command::Agent => cli_agent::agent(&cli).await,
+        Command::Run(ref cmd) => run(&cli, &cmd.run, &cmd.node).await,
+        Command::Agent(ref cmd) => cli_agent::agent(&cli, cmd).await,
         Command::Launch(ref args) => cli_agent::launch(&cli, args).await,
         Command::Ps(ref args) => cli_agent::ps(&cli, args).await,
         Command::Wait(ref args) => cli_agent::wait(&cli, args).await,
@@ -288,6 +341,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stats(ref args) => cli_agent::stats(&cli, args).await,
         Command::Update(ref args) => cli_agent::update(&cli, args).await,
         Command::Events(ref args) => cli_agent::events(&cli, args).await,
+        Command::Debug(ref args) => cli_agent::debug(&cli, args).await,
+        Command::Retire => cli_retire::retire(&cli),
         Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
     }
 }
@@ -350,20 +405,24 @@ fn container_name(args: &RunArgs) -> String {
 
 /// The containerizer of `berth run` and `berth agent`, on the global
 /// options.
-fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Result<Containerizer> {
+fn containerizer(
+    cli: &Cli,
+    node: &cli_run_opts::NodeArgs,
+    backend: Option<berth::provisioner::Backend>,
+) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
-        .node_options(cli.node.options())
+        .node_options(node.options())
         .default_isolators()
-        .fetcher(cli.node.fetcher(&cli.root))
+        .fetcher(node.fetcher(&cli.root))
         .provisioner(cli_image::provisioner(&cli.root, backend)?)
         .build()?)
 }
 
-async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+async fn run(cli: &Cli, args: &RunArgs, node: &cli_run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli, args.rootfs_backend)?;
+    let c = containerizer(cli, node, args.rootfs_backend)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
@@ -381,15 +440,16 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
             e @ (berth::ContainerizerError::InvalidConfig { .. }
             | berth::ContainerizerError::Unsupported { .. }),
         ) => {
-            // One found after admission (e.g. a user the image lacks) has
-            // a container being destroyed: wait for that, so no cgroup,
-            // sandbox or record outlives this command.
-            if c.wait(id.clone()).await.is_ok() {
-                let _ = c.remove(id.clone()).await;
+            // Refused at admission: nothing was made (exit 125). Found
+            // later (a user the host lacks): the container is being
+            // destroyed, and ends below like any failed start (START_ERROR,
+            // 128), waited for so that no cgroup, sandbox or record stays.
+            if c.status(id.clone()).await.is_err() {
+                bail!("{e}")
             }
-            bail!("{e}")
         }
-        Err(e) => eprintln!("berth: {e}"),
+        // The termination below says why (START_ERROR and the message).
+        Err(_) => {}
         Ok(()) => {}
     }
     let termination = tokio::select! {
@@ -402,6 +462,24 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     c.remove(id.clone()).await?;
     if args.json {
         println!("{}", termination_json(&id, &termination));
+    } else {
+        // An exit code alone does not tell a command's own failure from
+        // berth's ending it: say so when berth did.
+        use berth::state::TerminationReason as R;
+        let reason = termination.reason();
+        if !matches!(reason, R::Completed | R::Failed) {
+            let what = match termination.limited_resource.as_str() {
+                "" => String::new(),
+                r => format!(" ({r})"),
+            };
+            let prefix = format!("container {id}: ");
+            let message = termination.message.strip_prefix(&prefix);
+            eprintln!(
+                "berth: container {id}: {}{what}: {}",
+                reason.as_str_name(),
+                message.unwrap_or(&termination.message)
+            );
+        }
     }
     Ok(termination.exit_code)
 }

@@ -36,6 +36,9 @@ pub struct NodeOptions {
     /// The host id range `--userns auto` allots from (for uids and gids);
     /// default: the `berth` lines of /etc/subuid and /etc/subgid.
     pub userns_range: Option<IdRange>,
+    /// The deadline of each kind of call into isolators, provisioner,
+    /// fetcher and launcher.
+    pub timeouts: crate::inflight::Timeouts,
 }
 
 impl NodeOptions {

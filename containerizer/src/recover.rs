@@ -7,6 +7,7 @@
 
 use crate::actor::{Container, ContainerizerActor};
 use crate::error::{stage, state_name};
+use crate::inflight::{timed, CallKind};
 use crate::termination::Cause;
 use crate::ContainerizerError;
 use actix::prelude::*;
@@ -92,21 +93,34 @@ impl Handler<Recover> for ContainerizerActor {
                         .map(|(k, _)| k.split('/').next().unwrap_or_default().to_string()),
                 );
                 let sandboxes = act.sandboxes.clone();
+                let inflight = act.inflight.clone();
                 let work = async move {
                     remove_orphan_sandboxes(sandboxes, known).await;
-                    let mut orphans = launcher
-                        .recover(recs.clone())
-                        .await
-                        .map_err(|e| ContainerizerError::Setup(format!("launcher recover: {e}")))?;
+                    let all = String::new();
+                    let mut orphans = timed(
+                        &inflight,
+                        &all,
+                        CallKind::Recover,
+                        "launcher",
+                        launcher.recover(recs.clone()),
+                    )
+                    .await
+                    .map_err(|e| ContainerizerError::Setup(format!("launcher recover: {e}")))?;
                     // A container whose record is unreadable is cleaned as an orphan.
                     for id in corrupt_ids {
                         if !orphans.contains(&id) {
                             orphans.push(id);
                         }
                     }
-                    let calls = isolators
-                        .iter()
-                        .map(|h| h.recover(recs.clone(), orphans.clone()));
+                    let calls = isolators.iter().map(|h| {
+                        timed(
+                            &inflight,
+                            &all,
+                            CallKind::Recover,
+                            h.name(),
+                            h.recover(recs.clone(), orphans.clone()),
+                        )
+                    });
                     for (h, r) in isolators.iter().zip(join_all(calls).await) {
                         r.map_err(|e| {
                             ContainerizerError::Setup(format!("isolator {} recover: {e}", h.name()))
@@ -114,14 +128,30 @@ impl Handler<Recover> for ContainerizerActor {
                     }
                     if let Some(p) = provisioner {
                         let known = recs.iter().filter_map(|r| r.id.clone()).collect();
-                        p.recover(known).await.map_err(|e| {
+                        timed(
+                            &inflight,
+                            &all,
+                            CallKind::Recover,
+                            "provisioner",
+                            p.recover(known),
+                        )
+                        .await
+                        .map_err(|e| {
                             ContainerizerError::Setup(format!("provisioner recover: {e}"))
                         })?;
                     }
                     let mut statuses = Vec::new();
                     for rec in &recs {
                         let id = rec.id.clone().unwrap_or_default();
-                        let st = launcher.status(id).await.unwrap_or(ProcessStatus::Unknown);
+                        let st = timed(
+                            &inflight,
+                            &id,
+                            CallKind::Recover,
+                            "launcher",
+                            launcher.status(id.clone()),
+                        )
+                        .await
+                        .unwrap_or(ProcessStatus::Unknown);
                         statuses.push(st);
                     }
                     Ok((orphans, statuses))
@@ -270,17 +300,29 @@ impl ContainerizerActor {
     ) -> impl std::future::Future<Output = Result<(), ContainerizerError>> {
         let launcher = self.launcher.clone();
         let isolators = self.isolators.clone();
+        let inflight = self.inflight.clone();
         async move {
             for id in orphans {
                 tracing::info!(container = %id, "cleaning up orphan");
-                launcher
-                    .destroy(id.clone())
-                    .await
-                    .map_err(|e| stage(&id, "orphan kill", e))?;
+                timed(
+                    &inflight,
+                    &id,
+                    CallKind::Cleanup,
+                    "launcher",
+                    launcher.destroy(id.clone()),
+                )
+                .await
+                .map_err(|e| stage(&id, "orphan kill", e))?;
                 for h in isolators.iter().rev() {
-                    h.cleanup(id.clone())
-                        .await
-                        .map_err(|e| stage(&id, &format!("orphan cleanup of {}", h.name()), e))?;
+                    timed(
+                        &inflight,
+                        &id,
+                        CallKind::Cleanup,
+                        h.name(),
+                        h.cleanup(id.clone()),
+                    )
+                    .await
+                    .map_err(|e| stage(&id, &format!("orphan cleanup of {}", h.name()), e))?;
                 }
                 launcher
                     .remove(id.clone())

@@ -255,11 +255,15 @@ fn blocking<T: Send + 'static>(
             })
             .and_then(|r| r);
         r.map_err(|e| match image {
-            Some(image) => ProvisionError::Image {
-                id,
-                image,
-                message: e.to_string(),
-            },
+            Some(image) => {
+                // The store's own errors name the image already.
+                let m = e.to_string();
+                let message = m
+                    .strip_prefix(&format!("image {image}: "))
+                    .map(str::to_string)
+                    .unwrap_or(m);
+                ProvisionError::Image { id, image, message }
+            }
             None => ProvisionError::Other {
                 id,
                 message: e.to_string(),

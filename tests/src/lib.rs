@@ -319,7 +319,7 @@ impl TestEnv {
         self.start_agent_with(failpoints, &[])
     }
 
-    /// [`TestEnv::start_agent`] with extra global options (e.g.
+    /// [`TestEnv::start_agent`] with the agent's node options (e.g.
     /// `--userns-range 400000:131072`).
     pub fn start_agent_with(&self, failpoints: &str, options: &[&str]) -> Agent {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -330,8 +330,8 @@ impl TestEnv {
         let err = fs::File::create(&log).expect("agent log");
         let mut child = self
             .berth_client()
-            .args(options)
             .arg("agent")
+            .args(options)
             .env("BERTH_FAILPOINTS", failpoints)
             .env("BERTH_LOG", "info")
             .stdout(std::process::Stdio::null())

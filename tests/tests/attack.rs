@@ -411,8 +411,8 @@ impl<'e> Lab<'e> {
         let err = fs::File::create(&self.log).unwrap();
         let mut child = self
             .berth()
-            .args(global)
             .arg("agent")
+            .args(global)
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)

@@ -14,7 +14,7 @@ fn writing_beyond_the_disk_limit_is_a_disk_limitation() {
     let env = TestEnv::new("disk-limit");
     let out = env
         .berth()
-        .args(["--disk-check-interval-ms", "100", "run", "--json"])
+        .args(["run", "--disk-check-interval-ms", "100", "--json"])
         .args(["--name", &env.name, "--disk", "4M", "--"])
         .args([
             "sh",

@@ -325,9 +325,10 @@ fn berth_run_processes_sharing_a_cache_download_once_and_the_size_limit_holds() 
         .iter()
         .map(|env| {
             env.berth()
+                .arg("run")
                 .arg("--fetch-cache-dir")
                 .arg(&cache)
-                .args(["run", "--fetch", &uri, "--", "sh", "-c", script])
+                .args(["--fetch", &uri, "--", "sh", "-c", script])
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -345,10 +346,11 @@ fn berth_run_processes_sharing_a_cache_download_once_and_the_size_limit_holds() 
     for n in 2..=3 {
         let out = a
             .berth()
+            .arg("run")
             .arg("--fetch-cache-dir")
             .arg(&small)
             .args(["--fetch-cache-size", "8"])
-            .args(["run", "--fetch", &uri, "--", "sh", "-c", script])
+            .args(["--fetch", &uri, "--", "sh", "-c", script])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

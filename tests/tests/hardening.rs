@@ -217,7 +217,7 @@ fn volumes_may_not_cover_proc_sys_or_dev() {
         (Some("linky"), "/data/kernel"),
     ] {
         let mut c = env.berth();
-        c.args(["--volume-allow-rw", &src_s, "run"]);
+        c.args(["run", "--volume-allow-rw", &src_s]);
         if let Some(i) = image {
             c.args(["--image", i]);
         }
@@ -233,7 +233,7 @@ fn volumes_may_not_cover_proc_sys_or_dev() {
     // Elsewhere is fine.
     let out = env
         .berth()
-        .args(["--volume-allow-rw", &src_s, "run"])
+        .args(["run", "--volume-allow-rw", &src_s])
         .args(["-v", &format!("{src_s}:/tmp/data"), "--", "true"])
         .output()
         .unwrap();
@@ -301,8 +301,8 @@ fn shm_size_sysctls_and_the_agents_default_network() {
     let env = TestEnv::new("hard-opts");
     let run = |global: &[&str], args: &[&str], script: &str| {
         env.berth()
-            .args(global)
             .arg("run")
+            .args(global)
             .args(args)
             .args(["--", "sh", "-c", script])
             .output()

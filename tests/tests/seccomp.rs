@@ -36,8 +36,8 @@ call("uname", 63, 0)
 fn run(env: &TestEnv, global: &[&str], args: &[&str]) -> Output {
     require_tool("python3");
     env.berth()
-        .args(global)
         .arg("run")
+        .args(global)
         .args(args)
         .args(["--", "python3", "-c", PROBES])
         .output()

@@ -11,8 +11,8 @@ fn text(b: &[u8]) -> String {
 /// `berth [global…] run [args…] -- sh -c script`.
 fn run(env: &TestEnv, global: &[&str], args: &[&str], script: &str) -> Output {
     env.berth()
-        .args(global)
         .arg("run")
+        .args(global)
         .args(args)
         .args(["--", "sh", "-c", script])
         .output()

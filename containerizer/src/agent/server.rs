@@ -2,9 +2,9 @@
 
 use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer};
 use super::api::{
-    ContainerRef, ContainerStatus, Empty, Event, EventsRequest, ImageRef, ImagesResponse,
-    ImportImageRequest, KillRequest, LaunchRequest, LaunchResponse, ListRequest, ListResponse,
-    PullImageRequest, UpdateRequest,
+    ContainerRef, ContainerStatus, DebugResponse, Empty, Event, EventsRequest, ImageRef,
+    ImagesResponse, ImportImageRequest, InFlightCall, KillRequest, LaunchRequest, LaunchResponse,
+    ListRequest, ListResponse, PullImageRequest, UpdateRequest,
 };
 use super::images;
 use crate::{Containerizer, ContainerizerError};
@@ -269,5 +269,22 @@ impl Api for Service {
     async fn remove_image(&self, r: Request<ImageRef>) -> Result<Response<Empty>, Status> {
         images::remove(self.images()?, r.into_inner().reference).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn debug(&self, _: Request<Empty>) -> Result<Response<DebugResponse>, Status> {
+        let t = self.c.timeouts();
+        let calls = self
+            .c
+            .in_flight()
+            .into_iter()
+            .map(|c| InFlightCall {
+                container_id: c.container,
+                call: c.kind.name().to_string(),
+                component: c.component,
+                age_ms: c.started.elapsed().as_millis() as u64,
+                timeout_ms: t.get(c.kind).as_millis() as u64,
+            })
+            .collect();
+        Ok(Response::new(DebugResponse { calls }))
     }
 }

@@ -1,0 +1,157 @@
+//! What an operator sees: `berth retire` gives a root's node-wide traces
+//! back only once it holds no container; `ps` shows no stale pid for a
+//! terminated container; events read `ID STATE`; the agent says where it
+//! serves; an error names its container and image once.
+
+use berth_tests::{cgroup_mounts, TestEnv};
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn retire_refuses_while_a_container_is_recorded_then_gives_everything_back() {
+    let env = TestEnv::new("op-retire");
+    let agent = env.start_agent("");
+    let name = format!("{}-c", env.name);
+    let out = env
+        .berth_client()
+        .args(["launch", "--name", &name, "--", "sleep", "60"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // While the agent runs: its store is locked.
+    let out = env.berth().arg("retire").output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("using this --root"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Agent stopped, container still recorded (and running).
+    assert!(agent.terminate().success());
+    let out = env.berth().arg("retire").output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("still recorded") && err.contains(&name),
+        "{err}"
+    );
+
+    let agent = env.start_agent("");
+    for args in [vec!["destroy", name.as_str()], vec!["rm", name.as_str()]] {
+        let out = env.berth_client().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    assert!(agent.terminate().success());
+
+    let out = env.berth().arg("retire").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    for m in cgroup_mounts() {
+        let d = m.mount_point.join(&env.cgroup_root);
+        assert!(!d.exists(), "{} stays", d.display());
+    }
+    assert!(
+        !berth::cgroup_claim_path(&env.cgroup_root).exists(),
+        "{said}"
+    );
+    assert!(!env.runtime_dir.join("owner").exists(), "{said}");
+    assert!(env.state_dir.join("state").is_dir(), "the state dir stays");
+}
+
+#[test]
+fn ps_events_and_the_agent_say_what_is_true() {
+    let env = TestEnv::new("op-ps");
+    let agent = env.start_agent("");
+    let mut events = env
+        .berth_client()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let name = format!("{}-c", env.name);
+    let out = env
+        .berth_client()
+        .args(["launch", "--name", &name, "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = env.berth_client().args(["wait", &name]).output().unwrap();
+
+    let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == name.as_str())
+        .unwrap();
+    assert_eq!(c["state"], "TERMINATED");
+    assert!(c["pid"].is_null(), "a terminated container has no pid: {c}");
+    let out = env.berth_client().arg("ps").output().unwrap();
+    let line = text(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[1..3], ["TERMINATED", "-"], "{line}");
+
+    assert!(agent.terminate().success());
+    let lines: Vec<String> = std::io::BufReader::new(events.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.starts_with(&name))
+        .collect();
+    let _ = events.wait();
+    assert!(
+        lines.iter().any(|l| l == &format!("{name} RUNNING")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("state=")), "{lines:?}");
+    assert!(
+        agent_log_says_serving(&env),
+        "the agent names its socket when it serves"
+    );
+    let out = env.berth_client().args(["rm", &name]).output().unwrap();
+    assert!(!out.status.success(), "no agent now");
+    let agent = env.start_agent("");
+    let out = env.berth_client().args(["rm", &name]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(agent);
+}
+
+fn agent_log_says_serving(env: &TestEnv) -> bool {
+    let want = format!("berth agent: serving on {}", env.socket().display());
+    std::fs::read_dir(&env.temp_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains(&want)
+        })
+}
+
+#[test]
+fn an_error_names_its_container_and_image_once() {
+    let env = TestEnv::new("op-err");
+    let out = env
+        .berth()
+        .args(["run", "--name", "e1", "--image", "nope:1", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("container e1").count(), 1, "{err}");
+    assert_eq!(err.matches("nope:1").count(), 1, "{err}");
+    assert!(err.contains("not in the store"), "{err}");
+}
