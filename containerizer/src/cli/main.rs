@@ -9,11 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-mod cli_agent;
-#[path = "cli_image.rs"]
-mod cli_image;
-mod cli_retire;
-mod cli_run_opts;
+mod agent;
+#[path = "image.rs"]
+mod image;
+mod retire;
+mod run_opts;
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +64,7 @@ struct RunCmd {
     #[command(flatten)]
     run: RunArgs,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
-    node: cli_run_opts::NodeArgs,
+    node: run_opts::NodeArgs,
 }
 
 /// `berth agent`: the node's options.
@@ -75,7 +75,7 @@ pub(crate) struct AgentCmd {
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
-    pub(crate) node: cli_run_opts::NodeArgs,
+    pub(crate) node: run_opts::NodeArgs,
 }
 
 #[derive(Subcommand)]
@@ -90,32 +90,32 @@ enum Command {
     /// Launches a container on the agent and prints its id.
     Launch(Box<RunArgs>),
     /// Lists the agent's containers.
-    Ps(cli_agent::JsonArgs),
+    Ps(agent::JsonArgs),
     /// Waits for a container to end; exits with its exit code.
-    Wait(cli_agent::IdArgs),
+    Wait(agent::IdArgs),
     /// Sends a signal to a container.
-    Kill(cli_agent::KillArgs),
+    Kill(agent::KillArgs),
     /// Destroys a container and prints its termination.
-    Destroy(cli_agent::IdArgs),
+    Destroy(agent::IdArgs),
     /// Forgets a terminated container.
-    Rm(cli_agent::IdArgs),
+    Rm(agent::IdArgs),
     /// Resource usage of a container.
-    Stats(cli_agent::IdArgs),
+    Stats(agent::IdArgs),
     /// Changes the resource limits of a running container.
-    Update(cli_agent::UpdateArgs),
+    Update(agent::UpdateArgs),
     /// Streams the agent's events (transitions, exits, limitations).
-    Events(cli_agent::JsonArgs),
+    Events(agent::JsonArgs),
     /// Lists every call into an isolator, the provisioner, the fetcher or
     /// the launcher under way, with its container, age and deadline: what
     /// a stuck launch or destroy waits on.
-    Debug(cli_agent::JsonArgs),
+    Debug(agent::JsonArgs),
     /// Gives back what this root holds on the node once it holds no
     /// container: its cgroup root in every hierarchy, the cgroup root's
     /// claim, its runtime dir (the state dir and images stay).
     Retire,
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
-    Image(cli_image::ImageCommand),
+    Image(image::ImageCommand),
 }
 
 #[derive(Args)]
@@ -176,7 +176,7 @@ struct RunArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    extra: cli_run_opts::RunExtra,
+    extra: run_opts::RunExtra,
     /// The command and its arguments (optional with --image: the image's cmd).
     #[arg(last = true, required_unless_present = "image")]
     command: Vec<String>,
@@ -331,19 +331,19 @@ fn main() {
 async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(ref cmd) => run(&cli, &cmd.run, &cmd.node).await,
-        Command::Agent(ref cmd) => cli_agent::agent(&cli, cmd).await,
-        Command::Launch(ref args) => cli_agent::launch(&cli, args).await,
-        Command::Ps(ref args) => cli_agent::ps(&cli, args).await,
-        Command::Wait(ref args) => cli_agent::wait(&cli, args).await,
-        Command::Kill(ref args) => cli_agent::kill(&cli, args).await,
-        Command::Destroy(ref args) => cli_agent::destroy(&cli, args).await,
-        Command::Rm(ref args) => cli_agent::remove(&cli, args).await,
-        Command::Stats(ref args) => cli_agent::stats(&cli, args).await,
-        Command::Update(ref args) => cli_agent::update(&cli, args).await,
-        Command::Events(ref args) => cli_agent::events(&cli, args).await,
-        Command::Debug(ref args) => cli_agent::debug(&cli, args).await,
-        Command::Retire => cli_retire::retire(&cli),
-        Command::Image(cmd) => cli_image::dispatch(&cli.root, cmd).await,
+        Command::Agent(ref cmd) => agent::agent(&cli, cmd).await,
+        Command::Launch(ref args) => agent::launch(&cli, args).await,
+        Command::Ps(ref args) => agent::ps(&cli, args).await,
+        Command::Wait(ref args) => agent::wait(&cli, args).await,
+        Command::Kill(ref args) => agent::kill(&cli, args).await,
+        Command::Destroy(ref args) => agent::destroy(&cli, args).await,
+        Command::Rm(ref args) => agent::remove(&cli, args).await,
+        Command::Stats(ref args) => agent::stats(&cli, args).await,
+        Command::Update(ref args) => agent::update(&cli, args).await,
+        Command::Events(ref args) => agent::events(&cli, args).await,
+        Command::Debug(ref args) => agent::debug(&cli, args).await,
+        Command::Retire => retire::retire(&cli),
+        Command::Image(cmd) => image::dispatch(&cli.root, cmd).await,
     }
 }
 
@@ -407,7 +407,7 @@ fn container_name(args: &RunArgs) -> String {
 /// options.
 fn containerizer(
     cli: &Cli,
-    node: &cli_run_opts::NodeArgs,
+    node: &run_opts::NodeArgs,
     backend: Option<berth::provisioner::Backend>,
 ) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
@@ -415,11 +415,11 @@ fn containerizer(
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))
-        .provisioner(cli_image::provisioner(&cli.root, backend)?)
+        .provisioner(image::provisioner(&cli.root, backend)?)
         .build()?)
 }
 
-async fn run(cli: &Cli, args: &RunArgs, node: &cli_run_opts::NodeArgs) -> Result<i32> {
+async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
     let c = containerizer(cli, node, args.rootfs_backend)?;

@@ -130,7 +130,7 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
             "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
         );
     }
-    let images = crate::cli_image::provisioner(&cli.root, None)?;
+    let images = crate::image::provisioner(&cli.root, None)?;
     eprintln!(
         "berth agent: serving on {} ({} running, {} terminated, {} orphans cleaned)",
         cli.socket.display(),
