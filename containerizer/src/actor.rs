@@ -71,6 +71,8 @@ pub(crate) struct Container {
     /// again, it must still be that one (a parent container may swap a
     /// nested sandbox by rename).
     pub sandbox_identity: Option<berth_state::safe_path::Identity>,
+    /// A `stop`'s grace between SIGTERM and SIGKILL, over the config's.
+    pub stop_grace_ms: Option<u64>,
 }
 
 impl Container {
@@ -96,6 +98,7 @@ impl Container {
             watches: Vec::new(),
             sandbox,
             sandbox_identity: None,
+            stop_grace_ms: None,
         }
     }
 
@@ -625,6 +628,28 @@ impl Handler<Destroy> for ContainerizerActor {
     type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
 
     fn handle(&mut self, Destroy(id): Destroy, ctx: &mut Context<Self>) -> Self::Result {
+        let attempt = self.start_destroy(&id, Cause::Requested, ctx);
+        Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
+    }
+}
+
+/// Destroy after a grace: SIGTERM, then SIGKILL for whatever is left
+/// once the grace is over (a destroy under way is joined as it is).
+pub struct Stop(pub ContainerId, pub std::time::Duration);
+
+impl Message for Stop {
+    type Result = Result<ContainerTermination, ContainerizerError>;
+}
+
+impl Handler<Stop> for ContainerizerActor {
+    type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
+
+    fn handle(&mut self, Stop(id, grace): Stop, ctx: &mut Context<Self>) -> Self::Result {
+        if let Ok(c) = self.get_mut(&id) {
+            if c.attempt.is_none() {
+                c.stop_grace_ms = Some(grace.as_millis() as u64);
+            }
+        }
         let attempt = self.start_destroy(&id, Cause::Requested, ctx);
         Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
     }

@@ -194,12 +194,14 @@ impl ContainerizerActor {
         if !c.may_have_forked() {
             return done(Ok(()));
         }
-        let grace = c
-            .record
-            .config
-            .as_ref()
-            .map(|c| c.kill_grace_period_ms)
-            .unwrap_or(0);
+        // A stop's grace, else the config's.
+        let grace = c.stop_grace_ms.unwrap_or_else(|| {
+            c.record
+                .config
+                .as_ref()
+                .map(|c| c.kill_grace_period_ms)
+                .unwrap_or(0)
+        });
         let polite = grace > 0 && c.exit.is_none() && matches!(c.cause, Some(Cause::Requested));
         let have_exit = c.exit.is_some();
         let launcher = self.launcher.clone();

@@ -348,6 +348,16 @@ impl Containerizer {
         self.ask(actor::Destroy(id)).await?
     }
 
+    /// Stops the container: SIGTERM to its init, SIGKILL to whatever is
+    /// left after `grace`, then the destroy; returns its termination.
+    pub async fn stop(
+        &self,
+        id: ContainerId,
+        grace: std::time::Duration,
+    ) -> Result<ContainerTermination, ContainerizerError> {
+        self.ask(actor::Stop(id, grace)).await?
+    }
+
     /// Sends `signal` to the container's init.
     pub async fn kill(&self, id: ContainerId, signal: i32) -> Result<(), ContainerizerError> {
         self.ask(actor::Kill(id, signal)).await?

@@ -155,3 +155,64 @@ fn an_error_names_its_container_and_image_once() {
     assert_eq!(err.matches("nope:1").count(), 1, "{err}");
     assert!(err.contains("not in the store"), "{err}");
 }
+
+#[test]
+fn stop_ends_a_handler_less_command_within_its_grace_and_a_handler_runs() {
+    let env = TestEnv::new("op-stop");
+    let agent = env.start_agent("");
+    let (deaf, polite) = (format!("{}-deaf", env.name), format!("{}-polite", env.name));
+    for (n, script) in [
+        // pid 1 without a handler: the kernel drops SIGTERM.
+        (&deaf, "exec sleep 60"),
+        (&polite, "trap 'exit 3' TERM; while :; do sleep 0.1; done"),
+    ] {
+        let out = env
+            .berth_client()
+            .args(["launch", "--name", n, "--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let out = env
+        .berth_client()
+        .args(["stop", &deaf, "--grace", "1", "--json"])
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["signal"], 9, "SIGKILL after the grace: {t}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+        "took {took:?} with a 1 s grace"
+    );
+
+    let t0 = std::time::Instant::now();
+    let out = env
+        .berth_client()
+        .args(["stop", &polite, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["exit_code"], 3, "its TERM handler ran: {t}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "well within 10 s");
+    let out = env
+        .berth_client()
+        .args(["stop", &polite, "--grace=-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--grace"),
+        "{}",
+        text(&out.stderr)
+    );
+    for n in [&deaf, &polite] {
+        let out = env.berth_client().args(["rm", n]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    drop(agent);
+}

@@ -4,7 +4,7 @@ use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer
 use super::api::{
     ContainerRef, ContainerStatus, DebugResponse, Empty, Event, EventsRequest, ImageRef,
     ImagesResponse, ImportImageRequest, InFlightCall, KillRequest, LaunchRequest, LaunchResponse,
-    ListRequest, ListResponse, PullImageRequest, UpdateRequest,
+    ListRequest, ListResponse, PullImageRequest, StopRequest, UpdateRequest,
 };
 use super::images;
 use crate::{Containerizer, ContainerizerError};
@@ -67,6 +67,9 @@ pub async fn serve(
         }
     }
 }
+
+/// A stop's grace when the caller names none (as `docker stop`).
+pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 /// How long calls in flight may take once the agent is told to stop.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -167,6 +170,16 @@ impl Api for Service {
     ) -> Result<Response<ContainerTermination>, Status> {
         let id = id_of(r.into_inner().id)?;
         Ok(Response::new(self.c.destroy(id).await.map_err(status)?))
+    }
+
+    async fn stop(
+        &self,
+        r: Request<StopRequest>,
+    ) -> Result<Response<ContainerTermination>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        let grace = std::time::Duration::from_millis(r.grace_ms.unwrap_or(DEFAULT_STOP_GRACE_MS));
+        Ok(Response::new(self.c.stop(id, grace).await.map_err(status)?))
     }
 
     async fn remove(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {

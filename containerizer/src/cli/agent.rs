@@ -20,6 +20,27 @@ pub struct IdArgs {
 }
 
 #[derive(Args)]
+pub struct StopArgs {
+    /// The container's id.
+    pub id: String,
+    /// Seconds between SIGTERM and SIGKILL (fractions allowed).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_grace)]
+    pub grace: f64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_grace(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "--grace {s:?}: expected seconds between 0 and 86400"
+        )),
+    }
+}
+
+#[derive(Args)]
 pub struct JsonArgs {
     /// Print JSON instead of text.
     #[arg(long)]
@@ -311,6 +332,21 @@ pub async fn kill(cli: &Cli, args: &KillArgs) -> Result<i32> {
     })
     .await
     .map_err(rpc_error)?;
+    Ok(0)
+}
+
+pub async fn stop(cli: &Cli, args: &StopArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let t = c
+        .stop(api::StopRequest {
+            id: Some(id.clone()),
+            grace_ms: Some((args.grace * 1000.0).round() as u64),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    print_termination(&id, &t, args.json);
     Ok(0)
 }
 

@@ -97,6 +97,9 @@ enum Command {
     Kill(agent::KillArgs),
     /// Destroys a container and prints its termination.
     Destroy(agent::IdArgs),
+    /// Stops a container: SIGTERM, SIGKILL after the grace (default 10 s),
+    /// then the destroy; prints its termination.
+    Stop(agent::StopArgs),
     /// Forgets a terminated container.
     Rm(agent::IdArgs),
     /// Resource usage of a container.
@@ -337,6 +340,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Wait(ref args) => agent::wait(&cli, args).await,
         Command::Kill(ref args) => agent::kill(&cli, args).await,
         Command::Destroy(ref args) => agent::destroy(&cli, args).await,
+        Command::Stop(ref args) => agent::stop(&cli, args).await,
         Command::Rm(ref args) => agent::remove(&cli, args).await,
         Command::Stats(ref args) => agent::stats(&cli, args).await,
         Command::Update(ref args) => agent::update(&cli, args).await,
