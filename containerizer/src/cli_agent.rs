@@ -98,7 +98,7 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
 /// it stops; the next agent recovers them.
 pub async fn agent(cli: &Cli) -> Result<i32> {
     let shutdown = shutdown_signal()?;
-    let c = crate::containerizer(cli, None).with_context(|| {
+    let c = crate::containerizer(cli).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()
@@ -120,7 +120,7 @@ pub async fn agent(cli: &Cli) -> Result<i32> {
             "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
         );
     }
-    let images = crate::cli_image::provisioner(&cli.root, None)?;
+    let images = crate::cli_image::provisioner(&cli.root)?;
     berth::agent::serve(c, Some(images), &cli.socket, shutdown)
         .await
         .with_context(|| format!("serving on {}", cli.socket.display()))?;

@@ -86,7 +86,7 @@ impl ContainerizerActor {
             &Backing {
                 isolators: &names,
                 fetcher: self.fetcher.supported(),
-                provisioner: self.provisioner.is_some(),
+                provisioner: self.provisioner.as_deref(),
             },
         )?;
         let key = id.to_string();
@@ -185,11 +185,11 @@ impl ContainerizerActor {
                 // is an unfinished launch either way, and destroy removes a
                 // rootfs of any config with an image.
                 self.transition_in_background(&id, ContainerState::Provisioning);
-                let image = self
+                let (image, backend) = self
                     .get(&id)
                     .ok()
                     .and_then(|c| c.record.config.as_ref())
-                    .map(|c| c.image.clone())
+                    .map(|c| (c.image.clone(), c.rootfs_backend.parse().ok()))
                     .unwrap_or_default();
                 // Configs with an image were refused at STARTING unless a
                 // provisioner runs.
@@ -211,7 +211,7 @@ impl ContainerizerActor {
                     &id,
                     CallKind::Provision,
                     "provisioner",
-                    p.provision(id2.clone(), image),
+                    p.provision(id2.clone(), image, backend),
                 );
                 Box::pin(
                     async move {

@@ -85,7 +85,9 @@ struct RunArgs {
     /// Replaces the image's entrypoint (and drops its cmd).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// How the image's rootfs is made: overlay, copy or bind (default: detected).
+    /// How the image's rootfs is made: overlay, copy or bind (a
+    /// single-layer image's layer bound read-only); default: overlay where
+    /// the kernel has it, else copy.
     #[arg(long)]
     rootfs_backend: Option<berth::provisioner::Backend>,
     /// CPU share in cores (e.g. 0.5).
@@ -322,6 +324,10 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         uris: args.fetch.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
+        rootfs_backend: args
+            .rootfs_backend
+            .map(|b| b.name().to_string())
+            .unwrap_or_default(),
         ..Default::default()
     };
     args.extra.apply(&mut config);
@@ -358,21 +364,21 @@ fn container_name(args: &RunArgs) -> String {
 }
 
 /// The containerizer of `berth run` and `berth agent`, on the global
-/// options.
-fn containerizer(cli: &Cli, backend: Option<berth::provisioner::Backend>) -> Result<Containerizer> {
+/// options. A container's `--rootfs-backend` travels in its config.
+fn containerizer(cli: &Cli) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .node_options(cli.node.options())
         .default_isolators()
         .fetcher(cli.node.fetcher(&cli.root))
-        .provisioner(cli_image::provisioner(&cli.root, backend)?)
+        .provisioner(cli_image::provisioner(&cli.root)?)
         .build()?)
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli, args.rootfs_backend)?;
+    let c = containerizer(cli)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

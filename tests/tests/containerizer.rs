@@ -406,6 +406,7 @@ impl berth::provisioner::Provisioner for SlowProvisioner {
         &self,
         _id: ContainerId,
         image: String,
+        _backend: Option<berth::provisioner::Backend>,
     ) -> BoxFuture<
         'static,
         Result<berth::provisioner::Provisioned, berth::provisioner::ProvisionError>,

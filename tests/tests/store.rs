@@ -77,6 +77,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 container_path: "/dev/lc".into(),
                 permissions: "rw".into(),
             }],
+            rootfs_backend: "copy".into(),
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

@@ -1,0 +1,228 @@
+//! Behaviours Mesos's own containerizer tests expect (issue 18 item 4):
+//! a rootfs backend chosen per container through the agent; a container
+//! destroyed before its command started has no exit status
+//! (`DestroyWhileFetching`); thread and process counts in `stats`
+//! (`PidsAndTids`); a memory reservation (soft limit); a relative volume
+//! destination mounted in the sandbox (`VolumeFromHostSandboxMountPoint`).
+
+use berth_tests::{Agent, TestEnv};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// Runs a client command; panics (with the agent's log) unless it exits
+/// with `code`.
+fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
+    let mut child = env
+        .berth_client()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth {args:?} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        agent.log()
+    );
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(text(&out.stdout).trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Destroys and removes container `id`.
+fn finish(env: &TestEnv, agent: &Agent, id: &str) {
+    client(env, agent, &["destroy", id], 0);
+    client(env, agent, &["rm", id], 0);
+}
+
+/// A single-layer busybox image `single:1` holding its own mount points
+/// (so the read-only bind backend can run it), imported into the test's
+/// store.
+fn single_layer_image(env: &TestEnv) {
+    berth_tests::require_tool("umoci");
+    let layout = env.path("single");
+    let bundle = env.path("single-bundle");
+    let umoci = |args: &[&str]| run(Command::new("umoci").args(args));
+    umoci(&["init", "--layout", p(&layout)]);
+    umoci(&["new", "--image", &format!("{}:1", p(&layout))]);
+    umoci(&[
+        "unpack",
+        "--image",
+        &format!("{}:1", p(&layout)),
+        p(&bundle),
+    ]);
+    let r = bundle.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "mnt/sandbox"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat", "touch", "ls"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+    }
+    umoci(&[
+        "repack",
+        "--image",
+        &format!("{}:1", p(&layout)),
+        p(&bundle),
+    ]);
+    fs::remove_dir_all(&bundle).unwrap();
+    run(env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "single"]));
+}
+
+/// Where the provisioner makes container `id`'s rootfs.
+fn rootfs_of(env: &TestEnv, id: &str) -> PathBuf {
+    env.state_dir
+        .join("images/containers")
+        .join(id)
+        .join("rootfs")
+}
+
+fn mounted_at(path: &Path) -> Vec<berth_tests::MountInfo> {
+    berth_tests::mountinfo()
+        .into_iter()
+        .filter(|m| m.mount_point == path)
+        .collect()
+}
+
+#[actix_rt::test]
+async fn the_rootfs_backend_is_chosen_per_container_through_the_agent() {
+    let env = TestEnv::new("mp-backend");
+    single_layer_image(&env);
+    let agent = env.start_agent("");
+    let script = "echo hi > /marker 2>/dev/null; sleep 1000";
+    for (id, backend) in [("ov", None), ("cp", Some("copy")), ("bd", Some("bind"))] {
+        let mut args = vec!["launch", "--name", id, "--image", "single:1"];
+        if let Some(b) = backend {
+            args.extend(["--rootfs-backend", b]);
+        }
+        args.extend(["--", "/bin/sh", "-c", script]);
+        client(&env, &agent, &args, 0);
+    }
+
+    // overlay (this kernel has it): the default, a mount on the host.
+    let ov = rootfs_of(&env, "ov");
+    wait_until("ov writes its marker", Duration::from_secs(10), || {
+        ov.join("marker").exists()
+    });
+    let m = mounted_at(&ov);
+    assert!(
+        m.iter().any(|m| m.fs_type == "overlay"),
+        "{}: {m:?}",
+        ov.display()
+    );
+
+    // copy: a plain directory of the container's own, no mount; the
+    // container's writes land in it.
+    let cp = rootfs_of(&env, "cp");
+    wait_until("cp writes its marker", Duration::from_secs(10), || {
+        fs::read_to_string(cp.join("marker")).is_ok_and(|s| s == "hi\n")
+    });
+    assert!(mounted_at(&cp).is_empty(), "{:?}", mounted_at(&cp));
+    assert!(
+        cp.join("bin/busybox").is_file(),
+        "the image's files are in it"
+    );
+    let meta: Value =
+        serde_json::from_slice(&fs::read(cp.parent().unwrap().join("container.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["backend"], "copy", "{meta}");
+
+    // bind: the image's layer bound read-only; the command runs, its
+    // write is refused.
+    let bd = rootfs_of(&env, "bd");
+    assert!(
+        !mounted_at(&bd).is_empty(),
+        "no bind mount at {}",
+        bd.display()
+    );
+    let ps = json(&client(&env, &agent, &["ps", "--json"], 0));
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "bd")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["state"], "RUNNING", "{row}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!bd.join("marker").exists(), "a write in the bind rootfs");
+
+    // Over the API: an unknown backend, and a backend without an image,
+    // are refused at STARTING by name.
+    let mut api = berth::agent::connect(&env.socket()).await.unwrap();
+    for (backend, image, says) in [
+        ("zfs", "single:1", "\"zfs\": expected overlay, copy or bind"),
+        ("copy", "", "needs an image"),
+    ] {
+        let e = api
+            .launch(berth::agent::api::LaunchRequest {
+                id: Some(berth::ContainerId::new("bad")),
+                config: Some(berth::ContainerConfig {
+                    image: image.into(),
+                    command: vec!["true".into()],
+                    rootfs_backend: backend.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.message().contains(says), "{backend}: {e}");
+    }
+
+    for id in ["ov", "cp", "bd"] {
+        finish(&env, &agent, id);
+    }
+    for id in ["ov", "cp", "bd"] {
+        assert!(!rootfs_of(&env, id).exists(), "{id}'s rootfs stays");
+    }
+    agent.terminate();
+}
