@@ -51,6 +51,9 @@ pub(crate) struct Container {
     /// Launch infos returned so far, with the isolator's name.
     pub infos: Vec<(String, LaunchInfo)>,
     pub forked: Option<Forked>,
+    /// Whether the launcher was asked to let the command exec (from then
+    /// on the command may have run, whatever the record says).
+    pub released: bool,
     /// Whether the provisioner was asked for a rootfs (so destroy asks it
     /// to remove one).
     pub provisioning: bool,
@@ -91,6 +94,7 @@ impl Container {
             prepared: Vec::new(),
             infos: Vec::new(),
             forked: None,
+            released: false,
             provisioning: false,
             image: None,
             stdio: None,
@@ -125,6 +129,18 @@ impl Container {
                 .transitions
                 .iter()
                 .any(|t| t.state == ContainerState::Preparing as i32)
+    }
+
+    /// Whether the command may have started: its release was asked for
+    /// in this life, or the record reached RUNNING (in an earlier one).
+    /// Until then the init waits before exec and nothing of the user's ran.
+    pub fn command_may_have_started(&self) -> bool {
+        self.released
+            || self
+                .record
+                .transitions
+                .iter()
+                .any(|t| t.state == ContainerState::Running as i32)
     }
 
     pub fn enter(&mut self, state: ContainerState) -> ContainerRecord {

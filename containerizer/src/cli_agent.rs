@@ -2,7 +2,7 @@
 //! `destroy`, `rm`, `stats`, `update`, `events`), in the style of ctr and
 //! podman: each client makes one gRPC call on the agent's socket.
 
-use crate::{config_of, shutdown_signal, termination_json, Cli, RunArgs};
+use crate::{config_of, process_exit_code, shutdown_signal, termination_json, Cli, RunArgs};
 use anyhow::{bail, Context as _, Result};
 use berth::agent::api::{
     self, ContainerRef, EventsRequest, KillRequest, LaunchRequest, ListRequest, UpdateRequest,
@@ -251,11 +251,15 @@ fn print_termination(id: &ContainerId, t: &berth::ContainerTermination, json: bo
     if json {
         println!("{}", termination_json(id, t));
     } else {
-        let mut line = format!(
-            "{id}: {} exit_code={}",
-            t.reason().as_str_name(),
-            t.exit_code
-        );
+        let mut line = if t.no_exit_status {
+            format!("{id}: {} no exit status", t.reason().as_str_name())
+        } else {
+            format!(
+                "{id}: {} exit_code={}",
+                t.reason().as_str_name(),
+                t.exit_code
+            )
+        };
         if let Some(sig) = t.signal {
             line.push_str(&format!(" signal={sig}"));
         }
@@ -272,7 +276,7 @@ pub async fn wait(cli: &Cli, args: &IdArgs) -> Result<i32> {
     let mut c = client(cli).await?;
     let t = c.wait(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
     print_termination(&id, &t, args.json);
-    Ok(t.exit_code)
+    Ok(process_exit_code(&t))
 }
 
 pub async fn kill(cli: &Cli, args: &KillArgs) -> Result<i32> {

@@ -412,6 +412,9 @@ impl ContainerizerActor {
                 // checkpointed: a RUNNING record always means the command
                 // ran. A crash in between leaves FETCHING, which recovery
                 // destroys as a launch the agent did not finish.
+                if let Ok(c) = self.get_mut(&id) {
+                    c.released = true;
+                }
                 let release = timed(
                     &self.inflight,
                     &id,
@@ -422,6 +425,11 @@ impl ContainerizerActor {
                 Box::pin(release.into_actor(self).then(move |r, act, _| {
                     if let Err(e) = r {
                         return ready(Err(stage(&id, "release", e)));
+                    }
+                    // A destroy that began meanwhile has checkpointed
+                    // DESTROYING: the record must not go back to RUNNING.
+                    if act.get(&id).map(|c| c.cause.is_some()).unwrap_or(true) {
+                        return ready(Ok(None));
                     }
                     let t = act.transition(&id, ContainerState::Running);
                     Box::pin(t.map(|r| r.map(|_| None)).into_actor(act))

@@ -60,6 +60,7 @@ pub use fetcher::{CacheOutcome, FetchCache, Fetcher, NoFetcher, UriFetcher, DEFA
 pub use merge::merge as merge_launch_infos;
 pub use node_options::NodeOptions;
 pub use recover::RecoverySummary;
+pub use termination::NO_EXIT_CODE;
 
 use actix::prelude::*;
 use berth_isolators::{Isolator, IsolatorActor};

@@ -437,7 +437,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
             );
         }
     }
-    Ok(termination.exit_code)
+    Ok(process_exit_code(&termination))
 }
 
 /// Registers the SIGINT and SIGTERM handlers now — before the launch, so a
@@ -455,6 +455,8 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// `no_exit_status` (the command never started) comes with `exit_code`
+/// -1 and `signal` null; the other fields are as for any termination.
 fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::Value {
     serde_json::json!({
         "id": id.to_string(),
@@ -463,7 +465,18 @@ fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::V
         "reason": t.reason().as_str_name(),
         "message": t.message,
         "limited_resource": t.limited_resource,
+        "no_exit_status": t.no_exit_status,
     })
+}
+
+/// The exit code of `berth run` and `berth wait` for a termination: the
+/// container's, or 255 when it has none (the command never started).
+fn process_exit_code(t: &ContainerTermination) -> i32 {
+    if t.no_exit_status {
+        255
+    } else {
+        t.exit_code
+    }
 }
 
 fn rand_suffix() -> u32 {

@@ -8,6 +8,7 @@
 use berth_tests::{Agent, TestEnv};
 use serde_json::Value;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -224,5 +225,109 @@ async fn the_rootfs_backend_is_chosen_per_container_through_the_agent() {
     for id in ["ov", "cp", "bd"] {
         assert!(!rootfs_of(&env, id).exists(), "{id}'s rootfs stays");
     }
+    agent.terminate();
+}
+
+/// An http server whose answers take `delay`: a fetch from it keeps a
+/// launch in FETCHING that long.
+fn slow_server(delay: Duration) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            std::thread::sleep(delay);
+            let mut c = conn;
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n",
+            );
+        }
+    });
+    format!("http://{addr}/slow.txt")
+}
+
+#[test]
+fn a_container_destroyed_while_fetching_has_no_exit_status() {
+    let env = TestEnv::new("mp-nostatus");
+    let agent = env.start_agent("");
+    let uri = slow_server(Duration::from_secs(4));
+    let name = format!("{}-f", env.name);
+    let launch = env
+        .berth_client()
+        .args(["launch", "--name", &name, "--fetch", &uri, "--", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The init exists (forked, waiting to exec) while the fetch runs.
+    wait_until(
+        "the launch reaches FETCHING",
+        Duration::from_secs(10),
+        || {
+            let ps = json(&client(&env, &agent, &["ps", "--json"], 0));
+            ps.as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == name.as_str() && c["state"] == "FETCHING")
+        },
+    );
+    let t = json(&client(&env, &agent, &["destroy", &name, "--json"], 0));
+    assert_eq!(t["reason"], "DESTROYED", "{t}");
+    assert_eq!(t["no_exit_status"], true, "{t}");
+    assert_eq!(t["exit_code"], -1, "{t}");
+    assert_eq!(t["signal"], Value::Null, "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .unwrap()
+            .contains("before the command started"),
+        "{t}"
+    );
+    let out = launch.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("destroyed during launch"),
+        "{}",
+        text(&out.stderr)
+    );
+    // wait says the same, and exits 255 (no exit status to exit with).
+    let out = client(&env, &agent, &["wait", &name], 255);
+    assert!(
+        text(&out.stdout).contains("DESTROYED no exit status"),
+        "{}",
+        text(&out.stdout)
+    );
+    client(&env, &agent, &["rm", &name], 0);
+
+    // A command that ran and was destroyed keeps its signal and code.
+    client(
+        &env,
+        &agent,
+        &["launch", "--name", "ran", "--", "sleep", "1000"],
+        0,
+    );
+    let t = json(&client(&env, &agent, &["destroy", "ran", "--json"], 0));
+    assert_eq!(
+        (
+            &t["reason"],
+            &t["exit_code"],
+            &t["signal"],
+            &t["no_exit_status"]
+        ),
+        (
+            &Value::from("DESTROYED"),
+            &Value::from(137),
+            &Value::from(9),
+            &Value::from(false)
+        ),
+        "{t}"
+    );
+    client(&env, &agent, &["rm", "ran"], 0);
     agent.terminate();
 }

@@ -159,6 +159,7 @@ fn full_record(name: &str) -> ContainerRecord {
             limited_resource: "memory".into(),
             message: "memory limit 64 MiB reached".into(),
             finished_at_unix_nanos: 1_700_000_000_000_000_000,
+            no_exit_status: true,
         }),
         prepared_isolators: vec!["cgroups/mem".into(), "filesystem/linux".into()],
         destroy_cause: Some(berth_state::DestroyCause {
