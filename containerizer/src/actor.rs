@@ -454,6 +454,7 @@ fn merge_usage(into: &mut ResourceStatistics, from: ResourceStatistics) {
         mem_max_usage_bytes,
         mem_limit_bytes,
         processes,
+        threads,
         disk_used_bytes,
         disk_limit_bytes,
         mem_usage_bytes

@@ -327,6 +327,7 @@ fn stats_json(id: &ContainerId, s: &ResourceStatistics) -> serde_json::Value {
         "mem_max_usage_bytes": s.mem_max_usage_bytes,
         "mem_limit_bytes": s.mem_limit_bytes,
         "processes": s.processes,
+        "threads": s.threads,
         "disk_used_bytes": s.disk_used_bytes,
         "disk_limit_bytes": s.disk_limit_bytes,
     })
@@ -341,7 +342,7 @@ pub async fn stats(cli: &Cli, args: &IdArgs) -> Result<i32> {
     } else {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         println!(
-            "{id}: cpu user {:.2}s system {:.2}s (limit {}, throttled {}/{} periods); memory {:.1} MiB (rss {:.1}, cache {:.1}, max {:.1}, limit {}); {} tasks",
+            "{id}: cpu user {:.2}s system {:.2}s (limit {}, throttled {}/{} periods); memory {:.1} MiB (rss {:.1}, cache {:.1}, max {:.1}, limit {}); {} processes, {} threads",
             s.cpus_user_time_secs,
             s.cpus_system_time_secs,
             if s.cpus_limit > 0.0 { format!("{:.2}", s.cpus_limit) } else { "none".into() },
@@ -353,6 +354,7 @@ pub async fn stats(cli: &Cli, args: &IdArgs) -> Result<i32> {
             mib(s.mem_max_usage_bytes),
             if s.mem_limit_bytes > 0 { format!("{:.1} MiB", mib(s.mem_limit_bytes)) } else { "none".into() },
             s.processes,
+            s.threads,
         );
     }
     Ok(0)

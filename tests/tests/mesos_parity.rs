@@ -331,3 +331,38 @@ fn a_container_destroyed_while_fetching_has_no_exit_status() {
     client(&env, &agent, &["rm", "ran"], 0);
     agent.terminate();
 }
+
+fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        panic!("test needs /usr/bin/python3 (a host-filesystem container runs it)")
+    }
+}
+
+#[test]
+fn stats_count_threads_and_processes() {
+    let env = TestEnv::new("mp-threads");
+    let agent = env.start_agent("");
+    let script = "import threading,time\n\
+                  [threading.Thread(target=time.sleep,args=(600,)).start() for _ in range(4)]\n\
+                  print('started', flush=True)\n\
+                  time.sleep(600)";
+    client(
+        &env,
+        &agent,
+        &["launch", "--name", "py", "--", python3(), "-c", script],
+        0,
+    );
+    let mut last = Value::Null;
+    wait_until("5 threads", Duration::from_secs(20), || {
+        last = json(&client(&env, &agent, &["stats", "py", "--json"], 0));
+        last["threads"].as_u64().unwrap_or(0) >= 5
+    });
+    assert_eq!(last["processes"], 1, "{last}");
+    let out = client(&env, &agent, &["stats", "py"], 0);
+    let line = text(&out.stdout);
+    assert!(line.contains("1 processes, 5 threads"), "{line}");
+    finish(&env, &agent, "py");
+    agent.terminate();
+}

@@ -189,6 +189,7 @@ fn statistics() -> ResourceStatistics {
         disk_used_bytes: 7,
         disk_limit_bytes: 8,
         mem_usage_bytes: 9,
+        threads: 10,
     }
 }
 
