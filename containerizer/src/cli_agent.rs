@@ -48,6 +48,9 @@ pub struct UpdateArgs {
     /// Memory limit, e.g. 32M, 1G, or bytes.
     #[arg(long, value_parser = crate::parse_size)]
     pub memory: Option<u64>,
+    /// Memory reservation (soft limit), e.g. 16M.
+    #[arg(long, value_parser = crate::parse_size)]
+    pub memory_reservation: Option<u64>,
     /// Maximum number of tasks.
     #[arg(long)]
     pub pids: Option<u64>,
@@ -366,9 +369,13 @@ pub async fn update(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
     if args.cpus.is_none()
         && args.cpus_limit.is_none()
         && args.memory.is_none()
+        && args.memory_reservation.is_none()
         && args.pids.is_none()
     {
-        bail!("update {id}: give at least one of --cpus, --cpus-limit, --memory, --pids");
+        bail!(
+            "update {id}: give at least one of --cpus, --cpus-limit, --memory, \
+             --memory-reservation, --pids"
+        );
     }
     let mut c = client(cli).await?;
     let st = c.status(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
@@ -381,6 +388,9 @@ pub async fn update(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
     }
     if let Some(v) = args.memory {
         res.memory_bytes = v;
+    }
+    if let Some(v) = args.memory_reservation {
+        res.memory_soft_bytes = v;
     }
     if let Some(v) = args.pids {
         res.pids = v;

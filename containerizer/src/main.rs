@@ -99,6 +99,11 @@ struct RunArgs {
     /// Memory limit, e.g. 32M, 1G, or bytes.
     #[arg(long, value_parser = parse_size)]
     memory: Option<u64>,
+    /// Memory reservation (soft limit: reclaimed down to it first under
+    /// memory pressure), e.g. 16M; v1 memory.soft_limit_in_bytes, v2
+    /// memory.low. At most --memory.
+    #[arg(long, value_parser = parse_size)]
+    memory_reservation: Option<u64>,
     /// Maximum number of tasks.
     #[arg(long)]
     pids: Option<u64>,
@@ -308,6 +313,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         cpus: args.cpus.unwrap_or(0.0),
         cpu_limit: args.cpus_limit.unwrap_or(0.0),
         memory_bytes: args.memory.unwrap_or(0),
+        memory_soft_bytes: args.memory_reservation.unwrap_or(0),
         pids: args.pids.unwrap_or(0),
         ..Default::default()
     };

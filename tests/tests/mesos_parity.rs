@@ -366,3 +366,64 @@ fn stats_count_threads_and_processes() {
     finish(&env, &agent, "py");
     agent.terminate();
 }
+
+#[test]
+fn a_memory_reservation_sets_the_soft_limit_and_can_be_updated() {
+    let env = TestEnv::new("mp-memres");
+    let soft = env
+        .cgroup_dir("memory")
+        .join("res/memory.soft_limit_in_bytes");
+    let agent = env.start_agent("");
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            "res",
+            "--memory",
+            "64M",
+            "--memory-reservation",
+            "16M",
+            "--",
+            "sleep",
+            "1000",
+        ],
+        0,
+    );
+    let read = || fs::read_to_string(&soft).unwrap().trim().to_string();
+    assert_eq!(read(), (16u64 << 20).to_string());
+    client(
+        &env,
+        &agent,
+        &["update", "res", "--memory-reservation", "32M"],
+        0,
+    );
+    assert_eq!(read(), (32u64 << 20).to_string());
+    // Above the hard limit: refused, the old value stays.
+    let out = client(
+        &env,
+        &agent,
+        &["update", "res", "--memory-reservation", "128M"],
+        125,
+    );
+    assert!(
+        text(&out.stderr).contains("above the hard limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(read(), (32u64 << 20).to_string());
+    finish(&env, &agent, "res");
+    agent.terminate();
+
+    // berth run: the container's own cgroup shows it.
+    let out = run(env.berth().args([
+        "run",
+        "--memory-reservation",
+        "8M",
+        "--",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.soft_limit_in_bytes",
+    ]));
+    assert_eq!(text(&out.stdout).trim(), (8u64 << 20).to_string());
+}
