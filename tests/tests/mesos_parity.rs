@@ -427,3 +427,59 @@ fn a_memory_reservation_sets_the_soft_limit_and_can_be_updated() {
     ]));
     assert_eq!(text(&out.stdout).trim(), (8u64 << 20).to_string());
 }
+
+#[test]
+fn a_relative_volume_destination_lies_in_the_sandbox() {
+    let env = TestEnv::new("mp-relvol");
+    let host = env.mkdir("hostdir");
+    fs::write(host.join("file"), "from the host\n").unwrap();
+    let volume = format!("{}:data:ro", p(&host));
+
+    // On the host filesystem: <sandbox>/data, the working dir's `data`.
+    let out = run(env
+        .berth()
+        .args(["--volume-allow-ro", p(&host), "run", "--volume", &volume])
+        .args(["--", "sh", "-c"])
+        .arg(
+            "cat \"$PWD/data/file\"; test \"$PWD\" = \"$BERTH_SANDBOX\" && echo in-sandbox; \
+             touch \"$PWD/data/x\" 2>/dev/null && echo writable || echo read-only",
+        ));
+    assert_eq!(
+        text(&out.stdout),
+        "from the host\nin-sandbox\nread-only\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!host.join("x").exists());
+
+    // In an image container: under the sandbox's mount point.
+    single_layer_image(&env);
+    let out = run(env
+        .berth()
+        .args(["--volume-allow-ro", p(&host), "run", "--image", "single:1"])
+        .args(["--volume", &format!("{}:./sub/data:ro", p(&host))])
+        .args(["--", "/bin/cat", "/mnt/sandbox/sub/data/file"]));
+    assert_eq!(
+        text(&out.stdout),
+        "from the host\n",
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `..` is refused by name, before anything runs.
+    for dst in ["data/../../etc", "../data"] {
+        let out = env
+            .berth()
+            .args(["--volume-allow-ro", p(&host), "run"])
+            .args(["--volume", &format!("{}:{dst}:ro", p(&host))])
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(128), "{dst}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&format!("destination \"{dst}\" may not contain \"..\"")),
+            "{dst}: {}",
+            text(&out.stderr)
+        );
+    }
+}
