@@ -42,6 +42,9 @@ pub(crate) struct Container {
     /// Launch infos returned so far, with the isolator's name.
     pub infos: Vec<(String, LaunchInfo)>,
     pub forked: Option<Forked>,
+    /// Whether the launcher was asked to let the command exec (from then
+    /// on the command may have run, whatever the record says).
+    pub released: bool,
     /// Whether the provisioner was asked for a rootfs (so destroy asks it
     /// to remove one).
     pub provisioning: bool,
@@ -84,6 +87,7 @@ impl Container {
             prepared: Vec::new(),
             infos: Vec::new(),
             forked: None,
+            released: false,
             provisioning: false,
             image: None,
             stdio: None,
@@ -119,6 +123,18 @@ impl Container {
                 .transitions
                 .iter()
                 .any(|t| t.state == ContainerState::Preparing as i32)
+    }
+
+    /// Whether the command may have started: its release was asked for
+    /// in this life, or the record reached RUNNING (in an earlier one).
+    /// Until then the init waits before exec and nothing of the user's ran.
+    pub fn command_may_have_started(&self) -> bool {
+        self.released
+            || self
+                .record
+                .transitions
+                .iter()
+                .any(|t| t.state == ContainerState::Running as i32)
     }
 
     pub fn enter(&mut self, state: ContainerState) -> ContainerRecord {
@@ -432,6 +448,7 @@ fn merge_usage(into: &mut ResourceStatistics, from: ResourceStatistics) {
         mem_max_usage_bytes,
         mem_limit_bytes,
         processes,
+        threads,
         disk_used_bytes,
         disk_limit_bytes,
         mem_usage_bytes

@@ -394,7 +394,7 @@ impl ContainerizerActor {
         let forked = c.may_have_forked();
         let watches: Vec<SpawnHandle> = c.watches.drain(..).collect();
         let cause = c.cause.clone().unwrap_or(Cause::Requested);
-        let t = compose(&cause, c.exit.as_ref());
+        let t = compose(&cause, c.exit.as_ref(), c.command_may_have_started());
         c.record.termination = Some(t.clone());
         c.record.prepared_isolators.clear();
         let rec = c.enter(ContainerState::Terminated);

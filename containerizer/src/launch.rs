@@ -110,7 +110,7 @@ impl ContainerizerActor {
             &Backing {
                 isolators: &names,
                 fetcher: self.fetcher.supported(),
-                provisioner: self.provisioner.is_some(),
+                provisioner: self.provisioner.as_deref(),
             },
         )?;
         let key = id.to_string();
@@ -223,11 +223,11 @@ impl ContainerizerActor {
                 // is an unfinished launch either way, and destroy removes a
                 // rootfs of any config with an image.
                 self.transition_in_background(&id, ContainerState::Provisioning);
-                let image = self
+                let (image, backend) = self
                     .get(&id)
                     .ok()
                     .and_then(|c| c.record.config.as_ref())
-                    .map(|c| c.image.clone())
+                    .map(|c| (c.image.clone(), c.rootfs_backend.parse().ok()))
                     .unwrap_or_default();
                 // Configs with an image were refused at STARTING unless a
                 // provisioner runs.
@@ -249,7 +249,7 @@ impl ContainerizerActor {
                     &id,
                     CallKind::Provision,
                     "provisioner",
-                    p.provision(id2.clone(), image),
+                    p.provision(id2.clone(), image, backend),
                 );
                 Box::pin(
                     async move {
@@ -450,6 +450,9 @@ impl ContainerizerActor {
                 // checkpointed: a RUNNING record always means the command
                 // ran. A crash in between leaves FETCHING, which recovery
                 // destroys as a launch the agent did not finish.
+                if let Ok(c) = self.get_mut(&id) {
+                    c.released = true;
+                }
                 let release = timed(
                     &self.inflight,
                     &id,
@@ -460,6 +463,11 @@ impl ContainerizerActor {
                 Box::pin(release.into_actor(self).then(move |r, act, _| {
                     if let Err(e) = r {
                         return ready(Err(stage(&id, "release", e)));
+                    }
+                    // A destroy that began meanwhile has checkpointed
+                    // DESTROYING: the record must not go back to RUNNING.
+                    if act.get(&id).map(|c| c.cause.is_some()).unwrap_or(true) {
+                        return ready(Ok(None));
                     }
                     let t = act.transition(&id, ContainerState::Running);
                     Box::pin(t.map(|r| r.map(|_| None)).into_actor(act))

@@ -62,6 +62,7 @@ pub use merge::merge as merge_launch_infos;
 pub use metrics::Metrics;
 pub use node_options::NodeOptions;
 pub use recover::RecoverySummary;
+pub use termination::NO_EXIT_CODE;
 
 use actix::prelude::*;
 use berth_isolators::{Isolator, IsolatorActor};

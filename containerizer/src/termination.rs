@@ -4,6 +4,10 @@
 use berth_isolators::Limitation;
 use berth_state::{ContainerTermination, DestroyCause, ExitStatus, TerminationReason};
 
+/// The exit code of a termination without an exit status (the command
+/// never started; `no_exit_status` says so).
+pub const NO_EXIT_CODE: i32 = -1;
+
 /// Why a destroy started. The first cause wins.
 #[derive(Debug, Clone)]
 pub(crate) enum Cause {
@@ -67,8 +71,17 @@ impl Cause {
     }
 }
 
-/// The termination for a destroy with `cause` and the init's `exit` status.
-pub(crate) fn compose(cause: &Cause, exit: Option<&ExitStatus>) -> ContainerTermination {
+/// The termination for a destroy with `cause` and the init's `exit` status;
+/// `started`: the command may have run (its release was asked for). A
+/// container destroyed on request before that has no exit status (as in
+/// Mesos, a termination without one): exit code -1, no signal,
+/// `no_exit_status`, reason DESTROYED — the SIGKILL of its waiting init is
+/// not the command's end.
+pub(crate) fn compose(
+    cause: &Cause,
+    exit: Option<&ExitStatus>,
+    started: bool,
+) -> ContainerTermination {
     let now = berth_state::time::now_unix_nanos();
     let mut t = ContainerTermination {
         finished_at_unix_nanos: exit.map(|e| e.at_unix_nanos()).unwrap_or(now),
@@ -79,6 +92,13 @@ pub(crate) fn compose(cause: &Cause, exit: Option<&ExitStatus>) -> ContainerTerm
     }
     t.exit_code = exit.map(|e| e.code()).unwrap_or(255);
     let reason = match (cause, exit) {
+        (Cause::Requested, None | Some(ExitStatus::Signaled { .. })) if !started => {
+            t.message = "destroyed on request before the command started".into();
+            t.exit_code = NO_EXIT_CODE;
+            t.signal = None;
+            t.no_exit_status = true;
+            TerminationReason::Destroyed
+        }
         // A command that could not start is a start error whatever else happened.
         (_, Some(ExitStatus::StartError { message, .. })) => {
             t.message = message.clone();
@@ -141,12 +161,12 @@ mod tests {
             code,
             at_unix_nanos: 1,
         };
-        let t = compose(&Cause::Exited, Some(&ex(0)));
+        let t = compose(&Cause::Exited, Some(&ex(0)), true);
         assert_eq!(
             (t.reason, t.exit_code),
             (TerminationReason::Completed as i32, 0)
         );
-        let t = compose(&Cause::Exited, Some(&ex(7)));
+        let t = compose(&Cause::Exited, Some(&ex(7)), true);
         assert_eq!(
             (t.reason, t.exit_code),
             (TerminationReason::Failed as i32, 7)
@@ -155,24 +175,37 @@ mod tests {
             signal: 9,
             at_unix_nanos: 1,
         };
-        let t = compose(&Cause::Exited, Some(&sig));
+        let t = compose(&Cause::Exited, Some(&sig), true);
         assert_eq!(
             (t.reason, t.exit_code, t.signal),
             (TerminationReason::Failed as i32, 137, Some(9))
         );
-        let t = compose(&Cause::Requested, Some(&sig));
-        assert_eq!(t.reason, TerminationReason::Destroyed as i32);
+        let t = compose(&Cause::Requested, Some(&sig), true);
+        assert_eq!(
+            (t.reason, t.exit_code, t.signal, t.no_exit_status),
+            (TerminationReason::Destroyed as i32, 137, Some(9), false)
+        );
+        // Destroyed before the command started: the init's SIGKILL is not
+        // an exit status of the command.
+        for exit in [Some(&sig), None] {
+            let t = compose(&Cause::Requested, exit, false);
+            assert_eq!(
+                (t.reason, t.exit_code, t.signal, t.no_exit_status),
+                (TerminationReason::Destroyed as i32, -1, None, true)
+            );
+            assert!(t.message.contains("before the command started"), "{t:?}");
+        }
         let se = ExitStatus::StartError {
             errno: 2,
             message: "exec /x: ENOENT".into(),
             at_unix_nanos: 1,
         };
-        let t = compose(&Cause::Exited, Some(&se));
+        let t = compose(&Cause::Exited, Some(&se), true);
         assert_eq!(
             (t.reason, t.exit_code),
             (TerminationReason::StartError as i32, 128)
         );
-        let t = compose(&Cause::Lost("gone".into()), None);
+        let t = compose(&Cause::Lost("gone".into()), None, true);
         assert_eq!(
             (t.reason, t.exit_code),
             (TerminationReason::Unknown as i32, 255)
@@ -182,7 +215,7 @@ mod tests {
             resource: "memory".into(),
             message: "m".into(),
         };
-        let t = compose(&Cause::Limited(oom), Some(&sig));
+        let t = compose(&Cause::Limited(oom), Some(&sig), true);
         assert_eq!(
             (t.reason, t.exit_code),
             (TerminationReason::OomKilled as i32, 137)

@@ -9,7 +9,7 @@ use berth_state::{network, ContainerClass, ContainerConfig, ContainerId};
 pub(crate) struct Backing<'a> {
     pub isolators: &'a [String],
     pub fetcher: bool,
-    pub provisioner: bool,
+    pub provisioner: Option<&'a dyn berth_provisioner::Provisioner>,
 }
 
 pub(crate) fn validate(
@@ -144,8 +144,22 @@ pub(crate) fn validate(
     if !config.uris.is_empty() && !backing.fetcher {
         return Err(needs("fetch URIs", "a fetcher"));
     }
-    if !config.image.is_empty() && !backing.provisioner {
+    if !config.image.is_empty() && backing.provisioner.is_none() {
         return Err(needs("image", "a provisioner"));
+    }
+    if !config.rootfs_backend.is_empty() {
+        if config.image.is_empty() {
+            return Err(invalid(format!(
+                "rootfs backend {:?} needs an image (a container without one runs on the host's filesystem)",
+                config.rootfs_backend
+            )));
+        }
+        let backend: berth_provisioner::Backend = config.rootfs_backend.parse().map_err(invalid)?;
+        if let Some(p) = backing.provisioner {
+            p.check_backend(backend).map_err(|why| {
+                invalid(format!("rootfs backend {backend} is not available: {why}"))
+            })?;
+        }
     }
     Ok(())
 }
@@ -190,7 +204,7 @@ mod tests {
         let b = Backing {
             isolators: &isolators,
             fetcher: false,
-            provisioner: false,
+            provisioner: None,
         };
         let id = ContainerId::new("c");
         assert!(validate(&id, &cfg(), &b).is_ok());
@@ -222,7 +236,7 @@ mod tests {
         let b = Backing {
             isolators: &isolators,
             fetcher: false,
-            provisioner: false,
+            provisioner: None,
         };
         let id = ContainerId::new("c");
         let with = |host: &str, inside: &str, perms: &str| {
@@ -278,7 +292,7 @@ mod tests {
         let b = Backing {
             isolators: &none,
             fetcher: false,
-            provisioner: false,
+            provisioner: None,
         };
         let mut c = cfg();
         c.devices = vec![Device {
@@ -297,11 +311,78 @@ mod tests {
         let b = Backing {
             isolators: &[],
             fetcher: false,
-            provisioner: false,
+            provisioner: None,
         };
         let e = validate(&ContainerId::new("c"), &ContainerConfig::default(), &b).unwrap_err();
         assert!(e.to_string().contains("no command"), "{e}");
         let e = validate(&ContainerId::new("bad id"), &cfg(), &b).unwrap_err();
         assert!(e.to_string().contains("bad id"), "{e}");
+        let mut c = cfg();
+        c.rootfs_backend = "copy".into();
+        let e = validate(&ContainerId::new("c"), &c, &b).unwrap_err();
+        assert!(e.to_string().contains("needs an image"), "{e}");
+    }
+
+    /// A provisioner that has every backend but overlay.
+    struct NoOverlay;
+    impl berth_provisioner::Provisioner for NoOverlay {
+        fn provision(
+            &self,
+            _: ContainerId,
+            _: String,
+            _: Option<berth_provisioner::Backend>,
+        ) -> futures::future::BoxFuture<
+            'static,
+            Result<berth_provisioner::Provisioned, berth_provisioner::ProvisionError>,
+        > {
+            unreachable!("not called by validate")
+        }
+        fn destroy(
+            &self,
+            _: ContainerId,
+        ) -> futures::future::BoxFuture<'static, Result<(), berth_provisioner::ProvisionError>>
+        {
+            unreachable!("not called by validate")
+        }
+        fn recover(
+            &self,
+            _: Vec<ContainerId>,
+        ) -> futures::future::BoxFuture<'static, Result<(), berth_provisioner::ProvisionError>>
+        {
+            unreachable!("not called by validate")
+        }
+        fn check_backend(&self, b: berth_provisioner::Backend) -> Result<(), String> {
+            match b {
+                berth_provisioner::Backend::Overlay => Err("no overlayfs here".into()),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[test]
+    fn rootfs_backends_are_checked_at_starting() {
+        let p = NoOverlay;
+        let b = Backing {
+            isolators: &[],
+            fetcher: false,
+            provisioner: Some(&p),
+        };
+        let id = ContainerId::new("c");
+        let with = |backend: &str| {
+            let mut c = cfg();
+            c.image = "busybox:latest".into();
+            c.rootfs_backend = backend.into();
+            validate(&id, &c, &b)
+        };
+        assert!(with("").is_ok());
+        assert!(with("copy").is_ok());
+        assert!(with("bind").is_ok());
+        let e = with("overlay").unwrap_err().to_string();
+        assert!(
+            e.contains("rootfs backend overlay is not available: no overlayfs here"),
+            "{e}"
+        );
+        let e = with("zfs").unwrap_err().to_string();
+        assert!(e.contains("\"zfs\": expected overlay, copy or bind"), "{e}");
     }
 }

@@ -5,8 +5,12 @@
 //!   under the operator's allow-list: `allow_rw` for read-write volumes,
 //!   `allow_ro` or `allow_rw` for read-only ones. The container's own
 //!   sandbox is always allowed; nothing else is by default.
-//! - DST must be absolute, free of `..`, and — in a container with its own
-//!   rootfs — must not resolve through a symlink to a place outside it.
+//! - DST must be free of `..`. An absolute one — in a container with its
+//!   own rootfs — must not resolve through a symlink to a place outside
+//!   it. A relative one lies in the sandbox (as Mesos's host-path volumes
+//!   with a relative container path): `data` is `<sandbox>/data` (in an
+//!   image container, under the sandbox's mount point), made by the
+//!   launcher beneath the sandbox without following any symlink.
 //! - The bind is private (no propagation either way) and an `ro` volume is
 //!   remounted read-only by the launcher, so it really cannot be written.
 
@@ -123,14 +127,9 @@ pub fn check_volume(
         )));
     }
 
-    // DST: absolute, no `..`, and no symlink leading out of the rootfs.
+    // DST: no `..`; absolute (with no symlink leading out of the rootfs),
+    // or relative: a path in the sandbox.
     let dst = Path::new(&v.container_path);
-    if !dst.is_absolute() {
-        return Err(bad(format!(
-            "destination {:?} is not an absolute path",
-            v.container_path
-        )));
-    }
     if dst
         .components()
         .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
@@ -139,6 +138,29 @@ pub fn check_volume(
             "destination {:?} may not contain \"..\"",
             v.container_path
         )));
+    }
+    let mut options = vec!["rbind".to_string(), "private".to_string()];
+    if ro {
+        options.push("ro".into());
+    }
+    if !dst.is_absolute() {
+        // As Mesos: a relative destination lies in the sandbox. The
+        // launcher makes it beneath the sandbox, following no symlink.
+        let rel: PathBuf = dst
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        if rel.as_os_str().is_empty() {
+            return Err(bad(
+                "destination may not be the sandbox itself (name a path in it)".into(),
+            ));
+        }
+        return Ok(Mount {
+            source: real_src.display().to_string(),
+            target: rel.display().to_string(),
+            fs_type: String::new(),
+            options,
+        });
     }
     if dst.components().all(|c| c == Component::RootDir) {
         return Err(bad("destination may not be the container's root".into()));
@@ -164,10 +186,6 @@ pub fn check_volume(
         }
     }
 
-    let mut options = vec!["rbind".to_string(), "private".to_string()];
-    if ro {
-        options.push("ro".into());
-    }
     Ok(Mount {
         source: real_src.display().to_string(),
         target: v.container_path.clone(),
@@ -235,6 +253,37 @@ fn resolve_inside(root: &Path, dst: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_destinations_lie_in_the_sandbox() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let config = HostPathConfig {
+            allow_ro: vec![src.clone()],
+            ..Default::default()
+        };
+        let id = ContainerId::new("c");
+        let check = |dst: &str, rootfs: Option<&Path>| {
+            let v = Volume {
+                host_path: src.display().to_string(),
+                container_path: dst.into(),
+                mode: volume::Mode::Ro as i32,
+            };
+            check_volume(&id, &config, &t.path().join("sandbox"), rootfs, &v)
+        };
+        for rootfs in [None, Some(t.path())] {
+            let m = check("./data/x", rootfs).unwrap();
+            assert_eq!(m.target, "data/x");
+            assert!(m.options.contains(&"ro".to_string()), "{:?}", m.options);
+            for bad in ["data/../../x", "..", "../data"] {
+                let e = check(bad, rootfs).unwrap_err().to_string();
+                assert!(e.contains("may not contain \"..\""), "{bad}: {e}");
+            }
+            let e = check(".", rootfs).unwrap_err().to_string();
+            assert!(e.contains("the sandbox itself"), "{e}");
+        }
+    }
 
     #[test]
     fn symlinks_may_not_lead_out_of_the_rootfs() {

@@ -280,7 +280,10 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     }
 
     for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
-        user_mount(&root, &root_fd, m, fd.as_ref(), plan.userns.as_ref())?;
+        match Path::new(&m.target).is_absolute() {
+            true => user_mount(&root, &root_fd, m, fd.as_ref(), plan.userns.as_ref())?,
+            false => sandbox_mount(plan, &root_fd, m, fd.as_ref())?,
+        }
     }
 
     // Before /proc/sys goes read-only; the keys were checked to be
@@ -715,6 +718,166 @@ fn user_mount(
         )?;
     }
     Ok(())
+}
+
+/// Makes mount `m` whose target is relative: a path in the container's
+/// sandbox (a relative `--volume` destination). The sandbox is opened
+/// where the container sees it — on the host filesystem its own path
+/// (bound onto itself above), in a rootfs the target of the bind of the
+/// sandbox made before (resolved inside the root) — and must be the
+/// directory berth made. The target is made beneath it fd by fd without
+/// following any symlink (a nested sandbox is written by its parent at
+/// any time), the mount goes on that fd, and the flags are set on the new
+/// mount reopened beneath the sandbox and checked to be the source.
+fn sandbox_mount(
+    plan: &FsPlan<'_>,
+    root_fd: &OwnedFd,
+    m: &Mount,
+    held: Option<&OwnedFd>,
+) -> StepResult {
+    let what = format!("mount {} on {} in the sandbox", m.source, m.target);
+    let refused = |e: safe_path::SafePathError| StepError::invalid(what.clone(), e.to_string());
+    let (sandbox_fd, shown) = match plan.rootfs {
+        None => (
+            safe_path::open_dir(plan.sandbox, plan.sandbox_identity).map_err(refused)?,
+            plan.sandbox.join(&m.target),
+        ),
+        Some(_) => {
+            let Some(at) = plan.mounts.iter().find(|x| {
+                is_bind(x) && Path::new(&x.source) == plan.sandbox && x.target.starts_with('/')
+            }) else {
+                return Err(StepError::invalid(
+                    what.clone(),
+                    "the sandbox is not mounted in the container's rootfs                      (filesystem/linux does it)",
+                ));
+            };
+            let shown = Path::new(&at.target).join(&m.target);
+            let fd = safe_path::open_in_root(
+                root_fd.as_fd(),
+                Path::new(&at.target),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+                0,
+                &shown,
+            )
+            .map_err(refused)?;
+            if let Some(want) = plan.sandbox_identity {
+                if safe_path::identity(fd.as_fd(), &shown).map_err(refused)? != want {
+                    return Err(StepError::invalid(
+                        what.clone(),
+                        format!("{} is not the container's sandbox", at.target),
+                    ));
+                }
+            }
+            (fd, shown)
+        }
+    };
+    let rel = Path::new(&m.target);
+    let opts = MountOptions::parse(&m.options);
+    let held_path = held.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    let source = held_path.as_deref().unwrap_or(Path::new(&m.source));
+    let bind_mount = is_bind(m);
+    let target_fd = if bind_mount && source.is_file() {
+        safe_path::create_file_beneath(sandbox_fd.as_fd(), rel, &shown)
+    } else {
+        safe_path::create_dirs_beneath(sandbox_fd.as_fd(), rel, &shown)
+    }
+    .map_err(refused)?;
+    let on = PathBuf::from(format!("/proc/self/fd/{}", target_fd.as_raw_fd()));
+    let rec = opts.flags & MsFlags::MS_REC;
+    if bind_mount {
+        bind_on_fd(
+            source,
+            &target_fd,
+            !rec.is_empty(),
+            plan.userns.as_ref(),
+            &format!("bind {} on {}", m.source, shown.display()),
+        )?;
+    } else {
+        let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
+        mnt(
+            Some(source),
+            &on,
+            Some(&m.fs_type),
+            opts.flags,
+            data.as_deref(),
+            &format!("mount {} {} on {}", m.fs_type, m.source, shown.display()),
+        )?;
+    }
+    // The new mount, reached again beneath the sandbox: for a bind it must
+    // be the source's root (nothing swapped in between).
+    let mounted = safe_path::open_beneath(
+        sandbox_fd.as_fd(),
+        rel,
+        nix::fcntl::OFlag::O_PATH,
+        0,
+        &shown,
+    )
+    .map_err(refused)?;
+    if let Some(src) = held {
+        let want = safe_path::identity(src.as_fd(), &shown).map_err(refused)?;
+        if safe_path::identity(mounted.as_fd(), &shown).map_err(refused)? != want {
+            return Err(StepError::invalid(
+                what.clone(),
+                format!("{} changed while it was mounted", shown.display()),
+            ));
+        }
+    }
+    let at = PathBuf::from(format!("/proc/self/fd/{}", mounted.as_raw_fd()));
+    if bind_mount {
+        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        mnt(
+            None,
+            &at,
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra | (opts.flags & MsFlags::MS_RDONLY),
+            None,
+            &format!("remount {} ({})", shown.display(), m.options.join(",")),
+        )?;
+        if opts.flags.contains(MsFlags::MS_RDONLY) && !rec.is_empty() {
+            set_readonly_recursive(&at)?;
+        }
+    }
+    if let Some(prop) = opts.propagation {
+        mnt(
+            None,
+            &at,
+            None,
+            prop,
+            None,
+            &format!("set propagation of {}", shown.display()),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`bind`] onto an open file or directory instead of a path.
+fn bind_on_fd(
+    source: &Path,
+    target: &OwnedFd,
+    recursive: bool,
+    userns: Option<&Userns<'_>>,
+    what: &str,
+) -> StepResult {
+    let on = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
+    let Some(u) = userns else {
+        return bind(source, &on, recursive, None, what);
+    };
+    let tree = sys::open_tree_clone(&cpath(source)?, recursive)
+        .map_err(|e| StepError::io(format!("{what}: open_tree"), e))?;
+    match sys::idmap_tree(&tree, &u.fd) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+            ) =>
+        {
+            return bind(source, &on, recursive, None, what);
+        }
+        Err(e) => return Err(StepError::io(format!("{what}: idmap"), e)),
+    }
+    sys::move_mount_to_fd(&tree, target)
+        .map_err(|e| StepError::io(format!("{what}: move_mount"), e))
 }
 
 /// mount(8)-style options split into flags, propagation and fs data.

@@ -162,6 +162,31 @@ pub fn move_mount_to(
     Ok(())
 }
 
+const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+
+/// Attaches the detached mount `tree` on the directory (or file) open as
+/// `target` (`move_mount` to an fd: no path is looked up again).
+pub fn move_mount_to_fd(
+    tree: &impl std::os::fd::AsRawFd,
+    target: &impl std::os::fd::AsRawFd,
+) -> std::io::Result<()> {
+    // SAFETY: valid fds, empty NUL-terminated paths and integer flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSMOUNT_CLOEXEC: u32 = 1;
 const FSCONFIG_SET_FD: u32 = 5;

@@ -68,12 +68,25 @@ pub enum ProvisionError {
 /// Makes and removes containers' root filesystems. Calls must not block
 /// the caller's thread; blocking work goes to a blocking pool.
 pub trait Provisioner: Send + Sync + 'static {
-    /// Builds the root filesystem of container `id` from `image`.
+    /// Builds the root filesystem of container `id` from `image`, with
+    /// the rootfs `backend` the container asked for (`None`: the
+    /// provisioner's default). A provisioner that cannot honour the
+    /// backend fails (it never silently uses another).
     fn provision(
         &self,
         id: ContainerId,
         image: String,
+        backend: Option<Backend>,
     ) -> BoxFuture<'static, Result<Provisioned, ProvisionError>>;
+
+    /// Whether a container may ask for `backend` (checked at STARTING, so
+    /// that an unavailable one is refused before anything is made).
+    /// Default: no backend can be chosen.
+    fn check_backend(&self, backend: Backend) -> Result<(), String> {
+        Err(format!(
+            "this provisioner does not let a container choose its rootfs backend ({backend})"
+        ))
+    }
 
     /// Removes the container's root filesystem (unmount, delete).
     /// Idempotent: destroying what does not exist is `Ok`.

@@ -34,6 +34,21 @@ impl Backend {
             Backend::Copy
         }
     }
+
+    /// The backend's name, as `--rootfs-backend` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Overlay => "overlay",
+            Backend::Copy => "copy",
+            Backend::Bind => "bind",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -65,7 +80,10 @@ pub struct ContainerImage {
 #[derive(Clone, Debug)]
 pub struct ImageProvisioner {
     store: Arc<Store>,
+    /// The default backend (a container may choose another).
     backend: Backend,
+    /// Whether the kernel has overlayfs (read once, at open).
+    overlay: bool,
 }
 
 /// A container id as one directory name (`/` of nested ids → `+`, which
@@ -78,13 +96,21 @@ impl ImageProvisioner {
     /// Opens the store at `root` (berth: `<--root>/images`); the backend is
     /// detected (overlay where available).
     pub fn open(root: impl Into<PathBuf>) -> Result<ImageProvisioner> {
+        let overlay = overlay::available();
         Ok(ImageProvisioner {
             store: Arc::new(Store::open(root)?),
-            backend: Backend::detect(),
+            backend: if overlay {
+                Backend::Overlay
+            } else {
+                Backend::Copy
+            },
+            overlay,
         })
     }
 
-    /// Overrides the detected backend.
+    /// Overrides the detected default backend (a container's own choice,
+    /// [`provision_blocking_with`](Self::provision_blocking_with), still
+    /// wins).
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self
@@ -102,8 +128,34 @@ impl ImageProvisioner {
         self.store.root().join("containers").join(dir_name(id))
     }
 
-    /// Builds container `id`'s rootfs (blocking).
+    /// Whether `backend` can make rootfs here: overlay needs the kernel's
+    /// overlayfs; copy and bind always can (bind checks its image's layer
+    /// count when it provisions).
+    pub fn check_backend(&self, backend: Backend) -> std::result::Result<(), String> {
+        match backend {
+            Backend::Overlay if !self.overlay => {
+                Err("this kernel has no overlayfs (not in /proc/filesystems)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds container `id`'s rootfs with the default backend (blocking).
     pub fn provision_blocking(&self, id: &ContainerId, image: &str) -> Result<Provisioned> {
+        self.provision_blocking_with(id, image, self.backend)
+    }
+
+    /// Builds container `id`'s rootfs with `backend` (blocking).
+    pub fn provision_blocking_with(
+        &self,
+        id: &ContainerId,
+        image: &str,
+        backend: Backend,
+    ) -> Result<Provisioned> {
+        self.check_backend(backend).map_err(|why| Error::Image {
+            image: image.to_string(),
+            why: format!("rootfs backend {backend}: {why}"),
+        })?;
         // Shared with other provisions, exclusive with a prune: a prune
         // never sees a half-made container that uses layers it would remove.
         let _lock = self.store.flock("content", false)?;
@@ -118,7 +170,7 @@ impl ImageProvisioner {
             id: id.to_string(),
             image: image.to_string(),
             manifest: rec.manifest.clone(),
-            backend: self.backend,
+            backend,
             diff_ids: rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
         };
         // No fsync: it guards only against a power loss, after which the
@@ -130,7 +182,7 @@ impl ImageProvisioner {
             &serde_json::to_vec_pretty(&meta).expect("serialisable"),
             false,
         )
-        .and_then(|_| self.build(&cdir, &rec, image));
+        .and_then(|_| self.build(&cdir, &rec, image, backend));
         if let Err(e) = built {
             let _ = self.destroy_blocking(id);
             return Err(e);
@@ -145,8 +197,14 @@ impl ImageProvisioner {
         })
     }
 
-    fn build(&self, cdir: &std::path::Path, rec: &ImageRecord, image: &str) -> Result<()> {
-        match self.backend {
+    fn build(
+        &self,
+        cdir: &std::path::Path,
+        rec: &ImageRecord,
+        image: &str,
+        backend: Backend,
+    ) -> Result<()> {
+        match backend {
             Backend::Overlay => {
                 let mut dirs = Vec::new();
                 for l in &rec.layers {
@@ -277,14 +335,20 @@ impl Provisioner for ImageProvisioner {
         &self,
         id: ContainerId,
         image: String,
+        backend: Option<Backend>,
     ) -> BoxFuture<'static, std::result::Result<Provisioned, ProvisionError>> {
         let me = self.clone();
         let (id2, image2) = (id.clone(), image.clone());
-        let span = tracing::info_span!("provision", container = %id, image = %image);
+        let backend = backend.unwrap_or(self.backend);
+        let span = tracing::info_span!("provision", container = %id, image = %image, %backend);
         blocking(&id, Some(&image), move || {
             let _e = span.enter();
-            me.provision_blocking(&id2, &image2)
+            me.provision_blocking_with(&id2, &image2, backend)
         })
+    }
+
+    fn check_backend(&self, backend: Backend) -> std::result::Result<(), String> {
+        ImageProvisioner::check_backend(self, backend)
     }
 
     fn destroy(

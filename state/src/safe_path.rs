@@ -395,6 +395,70 @@ pub fn create_dirs(base: &Path, rel: &Path, fresh_last: bool) -> Result<(OwnedFd
     Ok((fd, id))
 }
 
+/// Creates the directories of the relative `rel` beneath the directory
+/// `dir` (a sandbox), component by component on directory fds: existing
+/// ones must be real directories, no symlink is followed, and `..` or an
+/// absolute path is refused. Returns the last one's fd.
+pub fn create_dirs_beneath(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
+    let names = components(rel, shown)?;
+    let mut cur: Option<OwnedFd> = None;
+    for n in names {
+        let parent = cur.as_ref().map(|f| f.as_fd()).unwrap_or(dir);
+        cur = Some(mkdir_at(parent, n, false, shown)?);
+    }
+    cur.ok_or_else(|| refused(shown, "no directory to create"))
+}
+
+/// As [`create_dirs_beneath`] for a file: its parents are made, then an
+/// empty regular file unless one is there already; anything else there
+/// (a link, a directory, a FIFO, a device) is refused. Returns an
+/// `O_PATH` fd on the file.
+pub fn create_file_beneath(dir: BorrowedFd<'_>, rel: &Path, shown: &Path) -> Result<OwnedFd> {
+    let names = components(rel, shown)?;
+    let Some((last, middle)) = names.split_last() else {
+        return Err(refused(shown, "no file name"));
+    };
+    let parent = match middle.is_empty() {
+        true => None,
+        false => Some(create_dirs_beneath(
+            dir,
+            &middle.iter().collect::<PathBuf>(),
+            shown,
+        )?),
+    };
+    let parent = parent.as_ref().map(|f| f.as_fd()).unwrap_or(dir);
+    let c = cstr(last, shown)?;
+    // SAFETY: a valid dirfd and NUL-terminated name; O_EXCL|O_NOFOLLOW
+    // never reuse nor follow what is there.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        let e = nix::Error::last();
+        if e != nix::Error::EEXIST {
+            return Err(io_err("create file", shown)(e));
+        }
+    } else {
+        // SAFETY: a new fd nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    // O_PATH|O_NOFOLLOW opens a link itself: the type check refuses it.
+    let f = open_beneath(parent, Path::new(last), OFlag::O_PATH, 0, shown)?;
+    let st = stat(f.as_fd(), shown)?;
+    if kind(&st) != SFlag::S_IFREG {
+        return Err(refused(
+            shown,
+            format!("it is {}, not a regular file", kind_name(&st)),
+        ));
+    }
+    Ok(f)
+}
+
 /// Creates (or opens for appending) the regular file `name` in `dir`,
 /// never following a link, never blocking on a FIFO; refuses anything
 /// but a regular file with a single link (a hard link to a host file
@@ -767,6 +831,41 @@ mod tests {
         assert!(e.to_string().contains("already exists"), "{e}");
         let e = create_dirs(&b, "p/../x".as_ref(), true).unwrap_err();
         assert!(e.to_string().contains("plain names"), "{e}");
+    }
+
+    #[test]
+    fn create_beneath_follows_no_link_and_refuses_dotdot() {
+        let (_t, b) = base();
+        let outside = b.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let (d, _) = create_dirs(&b, "s".as_ref(), true).unwrap();
+        let sb = b.join("s");
+        std::os::unix::fs::symlink(&outside, sb.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), sb.join("flink")).unwrap();
+        let shown = Path::new("shown");
+        // Through a link, or a link as the target: refused.
+        for rel in ["link/x", "link"] {
+            assert!(create_dirs_beneath(d.as_fd(), rel.as_ref(), shown).is_err());
+        }
+        for rel in ["link/f", "flink"] {
+            assert!(create_file_beneath(d.as_fd(), rel.as_ref(), shown).is_err());
+        }
+        for rel in ["../x", "a/../../x", "/abs", "./a"] {
+            assert!(create_dirs_beneath(d.as_fd(), rel.as_ref(), shown).is_err());
+            assert!(create_file_beneath(d.as_fd(), rel.as_ref(), shown).is_err());
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(!outside.join("f").exists());
+        // Plain names are made (and found again).
+        create_dirs_beneath(d.as_fd(), "a/b".as_ref(), shown).unwrap();
+        create_dirs_beneath(d.as_fd(), "a/b".as_ref(), shown).unwrap();
+        assert!(sb.join("a/b").is_dir());
+        create_file_beneath(d.as_fd(), "c/f".as_ref(), shown).unwrap();
+        create_file_beneath(d.as_fd(), "c/f".as_ref(), shown).unwrap();
+        assert!(sb.join("c/f").is_file());
+        // A directory where a file is wanted: refused by type.
+        let e = create_file_beneath(d.as_fd(), "a".as_ref(), shown).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
     }
 
     #[test]

@@ -605,7 +605,15 @@ async fn v2_pids_and_devices() {
     pids.prepare(&f.request(res)).await.unwrap().unwrap();
     assert_eq!(read(f.mount.join("cgroup.subtree_control")), "+pids");
     assert_eq!(read(f.dir().join("pids.max")), "20");
-    assert_eq!(pids.usage(&f.id).await.unwrap().processes, 3);
+    // Threads from pids.current; processes: the distinct ids in the
+    // tree's cgroup.procs (a nested cgroup's included).
+    fs::write(f.dir().join("cgroup.procs"), "10\n11\n").unwrap();
+    let nested = f.dir().join("inner");
+    fs::create_dir_all(&nested).unwrap();
+    fs::write(nested.join("cgroup.procs"), "12\n").unwrap();
+    let usage = pids.usage(&f.id).await.unwrap();
+    assert_eq!((usage.threads, usage.processes), (3, 3));
+    fs::remove_dir_all(&nested).unwrap();
 
     // v2 has no devices files (an eBPF program would do it): berth drops
     // CAP_MKNOD instead, and joins no devices cgroup.

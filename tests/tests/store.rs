@@ -77,6 +77,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 container_path: "/dev/lc".into(),
                 permissions: "rw".into(),
             }],
+            rootfs_backend: "copy".into(),
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -158,6 +159,7 @@ fn full_record(name: &str) -> ContainerRecord {
             limited_resource: "memory".into(),
             message: "memory limit 64 MiB reached".into(),
             finished_at_unix_nanos: 1_700_000_000_000_000_000,
+            no_exit_status: true,
         }),
         prepared_isolators: vec!["cgroups/mem".into(), "filesystem/linux".into()],
         destroy_cause: Some(berth_state::DestroyCause {
@@ -187,6 +189,7 @@ fn statistics() -> ResourceStatistics {
         disk_used_bytes: 7,
         disk_limit_bytes: 8,
         mem_usage_bytes: 9,
+        threads: 10,
     }
 }
 

@@ -2,7 +2,7 @@
 //! `destroy`, `rm`, `stats`, `update`, `events`), in the style of ctr and
 //! podman: each client makes one gRPC call on the agent's socket.
 
-use crate::{config_of, shutdown_signal, termination_json, Cli, RunArgs};
+use crate::{config_of, process_exit_code, shutdown_signal, termination_json, Cli, RunArgs};
 use anyhow::{bail, Context as _, Result};
 use berth::agent::api::{
     self, ContainerRef, EventsRequest, KillRequest, LaunchRequest, ListRequest, UpdateRequest,
@@ -69,6 +69,9 @@ pub struct UpdateArgs {
     /// Memory limit, e.g. 32M, 1G, or bytes.
     #[arg(long, value_parser = crate::parse_size)]
     pub memory: Option<u64>,
+    /// Memory reservation (soft limit), e.g. 16M.
+    #[arg(long, value_parser = crate::parse_size)]
+    pub memory_reservation: Option<u64>,
     /// Maximum number of tasks.
     #[arg(long)]
     pub pids: Option<u64>,
@@ -129,7 +132,7 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
         ),
         None => None,
     };
-    let c = crate::containerizer(cli, node, None).with_context(|| {
+    let c = crate::containerizer(cli, node).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()
@@ -151,7 +154,7 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
             "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
         );
     }
-    let images = crate::image::provisioner(&cli.root, None)?;
+    let images = crate::image::provisioner(&cli.root)?;
     eprintln!(
         "berth agent: serving on {} ({} running, {} terminated, {} orphans cleaned)",
         cli.socket.display(),
@@ -299,11 +302,15 @@ fn print_termination(id: &ContainerId, t: &berth::ContainerTermination, json: bo
     if json {
         println!("{}", termination_json(id, t));
     } else {
-        let mut line = format!(
-            "{id}: {} exit_code={}",
-            t.reason().as_str_name(),
-            t.exit_code
-        );
+        let mut line = if t.no_exit_status {
+            format!("{id}: {} no exit status", t.reason().as_str_name())
+        } else {
+            format!(
+                "{id}: {} exit_code={}",
+                t.reason().as_str_name(),
+                t.exit_code
+            )
+        };
         if let Some(sig) = t.signal {
             line.push_str(&format!(" signal={sig}"));
         }
@@ -320,7 +327,7 @@ pub async fn wait(cli: &Cli, args: &IdArgs) -> Result<i32> {
     let mut c = client(cli).await?;
     let t = c.wait(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
     print_termination(&id, &t, args.json);
-    Ok(t.exit_code)
+    Ok(process_exit_code(&t))
 }
 
 pub async fn kill(cli: &Cli, args: &KillArgs) -> Result<i32> {
@@ -386,6 +393,7 @@ fn stats_json(id: &ContainerId, s: &ResourceStatistics) -> serde_json::Value {
         "mem_max_usage_bytes": s.mem_max_usage_bytes,
         "mem_limit_bytes": s.mem_limit_bytes,
         "processes": s.processes,
+        "threads": s.threads,
         "disk_used_bytes": s.disk_used_bytes,
         "disk_limit_bytes": s.disk_limit_bytes,
     })
@@ -400,7 +408,7 @@ pub async fn stats(cli: &Cli, args: &IdArgs) -> Result<i32> {
     } else {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         println!(
-            "{id}: cpu user {:.2}s system {:.2}s (limit {}, throttled {}/{} periods); memory {:.1} MiB (rss {:.1}, cache {:.1}, max {:.1}, limit {}); {} tasks",
+            "{id}: cpu user {:.2}s system {:.2}s (limit {}, throttled {}/{} periods); memory {:.1} MiB (rss {:.1}, cache {:.1}, max {:.1}, limit {}); {} processes, {} threads",
             s.cpus_user_time_secs,
             s.cpus_system_time_secs,
             if s.cpus_limit > 0.0 { format!("{:.2}", s.cpus_limit) } else { "none".into() },
@@ -412,6 +420,7 @@ pub async fn stats(cli: &Cli, args: &IdArgs) -> Result<i32> {
             mib(s.mem_max_usage_bytes),
             if s.mem_limit_bytes > 0 { format!("{:.1} MiB", mib(s.mem_limit_bytes)) } else { "none".into() },
             s.processes,
+            s.threads,
         );
     }
     Ok(0)
@@ -423,9 +432,13 @@ pub async fn update(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
     if args.cpus.is_none()
         && args.cpus_limit.is_none()
         && args.memory.is_none()
+        && args.memory_reservation.is_none()
         && args.pids.is_none()
     {
-        bail!("update {id}: give at least one of --cpus, --cpus-limit, --memory, --pids");
+        bail!(
+            "update {id}: give at least one of --cpus, --cpus-limit, --memory, \
+             --memory-reservation, --pids"
+        );
     }
     let mut c = client(cli).await?;
     let st = c.status(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
@@ -438,6 +451,9 @@ pub async fn update(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
     }
     if let Some(v) = args.memory {
         res.memory_bytes = v;
+    }
+    if let Some(v) = args.memory_reservation {
+        res.memory_soft_bytes = v;
     }
     if let Some(v) = args.pids {
         res.pids = v;

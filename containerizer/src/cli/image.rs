@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result};
 use berth::provisioner::prune::Keep;
-use berth::provisioner::{Backend, ImageProvisioner};
+use berth::provisioner::ImageProvisioner;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -52,14 +52,10 @@ pub fn store_dir(root: &Path) -> PathBuf {
     root.join("images")
 }
 
-/// The provisioner over `<root>/images`; `backend` overrides detection.
-pub fn provisioner(root: &Path, backend: Option<Backend>) -> Result<ImageProvisioner> {
-    let p = ImageProvisioner::open(store_dir(root))
-        .with_context(|| format!("opening the image store in {}", store_dir(root).display()))?;
-    Ok(match backend {
-        Some(b) => p.with_backend(b),
-        None => p,
-    })
+/// The provisioner over `<root>/images` (its default backend detected).
+pub fn provisioner(root: &Path) -> Result<ImageProvisioner> {
+    ImageProvisioner::open(store_dir(root))
+        .with_context(|| format!("opening the image store in {}", store_dir(root).display()))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -67,7 +63,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 pub async fn dispatch(root: &Path, cmd: ImageCommand) -> Result<i32> {
-    let p = provisioner(root, None)?;
+    let p = provisioner(root)?;
     match cmd {
         ImageCommand::Import { path, name } => {
             let imported = blocking(move || {

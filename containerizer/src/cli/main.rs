@@ -132,7 +132,9 @@ struct RunArgs {
     /// Replaces the image's entrypoint (and drops its cmd).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// How the image's rootfs is made: overlay, copy or bind (default: detected).
+    /// How the image's rootfs is made: overlay, copy or bind (a
+    /// single-layer image's layer bound read-only); default: overlay where
+    /// the kernel has it, else copy.
     #[arg(long)]
     rootfs_backend: Option<berth::provisioner::Backend>,
     /// CPU share in cores (e.g. 0.5).
@@ -144,6 +146,11 @@ struct RunArgs {
     /// Memory limit, e.g. 32M, 1G, or bytes.
     #[arg(long, value_parser = parse_size)]
     memory: Option<u64>,
+    /// Memory reservation (soft limit: reclaimed down to it first under
+    /// memory pressure), e.g. 16M; v1 memory.soft_limit_in_bytes, v2
+    /// memory.low. At most --memory.
+    #[arg(long, value_parser = parse_size)]
+    memory_reservation: Option<u64>,
     /// Maximum number of tasks.
     #[arg(long)]
     pids: Option<u64>,
@@ -356,6 +363,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         cpus: args.cpus.unwrap_or(0.0),
         cpu_limit: args.cpus_limit.unwrap_or(0.0),
         memory_bytes: args.memory.unwrap_or(0),
+        memory_soft_bytes: args.memory_reservation.unwrap_or(0),
         pids: args.pids.unwrap_or(0),
         ..Default::default()
     };
@@ -372,6 +380,10 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
         uris: args.fetch.clone(),
         hostname: args.hostname.clone().unwrap_or_default(),
         kill_grace_period_ms: args.grace_ms,
+        rootfs_backend: args
+            .rootfs_backend
+            .map(|b| b.name().to_string())
+            .unwrap_or_default(),
         ..Default::default()
     };
     args.extra.apply(&mut config);
@@ -408,25 +420,21 @@ fn container_name(args: &RunArgs) -> String {
 }
 
 /// The containerizer of `berth run` and `berth agent`, on the global
-/// options.
-fn containerizer(
-    cli: &Cli,
-    node: &run_opts::NodeArgs,
-    backend: Option<berth::provisioner::Backend>,
-) -> Result<Containerizer> {
+/// options. A container's `--rootfs-backend` travels in its config.
+fn containerizer(cli: &Cli, node: &run_opts::NodeArgs) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))
-        .provisioner(image::provisioner(&cli.root, backend)?)
+        .provisioner(image::provisioner(&cli.root)?)
         .build()?)
 }
 
 async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli, node, args.rootfs_backend)?;
+    let c = containerizer(cli, node)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
@@ -485,7 +493,7 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
             );
         }
     }
-    Ok(termination.exit_code)
+    Ok(process_exit_code(&termination))
 }
 
 /// Registers the SIGINT and SIGTERM handlers now — before the launch, so a
@@ -503,6 +511,8 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// `no_exit_status` (the command never started) comes with `exit_code`
+/// -1 and `signal` null; the other fields are as for any termination.
 fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::Value {
     serde_json::json!({
         "id": id.to_string(),
@@ -511,7 +521,18 @@ fn termination_json(id: &ContainerId, t: &ContainerTermination) -> serde_json::V
         "reason": t.reason().as_str_name(),
         "message": t.message,
         "limited_resource": t.limited_resource,
+        "no_exit_status": t.no_exit_status,
     })
+}
+
+/// The exit code of `berth run` and `berth wait` for a termination: the
+/// container's, or 255 when it has none (the command never started).
+fn process_exit_code(t: &ContainerTermination) -> i32 {
+    if t.no_exit_status {
+        255
+    } else {
+        t.exit_code
+    }
 }
 
 fn rand_suffix() -> u32 {

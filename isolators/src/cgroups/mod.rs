@@ -233,7 +233,7 @@ impl<S: Subsystem> CgroupIsolator<S> {
     }
 }
 
-fn io_err(id: &ContainerId, op: &str, path: &Path, e: io::Error) -> IsolatorError {
+pub(crate) fn io_err(id: &ContainerId, op: &str, path: &Path, e: io::Error) -> IsolatorError {
     IsolatorError::io(id, op, path, e)
 }
 
