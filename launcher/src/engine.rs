@@ -158,6 +158,27 @@ pub(crate) struct Engine {
     runtime: RuntimeDir,
     pub(crate) kind: Kind,
     containers: Mutex<HashMap<String, Entry>>,
+    /// `<hierarchy>/<cgroup root>/.supervisors` in every cgroup hierarchy
+    /// (Linux only): where supervisors live, out of the agent's cgroups.
+    supervisor_cgroups: Vec<PathBuf>,
+}
+
+/// The cgroup (under the cgroup root of each hierarchy) holding the
+/// supervisors; not a valid container id, so never taken for one.
+pub const SUPERVISORS_CGROUP: &str = ".supervisors";
+
+/// The mount points of every cgroup hierarchy (v1, named v1, v2).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let point = left.split_whitespace().nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
 }
 
 fn other(id: &ContainerId, message: impl Into<String>) -> LaunchError {
@@ -181,11 +202,19 @@ impl Engine {
                 id: String::new(),
                 source,
             })?;
+        let supervisor_cgroups = match kind {
+            Kind::Linux(_) => cgroup_mounts()
+                .into_iter()
+                .map(|m| m.join(&cfg.cgroup_root).join(SUPERVISORS_CGROUP))
+                .collect(),
+            Kind::Posix => Vec::new(),
+        };
         Ok(Engine {
             cfg,
             runtime,
             kind,
             containers: Mutex::new(HashMap::new()),
+            supervisor_cgroups,
         })
     }
 
@@ -277,6 +306,14 @@ impl Engine {
         }
         cgroups.extend(spec.launch_info.cgroup_paths.iter().cloned());
 
+        // Made on first use (and again after a `berth retire`); a
+        // hierarchy where this fails keeps the supervisor where it is.
+        let supervisor_cgroups = self
+            .supervisor_cgroups
+            .iter()
+            .filter(|d| d.is_dir() || std::fs::create_dir_all(d).is_ok())
+            .map(|d| d.display().to_string())
+            .collect();
         let inherited = matches!(spec.stdio, Stdio::Fds { .. });
         let req = SupervisorRequest {
             container_id: id.to_string(),
@@ -302,6 +339,7 @@ impl Engine {
             posix: matches!(self.kind, Kind::Posix),
             sandbox_dev: spec.sandbox_identity.map(|i| i.dev).unwrap_or(0),
             sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
+            supervisor_cgroups,
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));

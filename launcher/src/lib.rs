@@ -28,6 +28,7 @@ mod watch;
 
 pub use actor::LauncherActor;
 pub use config::{default_supervisor_path, LauncherConfig, SUPERVISOR_BIN, SUPERVISOR_ENV};
+pub use engine::SUPERVISORS_CGROUP;
 pub use linux::LinuxLauncher;
 pub use posix::PosixLauncher;
 

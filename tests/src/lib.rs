@@ -115,6 +115,15 @@ impl TestEnv {
             let root = m.mount_point.join(&self.cgroup_root);
             subdirs_deepest_first(&root, &mut out);
         }
+        // The supervisors' cgroup is the root's, like the root itself
+        // (until `berth retire`): a leak only while a process is in it.
+        out.retain(|d| {
+            d.file_name() != Some(std::ffi::OsStr::new(".supervisors"))
+                || !fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+        });
         out
     }
 
@@ -146,6 +155,20 @@ impl TestEnv {
                 continue;
             }
             let proc_dir = e.path();
+            // A dead supervisor that the machine's init (its parent once
+            // it detached) has not reaped yet holds nothing: not a leak.
+            let status = fs::read_to_string(proc_dir.join("status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find(|x| x.starts_with(k))
+                    .and_then(|x| x.split_whitespace().nth(1))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if field("State:") == "Z" && field("PPid:") == "1" {
+                continue;
+            }
             let cmdline = fs::read(proc_dir.join("cmdline"))
                 .map(|b| {
                     String::from_utf8_lossy(&b)
@@ -170,11 +193,11 @@ impl TestEnv {
             if mentions(&root, &dir) {
                 why.push(format!("root {root}"));
             }
-            if cgroups
+            if let Some(l) = cgroups
                 .lines()
-                .any(|l| mentions(l, &format!("/{}", self.cgroup_root)))
+                .find(|l| mentions(l, &format!("/{}", self.cgroup_root)))
             {
-                why.push(format!("in cgroup under {}", self.cgroup_root));
+                why.push(format!("in cgroup {l}"));
             }
             if !why.is_empty() {
                 out.push(LeakedProcess {

@@ -216,3 +216,151 @@ fn stop_ends_a_handler_less_command_within_its_grace_and_a_handler_runs() {
     }
     drop(agent);
 }
+
+/// Cgroups standing for the agent's service cgroup under a service
+/// manager; removed on drop.
+struct ServiceCgroups(Vec<std::path::PathBuf>);
+
+impl Drop for ServiceCgroups {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_the_agents_cgroup_leaves_supervisors_and_containers_running() {
+    let env = TestEnv::new("op-svc");
+    // Where a service manager tracks (and on stop may kill) a service:
+    // the named systemd hierarchy and the unified one; pids too.
+    let svc = ServiceCgroups(
+        cgroup_mounts()
+            .into_iter()
+            .filter(|m| {
+                m.v2 || m
+                    .controllers
+                    .iter()
+                    .any(|c| c == "name=systemd" || c == "pids")
+            })
+            .map(|m| m.mount_point.join(format!("{}-svc", env.cgroup_root)))
+            .collect(),
+    );
+    assert!(
+        !svc.0.is_empty(),
+        "no cgroup hierarchy to stand for a service"
+    );
+    for d in &svc.0 {
+        std::fs::create_dir(d).unwrap();
+    }
+    let dirs: Vec<String> = svc.0.iter().map(|d| d.display().to_string()).collect();
+    let log = std::fs::File::create(env.path("svc-agent.log")).unwrap();
+    let mut agent = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("for d in $DIRS; do echo $$ > $d/cgroup.procs || exit 9; done; exec \"$@\"")
+        .arg("sh")
+        .arg(berth_tests::berth_bin())
+        .arg("--root")
+        .arg(&env.state_dir)
+        .arg("--runtime-dir")
+        .arg(&env.runtime_dir)
+        .arg("--cgroup-root")
+        .arg(&env.cgroup_root)
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("agent")
+        .env("DIRS", dirs.join(" "))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(env.socket()).is_err() {
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not serve"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let name = format!("{}-c", env.name);
+    let out = env
+        .berth_client()
+        .args(["launch", "--name", &name, "--", "sleep", "60"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ps = |env: &TestEnv| -> serde_json::Value {
+        let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == name.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let c = ps(&env);
+    let (pid, sup) = (
+        c["pid"].as_i64().unwrap(),
+        c["supervisor_pid"].as_i64().unwrap(),
+    );
+    let cg = std::fs::read_to_string(format!("/proc/{sup}/cgroup")).unwrap();
+    let want = format!("/{}/.supervisors", env.cgroup_root);
+    assert!(
+        cg.lines()
+            .all(|l| l.ends_with(&want) || l.contains(":/process_api") || !l.contains("-svc")),
+        "{cg}"
+    );
+    assert!(cg.lines().any(|l| l.ends_with(&want)), "{cg}");
+
+    // What a service manager does to a stopped service's cgroup.
+    let mut killed = 0;
+    for d in &svc.0 {
+        for p in std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap()
+            .split_whitespace()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.parse().unwrap()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed += 1;
+        }
+    }
+    assert!(killed >= 1, "the agent was in its service cgroup");
+    let _ = agent.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    for p in [pid, sup] {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_ok(),
+            "{p} died with the agent's cgroup"
+        );
+    }
+    // The next agent finds it running, same pid.
+    let agent = env.start_agent("");
+    let c = ps(&env);
+    assert_eq!(c["state"], "RUNNING", "{c}");
+    assert_eq!(c["pid"].as_i64(), Some(pid));
+    for args in [vec!["destroy", name.as_str()], vec!["rm", name.as_str()]] {
+        let out = env.berth_client().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    drop(agent);
+    drop(svc);
+}

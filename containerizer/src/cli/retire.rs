@@ -7,6 +7,9 @@ use crate::Cli;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+/// Where the root's supervisors live in each hierarchy.
+const SUPERVISORS: &str = berth::launcher::SUPERVISORS_CGROUP;
+
 /// The mount points of the cgroup hierarchies (v1 and v2).
 fn cgroup_mounts() -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
@@ -86,7 +89,19 @@ pub fn retire(cli: &Cli) -> Result<i32> {
         .filter(|d| d.is_dir())
         .collect();
     for d in &roots {
-        let children = subdirs(d);
+        let sup = d.join(SUPERVISORS);
+        let procs = std::fs::read_to_string(sup.join("cgroup.procs")).unwrap_or_default();
+        if !procs.trim().is_empty() {
+            bail!(
+                "supervisors still run in {} (pids {}): their containers are not gone",
+                sup.display(),
+                procs.split_whitespace().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let children: Vec<String> = subdirs(d)
+            .into_iter()
+            .filter(|c| c != SUPERVISORS)
+            .collect();
         if !children.is_empty() {
             bail!(
                 "cgroup {} still has cgroups ({}): start the agent on this root to clean them",
@@ -97,6 +112,11 @@ pub fn retire(cli: &Cli) -> Result<i32> {
     }
     let mut removed = Vec::new();
     for d in roots {
+        let sup = d.join(SUPERVISORS);
+        if sup.is_dir() {
+            std::fs::remove_dir(&sup)
+                .with_context(|| format!("remove cgroup {}", sup.display()))?;
+        }
         std::fs::remove_dir(&d).with_context(|| format!("remove cgroup {}", d.display()))?;
         removed.push(d);
     }

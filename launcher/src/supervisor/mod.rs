@@ -111,6 +111,14 @@ fn supervise(mut control: UnixStream) -> i32 {
         fail_early(control, 0, &format!("write supervisor.pid: {e}"));
     }
 
+    // Out of the agent's cgroups (its service's, under a service manager),
+    // before the init is forked: the init starts here too, then joins the
+    // container's own cgroups. Best effort: a hierarchy that refuses keeps
+    // us where the agent was.
+    for dir in &req.supervisor_cgroups {
+        let _ = fs::write(Path::new(dir).join("cgroup.procs"), "0");
+    }
+
     // Orphans of the container come to us (and are reaped at once), and
     // SIGCHLD arrives as a readable fd next to the control socket.
     // SAFETY: prctl with integer arguments only.
