@@ -182,7 +182,17 @@ async fn inside_the_container_everything_is_isolated() {
         std::process::id() as i32,
         "the supervisor must not be the agent's child"
     );
-    assert!(!read(format!("/proc/{}/cgroup", forked.supervisor.pid)).contains(&env.cgroup_root));
+    // It sits in the root's supervisors cgroup, in none of the container's.
+    let sup_cg = read(format!("/proc/{}/cgroup", forked.supervisor.pid));
+    let under_root = format!("/{}/", env.cgroup_root);
+    assert!(
+        sup_cg.lines().all(|l| !l.contains(&under_root)
+            || l.ends_with(&format!(
+                "{under_root}{}",
+                berth_launcher::SUPERVISORS_CGROUP
+            ))),
+        "{sup_cg}"
+    );
     assert!(matches!(
         addr.send(actor::Status(cid.clone()))
             .await
