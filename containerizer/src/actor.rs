@@ -645,7 +645,25 @@ impl Handler<Destroy> for ContainerizerActor {
     type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
 
     fn handle(&mut self, Destroy(id): Destroy, ctx: &mut Context<Self>) -> Self::Result {
-        let attempt = self.start_destroy(&id, Cause::Requested, ctx);
+        self.requested_destroy(&id, None, ctx)
+    }
+}
+
+impl ContainerizerActor {
+    /// A destroy someone asked for; `grace` (a stop's) replaces the
+    /// config's between SIGTERM and SIGKILL unless a destroy is under way.
+    fn requested_destroy(
+        &mut self,
+        id: &ContainerId,
+        grace: Option<std::time::Duration>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<ContainerTermination, ContainerizerError>> {
+        if let (Some(g), Ok(c)) = (grace, self.get_mut(id)) {
+            if c.attempt.is_none() {
+                c.stop_grace_ms = Some(g.as_millis() as u64);
+            }
+        }
+        let attempt = self.start_destroy(id, Cause::Requested, ctx);
         Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
     }
 }
@@ -662,13 +680,7 @@ impl Handler<Stop> for ContainerizerActor {
     type Result = ResponseFuture<Result<ContainerTermination, ContainerizerError>>;
 
     fn handle(&mut self, Stop(id, grace): Stop, ctx: &mut Context<Self>) -> Self::Result {
-        if let Ok(c) = self.get_mut(&id) {
-            if c.attempt.is_none() {
-                c.stop_grace_ms = Some(grace.as_millis() as u64);
-            }
-        }
-        let attempt = self.start_destroy(&id, Cause::Requested, ctx);
-        Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
+        self.requested_destroy(&id, Some(grace), ctx)
     }
 }
 

@@ -680,23 +680,7 @@ fn user_mount(
             userns,
             &format!("bind {} on {}", m.source, target.display()),
         )?;
-        // Flags of a bind mount only take effect on a remount.
-        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
-        // Always remounted: a bind inherits its source mount's flags (a
-        // read-only host root's too), and only a remount sets ours.
-        {
-            mnt(
-                None,
-                &target,
-                None,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra | (opts.flags & MsFlags::MS_RDONLY),
-                None,
-                &format!("remount {} ({})", target.display(), m.options.join(",")),
-            )?;
-        }
-        if opts.flags.contains(MsFlags::MS_RDONLY) && !rec.is_empty() {
-            set_readonly_recursive(&target)?;
-        }
+        remount_bind(&target, &target, m, &opts)?;
     } else {
         let data = (!opts.data.is_empty()).then(|| opts.data.join(","));
         mnt_path(
@@ -824,18 +808,7 @@ fn sandbox_mount(
     }
     let at = PathBuf::from(format!("/proc/self/fd/{}", mounted.as_raw_fd()));
     if bind_mount {
-        let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
-        mnt(
-            None,
-            &at,
-            None,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra | (opts.flags & MsFlags::MS_RDONLY),
-            None,
-            &format!("remount {} ({})", shown.display(), m.options.join(",")),
-        )?;
-        if opts.flags.contains(MsFlags::MS_RDONLY) && !rec.is_empty() {
-            set_readonly_recursive(&at)?;
-        }
+        remount_bind(&at, &shown, m, &opts)?;
     }
     if let Some(prop) = opts.propagation {
         mnt(
@@ -878,6 +851,26 @@ fn bind_on_fd(
     }
     sys::move_mount_to_fd(&tree, target)
         .map_err(|e| StepError::io(format!("{what}: move_mount"), e))
+}
+
+/// Sets a bind mount's own flags at `at` (shown as `shown` in messages).
+/// Always remounted: a bind inherits its source mount's flags (a read-only
+/// host root's too), and only a remount sets ours; `ro` of a recursive
+/// bind reaches its submounts too.
+fn remount_bind(at: &Path, shown: &Path, m: &Mount, opts: &MountOptions) -> StepResult {
+    let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+    mnt(
+        None,
+        at,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra | (opts.flags & MsFlags::MS_RDONLY),
+        None,
+        &format!("remount {} ({})", shown.display(), m.options.join(",")),
+    )?;
+    if opts.flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REC) {
+        set_readonly_recursive(at)?;
+    }
+    Ok(())
 }
 
 /// mount(8)-style options split into flags, propagation and fs data.

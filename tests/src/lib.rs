@@ -736,6 +736,23 @@ pub mod store_workload {
     }
 }
 
+/// Imports [`busybox_layout`] into the test's image store as `busybox`.
+pub fn import_busybox(env: &TestEnv) {
+    let layout = busybox_layout(env);
+    let out = env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "busybox"])
+        .output()
+        .expect("run berth image import");
+    assert!(
+        out.status.success(),
+        "import busybox: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A one-layer busybox image (busybox with sh and sleep links; tag
 /// `latest`) made with umoci as an OCI layout at `<temp>/layout`.
 pub fn busybox_layout(env: &TestEnv) -> PathBuf {

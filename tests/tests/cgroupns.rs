@@ -9,7 +9,7 @@
 
 use berth_launcher::{LaunchSpec, Launcher, LauncherConfig, LinuxLauncher, Stdio};
 use berth_state::{ContainerId, LaunchInfo, Namespace};
-use berth_tests::{busybox_layout, cgroup_mounts, require_tool, TestEnv};
+use berth_tests::{cgroup_mounts, require_tool, TestEnv};
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -149,15 +149,7 @@ fn run(env: &TestEnv, args: &[&str]) -> Output {
 fn an_image_container_sees_only_its_own_cgroups_read_only() {
     require_tool("umoci");
     let env = TestEnv::new("cgns-image");
-    let layout = busybox_layout(&env);
-    let import = env
-        .berth()
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "busybox"])
-        .output()
-        .unwrap();
-    assert!(import.status.success(), "{}", text(&import.stderr));
+    berth_tests::import_busybox(&env);
     check_report("image", &run(&env, &["--image", "busybox"]));
     check_report(
         "image, own network",

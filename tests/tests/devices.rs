@@ -4,7 +4,7 @@
 //! STARTING naming the problem. Needs the host's `/dev/loop-control`
 //! (char 10:237, the loop driver).
 
-use berth_tests::{busybox_layout, require_tool, TestEnv};
+use berth_tests::{require_tool, TestEnv};
 use std::os::unix::fs::FileTypeExt;
 use std::process::Output;
 
@@ -49,15 +49,7 @@ fn devices_in_an_image_container_are_allowed_as_asked_and_nothing_else() {
     require_tool("umoci");
     require_loop_control();
     let env = TestEnv::new("dev-image");
-    let layout = busybox_layout(&env);
-    let import = env
-        .berth()
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "busybox"])
-        .output()
-        .unwrap();
-    assert!(import.status.success(), "{}", text(&import.stderr));
+    berth_tests::import_busybox(&env);
     let img = ["--image", "busybox"];
 
     // The default permissions: rwm.

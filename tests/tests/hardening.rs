@@ -139,15 +139,7 @@ fn host_rootfs_rw_is_an_explicit_opt_in() {
 fn read_only_makes_an_image_rootfs_read_only_and_leaves_the_sandbox_writable() {
     require_tool("umoci");
     let env = TestEnv::new("hard-img-ro");
-    let layout = busybox_layout(&env);
-    let import = env
-        .berth()
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "busybox"])
-        .output()
-        .unwrap();
-    assert!(import.status.success(), "{}", text(&import.stderr));
+    berth_tests::import_busybox(&env);
     let run = |args: &[&str]| {
         env.berth()
             .arg("run")

@@ -5,7 +5,7 @@
 //! sandbox, volumes) are idmapped; `auto` ranges are disjoint and survive
 //! an agent restart; bad ranges and users outside the range are refused.
 
-use berth_tests::{berth_bin, busybox_layout, Agent, TestEnv};
+use berth_tests::{berth_bin, import_busybox, Agent, TestEnv};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn import_busybox(env: &TestEnv) {
-    let layout = busybox_layout(env);
-    let out = env
-        .berth()
-        .args(["image", "import"])
-        .arg(&layout)
-        .args(["--name", "busybox"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "import: {}", text(&out.stderr));
 }
 
 fn run(env: &TestEnv, args: &[&str], script: &str) -> Output {
