@@ -486,7 +486,10 @@ impl Handler<Status> for ContainerizerActor {
         };
         let status = ContainerStatus {
             id: id.clone(),
-            state: c.state(),
+            state: match c.state() {
+                ContainerState::Running if c.record.paused => ContainerState::Paused,
+                s => s,
+            },
             supervisor: c.record.supervisor,
             init: c.record.init,
             sandbox_dir: c.sandbox.clone(),
@@ -665,6 +668,47 @@ impl ContainerizerActor {
         }
         let attempt = self.start_destroy(id, Cause::Requested, ctx);
         Box::pin(async move { attempt?.await.map_err(|_| ContainerizerError::Gone)? })
+    }
+}
+
+/// Freezes (`true`, `berth pause`) or thaws a RUNNING container's
+/// processes; the record keeps it (and the freezer does across a restart).
+pub struct SetPaused(pub ContainerId, pub bool);
+
+impl Message for SetPaused {
+    type Result = Result<(), ContainerizerError>;
+}
+
+impl Handler<SetPaused> for ContainerizerActor {
+    type Result = ResponseActFuture<Self, Result<(), ContainerizerError>>;
+
+    fn handle(&mut self, SetPaused(id, paused): SetPaused, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.running(&id) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let call = timed(
+            &self.inflight,
+            &id,
+            CallKind::Query,
+            "launcher",
+            self.launcher.set_frozen(id.clone(), paused),
+        );
+        Box::pin(call.into_actor(self).then(move |r, act, _| {
+            if let Err(e) = r {
+                let what = if paused { "pause" } else { "resume" };
+                return Box::pin(fut::ready(Err(stage(&id, what, e))))
+                    as ResponseActFuture<Self, Result<(), ContainerizerError>>;
+            }
+            let rec = match act.get_mut(&id) {
+                Ok(c) => {
+                    c.record.paused = paused;
+                    c.record.clone()
+                }
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            };
+            tracing::info!(container = %id, paused, "paused state changed");
+            Box::pin(act.checkpoint(rec).into_actor(act))
+        }))
     }
 }
 

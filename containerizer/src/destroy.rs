@@ -203,12 +203,17 @@ impl ContainerizerActor {
                 .unwrap_or(0)
         });
         let polite = grace > 0 && c.exit.is_none() && matches!(c.cause, Some(Cause::Requested));
+        // A paused container's processes could not act on SIGTERM.
+        let thaw = polite && c.record.paused;
         let have_exit = c.exit.is_some();
         let launcher = self.launcher.clone();
         let inflight = self.inflight.clone();
         let id = id.clone();
         let id2 = id.clone();
         let work = async move {
+            if thaw {
+                let _ = launcher.set_frozen(id.clone(), false).await;
+            }
             if polite {
                 // Shutdown as the Nomad executor does it: a signal, a grace
                 // period, then SIGKILL for whatever is left.

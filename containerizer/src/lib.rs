@@ -359,6 +359,16 @@ impl Containerizer {
         self.ask(actor::Stop(id, grace)).await?
     }
 
+    /// Freezes every process of a RUNNING container (state PAUSED).
+    pub async fn pause(&self, id: ContainerId) -> Result<(), ContainerizerError> {
+        self.ask(actor::SetPaused(id, true)).await?
+    }
+
+    /// Thaws a paused container (RUNNING again).
+    pub async fn resume(&self, id: ContainerId) -> Result<(), ContainerizerError> {
+        self.ask(actor::SetPaused(id, false)).await?
+    }
+
     /// Sends `signal` to the container's init.
     pub async fn kill(&self, id: ContainerId, signal: i32) -> Result<(), ContainerizerError> {
         self.ask(actor::Kill(id, signal)).await?

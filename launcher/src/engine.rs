@@ -100,6 +100,17 @@ macro_rules! impl_launcher {
                     e.remove(&id)
                 }))
             }
+
+            fn set_frozen(
+                &self,
+                id: berth_state::ContainerId,
+                frozen: bool,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::LaunchError>> {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.set_frozen(&id, frozen)
+                }))
+            }
         }
     };
 }
@@ -595,6 +606,22 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn set_frozen(&self, id: &ContainerId, frozen: bool) -> Result<(), LaunchError> {
+        let _span = tracing::info_span!("launcher.set_frozen", container = %id, frozen).entered();
+        match (&self.kind, self.freezer_dir(id)) {
+            (Kind::Linux(freezer), Some(dir)) if dir.is_dir() => freezer
+                .set_frozen(&dir, frozen, self.cfg.destroy_timeout)
+                .map_err(|e| {
+                    other(
+                        id,
+                        format!("{}: {e}", if frozen { "freeze" } else { "thaw" }),
+                    )
+                }),
+            (Kind::Linux(_), _) => Err(other(id, "has no freezer cgroup (not running?)")),
+            (Kind::Posix, _) => Err(other(id, "the posix launcher cannot pause or resume")),
+        }
     }
 
     pub(crate) fn status(&self, id: &ContainerId) -> Result<ProcessStatus, LaunchError> {

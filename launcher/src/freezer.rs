@@ -124,6 +124,55 @@ impl Freezer {
         berth_state::runtime::list_id_tree(&self.root_dir(cgroup_root), "").unwrap_or_default()
     }
 
+    /// Freezes (`true`) or thaws every process in `dir` and below, and
+    /// waits until the kernel says it is done (or `timeout`).
+    pub fn set_frozen(
+        &self,
+        dir: &Path,
+        frozen: bool,
+        timeout: Duration,
+    ) -> Result<(), FreezerError> {
+        let deadline = Instant::now() + timeout;
+        let done = match self {
+            Freezer::V1 { .. } => {
+                freeze_v1(dir, if frozen { "FROZEN" } else { "THAWED" }, timeout)?
+            }
+            Freezer::V2 { .. } => {
+                write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                loop {
+                    let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+                    if events.lines().any(|l| l.trim() == want) {
+                        break true;
+                    }
+                    if Instant::now() >= deadline {
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        if done {
+            return Ok(());
+        }
+        Err(FreezerError::NotEmpty {
+            path: dir.to_path_buf(),
+            pids: all_pids(dir),
+            secs: timeout.as_secs(),
+        })
+    }
+
+    /// Whether `dir` is frozen now.
+    pub fn is_frozen(&self, dir: &Path) -> bool {
+        match self {
+            Freezer::V1 { .. } => {
+                fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            Freezer::V2 { .. } => fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1")),
+        }
+    }
+
     /// Kills every process in `dir` and below, then removes the cgroups
     /// bottom-up. A missing `dir` is fine (idempotent).
     pub fn destroy(&self, dir: &Path, timeout: Duration) -> Result<(), FreezerError> {

@@ -179,4 +179,21 @@ pub trait Launcher: Send + Sync + 'static {
     /// Forgets the container (after its destroy finished): removes its
     /// runtime dir.
     fn remove(&self, id: ContainerId) -> BoxFuture<'static, Result<(), LaunchError>>;
+
+    /// Freezes (`true`) or thaws every process of the container (`berth
+    /// pause`/`resume`). The default cannot: a launcher without a freezer
+    /// says so.
+    fn set_frozen(
+        &self,
+        id: ContainerId,
+        _frozen: bool,
+    ) -> BoxFuture<'static, Result<(), LaunchError>> {
+        let name = self.name();
+        Box::pin(async move {
+            Err(LaunchError::Other {
+                id: id.to_string(),
+                message: format!("the {name} launcher cannot pause or resume a container"),
+            })
+        })
+    }
 }

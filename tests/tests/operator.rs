@@ -364,3 +364,81 @@ fn killing_the_agents_cgroup_leaves_supervisors_and_containers_running() {
     drop(agent);
     drop(svc);
 }
+
+#[test]
+fn pause_stops_a_counter_resume_continues_it_and_both_survive_an_agent_restart() {
+    let env = TestEnv::new("op-pause");
+    let agent = env.start_agent("");
+    let name = format!("{}-c", env.name);
+    let out = env
+        .berth_client()
+        .args(["launch", "--name", &name, "--", "sh", "-c"])
+        .arg("i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.02; done")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = |env: &TestEnv| -> serde_json::Value {
+        let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == name.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let count_file =
+        std::path::PathBuf::from(status(&env)["sandbox_dir"].as_str().unwrap()).join("count");
+    let count = || -> u64 {
+        std::fs::read_to_string(&count_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = |args: &[&str]| {
+        let out = env.berth_client().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        out
+    };
+    ok(&["pause", &name]);
+    assert_eq!(status(&env)["state"], "PAUSED");
+    let frozen_at = count();
+    assert!(frozen_at > 0, "the counter ran before the pause");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(count(), frozen_at, "the counter moved while paused");
+    // Usage still answers while paused.
+    ok(&["stats", &name]);
+
+    // An agent restart keeps it paused.
+    drop(agent);
+    let agent = env.start_agent("");
+    assert_eq!(status(&env)["state"], "PAUSED");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(), frozen_at);
+
+    ok(&["resume", &name]);
+    assert_eq!(status(&env)["state"], "RUNNING");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        count() > frozen_at,
+        "the counter did not go on after resume"
+    );
+
+    // Stop works on a paused container: thawed for the SIGTERM (which a
+    // handler-less pid 1 ignores), killed at the end of the grace.
+    ok(&["pause", &name]);
+    let t0 = std::time::Instant::now();
+    let out = ok(&["stop", &name, "--grace", "1", "--json"]);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["signal"], 9, "{t}");
+    let out = env.berth_client().args(["pause", &name]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a terminated container cannot be paused"
+    );
+    ok(&["rm", &name]);
+    drop(agent);
+}

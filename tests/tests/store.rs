@@ -168,6 +168,7 @@ fn full_record(name: &str) -> ContainerRecord {
             resource: "memory".into(),
             limitation_reason: TerminationReason::OomKilled as i32,
         }),
+        paused: true,
     }
 }
 

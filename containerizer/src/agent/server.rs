@@ -182,6 +182,18 @@ impl Api for Service {
         Ok(Response::new(self.c.stop(id, grace).await.map_err(status)?))
     }
 
+    async fn pause(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        self.c.pause(id).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resume(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        let id = id_of(r.into_inner().id)?;
+        self.c.resume(id).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn remove(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
         let id = id_of(r.into_inner().id)?;
         self.c.remove(id).await.map_err(status)?;

@@ -357,6 +357,19 @@ pub async fn stop(cli: &Cli, args: &StopArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `berth pause` (`true`) and `berth resume`.
+pub async fn set_paused(cli: &Cli, args: &IdArgs, paused: bool) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let r = id_ref(&id);
+    if paused {
+        c.pause(r).await.map_err(rpc_error)?;
+    } else {
+        c.resume(r).await.map_err(rpc_error)?;
+    }
+    Ok(0)
+}
+
 pub async fn destroy(cli: &Cli, args: &IdArgs) -> Result<i32> {
     let id = parse_id(&args.id)?;
     let mut c = client(cli).await?;

@@ -100,6 +100,10 @@ enum Command {
     /// Stops a container: SIGTERM, SIGKILL after the grace (default 10 s),
     /// then the destroy; prints its termination.
     Stop(agent::StopArgs),
+    /// Freezes every process of a running container (state PAUSED).
+    Pause(agent::IdArgs),
+    /// Thaws a paused container.
+    Resume(agent::IdArgs),
     /// Forgets a terminated container.
     Rm(agent::IdArgs),
     /// Resource usage of a container.
@@ -348,6 +352,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Kill(ref args) => agent::kill(&cli, args).await,
         Command::Destroy(ref args) => agent::destroy(&cli, args).await,
         Command::Stop(ref args) => agent::stop(&cli, args).await,
+        Command::Pause(ref args) => agent::set_paused(&cli, args, true).await,
+        Command::Resume(ref args) => agent::set_paused(&cli, args, false).await,
         Command::Rm(ref args) => agent::remove(&cli, args).await,
         Command::Stats(ref args) => agent::stats(&cli, args).await,
         Command::Update(ref args) => agent::update(&cli, args).await,
