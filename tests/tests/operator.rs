@@ -12,6 +12,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Container `id`'s entry in the agent's `ps --json`.
+fn ps_entry(env: &TestEnv, id: &str) -> serde_json::Value {
+    let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not in {v}"))
+}
+
 #[test]
 fn retire_refuses_while_a_container_is_recorded_then_gives_everything_back() {
     let env = TestEnv::new("op-retire");
@@ -85,14 +97,7 @@ fn ps_events_and_the_agent_say_what_is_true() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _ = env.berth_client().args(["wait", &name]).output().unwrap();
 
-    let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let c = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == name.as_str())
-        .unwrap();
+    let c = ps_entry(&env, &name);
     assert_eq!(c["state"], "TERMINATED");
     assert!(c["pid"].is_null(), "a terminated container has no pid: {c}");
     let out = env.berth_client().arg("ps").output().unwrap();
@@ -305,16 +310,7 @@ fn killing_the_agents_cgroup_leaves_supervisors_and_containers_running() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let ps = |env: &TestEnv| -> serde_json::Value {
-        let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == name.as_str())
-            .cloned()
-            .unwrap()
-    };
+    let ps = |env: &TestEnv| ps_entry(env, &name);
     let c = ps(&env);
     let (pid, sup) = (
         c["pid"].as_i64().unwrap(),
@@ -377,16 +373,7 @@ fn pause_stops_a_counter_resume_continues_it_and_both_survive_an_agent_restart()
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let status = |env: &TestEnv| -> serde_json::Value {
-        let out = env.berth_client().args(["ps", "--json"]).output().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == name.as_str())
-            .cloned()
-            .unwrap()
-    };
+    let status = |env: &TestEnv| ps_entry(env, &name);
     let count_file =
         std::path::PathBuf::from(status(&env)["sandbox_dir"].as_str().unwrap()).join("count");
     let count = || -> u64 {
