@@ -96,7 +96,8 @@ impl ContainerizerActor {
             mut config,
             stdio,
         } = msg;
-        if config.network.is_none() {
+        // A nested container without a network of its own shares its pod's.
+        if config.network.is_none() && id.parent.is_none() {
             config.network = self.default_network.clone();
         }
         let names: Vec<String> = self
@@ -125,6 +126,7 @@ impl ContainerizerActor {
                     state: state_name(p.record.state),
                 });
             }
+            crate::pod::adopt_parent(&p.record.config.clone().unwrap_or_default(), &mut config);
         }
         let sandbox = self.sandbox_dir(&id);
         let record = ContainerRecord {
@@ -513,12 +515,39 @@ impl ContainerizerActor {
     /// The merged launch info and the resolved command, user and env.
     fn launch_spec(&mut self, id: &ContainerId) -> Result<LaunchSpec, ContainerizerError> {
         let sandbox = self.sandbox_dir(id);
+        // What a nested container takes from its (running) parent.
+        let parent = match id.parent.as_deref() {
+            Some(p) => {
+                let p = self.get(p)?;
+                let init = p
+                    .record
+                    .init
+                    .ok_or_else(|| ContainerizerError::NotRunning {
+                        id: p.id.to_string(),
+                        state: state_name(p.record.state),
+                    })?;
+                Some((
+                    init,
+                    p.record.launch_info.clone().unwrap_or_default(),
+                    p.record.rootfs.clone(),
+                ))
+            }
+            None => None,
+        };
         let c = self.get_mut(id)?;
         let config = c.record.config.clone().unwrap_or_default();
         let mut info = merge(&c.infos).map_err(|why| ContainerizerError::Conflict {
             id: id.to_string(),
             why,
         })?;
+        let debug = config.container_class == berth_state::ContainerClass::Debug as i32;
+        if let Some((init, parent_info, _)) = &parent {
+            info.join_namespaces
+                .extend(crate::pod::parent_joins(id, &config, init, parent_info));
+            if debug {
+                crate::pod::debug_launch_info(&mut info, parent_info);
+            }
+        }
         let image = c.image.as_ref().map(|(p, _)| p);
         if !config.working_dir.is_empty() {
             info.working_dir = config.working_dir.clone();
@@ -554,9 +583,22 @@ impl ContainerizerActor {
         env.insert("BERTH_CONTAINER_ID".into(), id.to_string());
         // The user's env overrides what isolators and the image contribute.
         env.extend(config.env.clone());
-        let user = match &c.image {
-            Some((_, resolved)) => resolved.clone(),
-            None => crate::user::resolve(&config.user).map_err(|why| {
+        let parent_rootfs = parent
+            .as_ref()
+            .map(|(_, _, r)| r.as_str())
+            .filter(|r| debug && !r.is_empty());
+        let user = match (&c.image, parent_rootfs) {
+            (Some((_, resolved)), _) => resolved.clone(),
+            // An exec's user is named in its parent's image.
+            (None, Some(rootfs)) => {
+                crate::user::resolve_in_rootfs(std::path::Path::new(rootfs), &config.user).map_err(
+                    |why| ContainerizerError::InvalidConfig {
+                        id: id.to_string(),
+                        why,
+                    },
+                )?
+            }
+            (None, None) => crate::user::resolve(&config.user).map_err(|why| {
                 ContainerizerError::InvalidConfig {
                     id: id.to_string(),
                     why,

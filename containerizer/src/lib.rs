@@ -40,6 +40,7 @@ mod launch;
 mod merge;
 pub mod metrics;
 mod node_options;
+mod pod;
 mod recover;
 mod sandbox_owner;
 mod termination;

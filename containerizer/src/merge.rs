@@ -233,6 +233,7 @@ mod tests {
                     join_namespaces: vec![NamespaceJoin {
                         namespace: Namespace::Net as i32,
                         path: "/proc/1/ns/net".into(),
+                        ..Default::default()
                     }],
                     ..Default::default()
                 },

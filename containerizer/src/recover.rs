@@ -237,8 +237,18 @@ impl ContainerizerActor {
                 c.exit = Some(s.clone());
             }
         }
+        let debug = c
+            .record
+            .config
+            .as_ref()
+            .is_some_and(|c| c.container_class == berth_state::ContainerClass::Debug as i32);
         let cause = match (&status, state) {
             (_, ContainerState::Destroying) if began.is_some() => began,
+            // An exec lives no longer than the agent that streams its I/O
+            // (as Mesos's DEBUG containers).
+            (ProcessStatus::Running(_), ContainerState::Running) if debug => Some(Cause::Lost(
+                "a DEBUG container (an exec) is destroyed when the agent restarts".into(),
+            )),
             (ProcessStatus::Running(_), ContainerState::Running) => None,
             (ProcessStatus::Exited(_), ContainerState::Running | ContainerState::Destroying) => {
                 Some(Cause::Exited)

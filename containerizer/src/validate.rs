@@ -55,6 +55,17 @@ pub(crate) fn validate(
             "a DEBUG container must be nested in a parent".into(),
         ));
     }
+    if config.container_class == ContainerClass::Debug as i32 && !config.image.is_empty() {
+        return Err(invalid(
+            "a DEBUG container runs in its parent's filesystem and takes no image".into(),
+        ));
+    }
+    if config.share_pid_namespace && id.parent.is_none() {
+        return Err(invalid(
+            "--share-pid-namespace is for a nested container (a pod member): it joins its parent's pid namespace"
+                .into(),
+        ));
+    }
     for (k, _) in config.env.iter() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("environment variable name {k:?}")));

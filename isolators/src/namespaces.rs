@@ -3,19 +3,22 @@
 //! `namespaces/cgroup`).
 
 use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
-use berth_state::{ContainerClass, LaunchInfo, Namespace};
+use berth_state::{ContainerClass, ContainerConfig, ContainerId, LaunchInfo, Namespace};
 
 /// Gives each container its own pid namespace: its command is pid 1 and
-/// sees only its own processes. A DEBUG container joins its parent's.
+/// sees only its own processes. A DEBUG container joins its parent's, as
+/// does a pod member (a nested container) with `share_pid_namespace`.
 #[derive(Debug, Default)]
 pub struct PidNamespace;
 
 /// Gives each container its own IPC namespace (SysV IPC, POSIX queues).
+/// A nested container shares its parent's (the parent is its pod).
 #[derive(Debug, Default)]
 pub struct IpcNamespace;
 
 /// Gives each container its own UTS namespace and sets its hostname
-/// (validated as RFC 1123, at most 64 characters).
+/// (validated as RFC 1123, at most 64 characters). A nested container
+/// shares its parent's (the parent is its pod), hostname included.
 #[derive(Debug, Default)]
 pub struct UtsNamespace;
 
@@ -27,8 +30,33 @@ pub struct UtsNamespace;
 #[derive(Debug, Default)]
 pub struct CgroupNamespace;
 
+/// Whether the container shares `ns` with its parent rather than getting
+/// its own: a DEBUG container shares all of them; a pod member (any other
+/// nested container) shares IPC, UTS, the network unless it asks for one
+/// of its own, and pid with `share_pid_namespace`. The isolators then
+/// create none, and the containerizer joins the parent's (it knows the
+/// parent's process).
+pub fn shared_with_parent(id: &ContainerId, config: &ContainerConfig, ns: Namespace) -> bool {
+    if id.parent.is_none() {
+        return false;
+    }
+    if config.container_class == ContainerClass::Debug as i32 {
+        return true;
+    }
+    match ns {
+        Namespace::Ipc | Namespace::Uts => true,
+        Namespace::Net => config.network.is_none(),
+        Namespace::Pid => config.share_pid_namespace,
+        _ => false,
+    }
+}
+
+fn shared(req: &PrepareRequest, ns: Namespace) -> bool {
+    shared_with_parent(&req.id, &req.config, ns)
+}
+
 fn clone_ns(req: &PrepareRequest, ns: Namespace) -> IsolatorFuture<Option<LaunchInfo>> {
-    let info = (req.config.container_class != ContainerClass::Debug as i32).then(|| LaunchInfo {
+    let info = (!shared(req, ns)).then(|| LaunchInfo {
         clone_namespaces: vec![ns as i32],
         ..Default::default()
     });
@@ -84,7 +112,15 @@ impl Isolator for UtsNamespace {
             let e = IsolatorError::invalid(&req.id, "hostname", why);
             return Box::pin(async move { Err(e) });
         }
-        if req.config.container_class == ContainerClass::Debug as i32 {
+        if shared(req, Namespace::Uts) {
+            if !hostname.is_empty() && req.config.container_class != ContainerClass::Debug as i32 {
+                let e = IsolatorError::invalid(
+                    &req.id,
+                    "hostname",
+                    "a nested container shares its pod's (its parent's) hostname and cannot set its own",
+                );
+                return Box::pin(async move { Err(e) });
+            }
             return Box::pin(async { Ok(None) });
         }
         let info = LaunchInfo {

@@ -1,7 +1,8 @@
 //! Linux namespaces: which ones a launch creates and joins, as clone flags.
 
-use berth_state::{LaunchInfo, Namespace};
+use berth_state::{LaunchInfo, Namespace, NamespaceJoin, ProcessRef};
 use nix::sched::CloneFlags;
+use std::os::fd::OwnedFd;
 
 /// A namespace request the launcher cannot honour.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -9,9 +10,15 @@ pub enum NamespaceError {
     /// A value that is not a `Namespace`.
     #[error("unknown namespace value {0}")]
     Unknown(i32),
-    /// Joining an existing user namespace is not implemented.
-    #[error("joining a user namespace is not supported by this launcher")]
+    /// A user namespace is joined only as a live process's (a DEBUG
+    /// container's parent's), never by path.
+    #[error(
+        "a user namespace can be joined only as a process's (NamespaceJoin.process), not by path"
+    )]
     UserJoinUnsupported,
+    /// A join that names neither a path nor a process.
+    #[error("joining namespace {0:?} needs a path or a process")]
+    JoinWithoutTarget(Namespace),
     /// A user namespace needs its id mappings.
     #[error("a user namespace needs uid and gid mappings (uid_mappings, gid_mappings)")]
     UserWithoutMappings,
@@ -33,10 +40,15 @@ pub enum NamespaceError {
 pub struct Plan {
     /// `unshare(CLONE_NEWPID)` in the supervisor before it forks the init.
     pub new_pid: bool,
-    /// A pid namespace path the supervisor joins before it forks.
-    pub join_pid: Option<String>,
-    /// `setns` done by the init, in order: (flag, path).
-    pub joins: Vec<(CloneFlags, String)>,
+    /// A pid namespace the supervisor joins before it forks.
+    pub join_pid: Option<Target>,
+    /// `setns` done by the init, in order: (flag, namespace). All are
+    /// opened before the first is joined (a joined mount namespace
+    /// changes what `/proc` is).
+    pub joins: Vec<(CloneFlags, Target)>,
+    /// A user namespace to join as the init's last step (a DEBUG
+    /// container entering its parent), as for `new_user`.
+    pub join_user: Option<Target>,
     /// `unshare` flags of the init (all but pid).
     pub unshare: CloneFlags,
     /// The init gets a mount namespace of its own (so it may mount).
@@ -55,10 +67,66 @@ impl Default for Plan {
             new_pid: false,
             join_pid: None,
             joins: Vec::new(),
+            join_user: None,
             unshare: CloneFlags::empty(),
             new_mount: false,
             new_user: false,
         }
+    }
+}
+
+/// A namespace to join: a file (a bind-mounted netns) or a live
+/// process's, checked by its start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A path such as a bind-mounted netns file.
+    Path(String),
+    /// `(pid, start time)` of the process whose namespace is joined.
+    Process(i32, u64, Namespace),
+}
+
+impl Target {
+    fn of(j: &NamespaceJoin, n: Namespace) -> Result<Target, NamespaceError> {
+        match (&j.process, j.path.is_empty()) {
+            (Some(p), _) => Ok(Target::Process(p.pid, p.start_time, n)),
+            (None, false) => Ok(Target::Path(j.path.clone())),
+            (None, true) => Err(NamespaceError::JoinWithoutTarget(n)),
+        }
+    }
+
+    /// Opens the namespace (for `setns`).
+    pub fn open(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Target::Path(p) => std::fs::File::open(p).map(OwnedFd::from),
+            Target::Process(pid, start_time, n) => ProcessRef {
+                pid: *pid,
+                start_time: *start_time,
+            }
+            .open_namespace(proc_name(*n)),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Path(p) => write!(f, "{p}"),
+            Target::Process(pid, _, n) => write!(f, "/proc/{pid}/ns/{}", proc_name(*n)),
+        }
+    }
+}
+
+/// The namespace's name under `/proc/PID/ns`.
+pub fn proc_name(ns: Namespace) -> &'static str {
+    match ns {
+        Namespace::Mount => "mnt",
+        Namespace::Pid => "pid",
+        Namespace::Uts => "uts",
+        Namespace::Ipc => "ipc",
+        Namespace::Net => "net",
+        Namespace::Cgroup => "cgroup",
+        Namespace::User => "user",
+        Namespace::Unspecified => "unspecified",
     }
 }
 
@@ -105,15 +173,19 @@ pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
             return Err(NamespaceError::CreatedAndJoined(n));
         }
         let f = flag(n)?;
-        if n == Namespace::User {
-            return Err(NamespaceError::UserJoinUnsupported);
-        }
-        if n == Namespace::Pid {
-            p.join_pid = Some(j.path.clone());
-        } else {
-            p.joins.push((f, j.path.clone()));
+        let target = Target::of(j, n)?;
+        match n {
+            Namespace::User if j.process.is_none() => {
+                return Err(NamespaceError::UserJoinUnsupported)
+            }
+            Namespace::User => p.join_user = Some(target),
+            Namespace::Pid => p.join_pid = Some(target),
+            _ => p.joins.push((f, target)),
         }
     }
+    // The mount namespace last: joining it changes the root.
+    p.joins
+        .sort_by_key(|(f, _)| f.contains(CloneFlags::CLONE_NEWNS));
     if !info.hostname.is_empty() && !created.contains(&Namespace::Uts) {
         return Err(NamespaceError::HostnameWithoutUts);
     }
@@ -121,7 +193,7 @@ pub fn plan(info: &LaunchInfo) -> Result<Plan, NamespaceError> {
     if p.new_user && (info.uid_mappings.is_empty() || info.gid_mappings.is_empty()) {
         return Err(NamespaceError::UserWithoutMappings);
     }
-    if mapped && !p.new_user {
+    if mapped && !p.new_user && p.join_user.is_none() {
         return Err(NamespaceError::MappingsWithoutUser);
     }
     Ok(p)
@@ -139,6 +211,7 @@ mod tests {
             join_namespaces: vec![NamespaceJoin {
                 namespace: Namespace::Net as i32,
                 path: "/proc/1/ns/net".into(),
+                process: None,
             }],
             ..Default::default()
         };
@@ -147,7 +220,10 @@ mod tests {
         assert_eq!(p.unshare, CloneFlags::CLONE_NEWNS);
         assert_eq!(
             p.joins,
-            vec![(CloneFlags::CLONE_NEWNET, "/proc/1/ns/net".to_string())]
+            vec![(
+                CloneFlags::CLONE_NEWNET,
+                Target::Path("/proc/1/ns/net".to_string())
+            )]
         );
     }
 
@@ -158,6 +234,7 @@ mod tests {
             join_namespaces: vec![berth_state::NamespaceJoin {
                 namespace: Namespace::Net as i32,
                 path: "/x".into(),
+                process: None,
             }],
             ..Default::default()
         };

@@ -72,6 +72,7 @@ fn full_record(name: &str) -> ContainerRecord {
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
             userns: "200000:65536".into(),
+            share_pid_namespace: true,
             devices: vec![Device {
                 host_path: "/dev/loop-control".into(),
                 container_path: "/dev/lc".into(),
@@ -116,6 +117,7 @@ fn full_record(name: &str) -> ContainerRecord {
             join_namespaces: vec![NamespaceJoin {
                 namespace: Namespace::Net as i32,
                 path: "/proc/1/ns/net".into(),
+                ..Default::default()
             }],
             rlimits: vec![rlimit],
             rootfs: "/var/lib/berth/rootfs/abc".into(),

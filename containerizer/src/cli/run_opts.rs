@@ -119,6 +119,11 @@ pub struct RunExtra {
     /// repeatable.
     #[arg(long = "device", value_name = "HOST[:CONTAINER][:rwm]", value_parser = parse_device)]
     pub devices: Vec<Device>,
+    /// For a nested container (a pod member, `--name POD/NAME`): join the
+    /// parent's pid namespace too (it already shares its network, IPC and
+    /// UTS): each sees the other's processes.
+    #[arg(long)]
+    pub share_pid_namespace: bool,
 }
 
 /// `--userns`, checked here so a typo fails before anything starts.
@@ -209,6 +214,7 @@ impl RunExtra {
         config.read_only_rootfs = self.read_only;
         config.userns = self.userns.clone().unwrap_or_default();
         config.devices = self.devices.clone();
+        config.share_pid_namespace = self.share_pid_namespace;
     }
 }
 

@@ -185,6 +185,11 @@ impl Isolator for CniNetwork {
     }
 
     fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        // A pod member (a nested container that asks for no network) and
+        // a DEBUG container join their parent's.
+        if crate::namespaces::shared_with_parent(&req.id, &req.config, Namespace::Net) {
+            return Box::pin(async { Ok(None) });
+        }
         let net = req.config.network.clone().unwrap_or_default();
         let cfg = self.config.clone();
         let p = Paths::new(&cfg, &req.id);
@@ -220,6 +225,7 @@ impl Isolator for CniNetwork {
                     join_namespaces: vec![NamespaceJoin {
                         namespace: Namespace::Net as i32,
                         path: p.netns.display().to_string(),
+                        ..Default::default()
                     }],
                     ..Default::default()
                 }))

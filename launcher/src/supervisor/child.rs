@@ -72,11 +72,18 @@ fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepR
         return Ok(());
     }
 
-    for (flag, path) in &plan.joins {
-        let f =
-            fs::File::open(path).map_err(|e| StepError::io(format!("open namespace {path}"), e))?;
+    // Every namespace is opened before the first is joined: a joined
+    // mount namespace has another /proc.
+    let mut joins = Vec::with_capacity(plan.joins.len());
+    for (flag, t) in &plan.joins {
+        let f = t
+            .open()
+            .map_err(|e| StepError::io(format!("open namespace {t}"), e))?;
+        joins.push((flag, t, f));
+    }
+    for (flag, t, f) in joins {
         nix::sched::setns(f, *flag)
-            .map_err(|e| StepError::nix(format!("setns {path} ({flag:?})"), e))?;
+            .map_err(|e| StepError::nix(format!("setns {t} ({flag:?})"), e))?;
     }
     if !plan.unshare.is_empty() {
         nix::sched::unshare(plan.unshare)

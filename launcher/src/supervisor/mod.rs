@@ -250,17 +250,22 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
 
     // Before the pid namespace: the helper that holds the user namespace
     // for a moment must not become that namespace's pid 1.
-    let userns = match plan.new_user {
-        true => Some(make_userns(&req.launch_info.clone().unwrap_or_default())?),
-        false => None,
+    let userns = match (plan.new_user, &plan.join_user) {
+        (true, _) => Some(make_userns(&req.launch_info.clone().unwrap_or_default())?),
+        (false, Some(t)) => Some(
+            t.open()
+                .map_err(|e| (errno(&e), format!("open namespace {t}: {e}")))?,
+        ),
+        (false, None) => None,
     };
     // A pid namespace applies to the children of whoever enters it, so
     // the supervisor enters it (only its one child lives there).
-    if let Some(path) = &plan.join_pid {
-        let f =
-            fs::File::open(path).map_err(|e| (errno(&e), format!("open namespace {path}: {e}")))?;
+    if let Some(t) = &plan.join_pid {
+        let f = t
+            .open()
+            .map_err(|e| (errno(&e), format!("open namespace {t}: {e}")))?;
         nix::sched::setns(f, CloneFlags::CLONE_NEWPID)
-            .map_err(|e| (e as i32, format!("setns {path}: {e}")))?;
+            .map_err(|e| (e as i32, format!("setns {t}: {e}")))?;
     }
     if plan.new_pid {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID)

@@ -1,0 +1,297 @@
+//! Pods: a nested container joins its parent's network, IPC and UTS
+//! namespaces (the parent is the pod), and its pid namespace with
+//! `--share-pid-namespace`; members talk over 127.0.0.1, see one hostname,
+//! keep their own mount namespace, and come back after an agent SIGKILL.
+
+use berth_tests::{import_busybox, Agent, TestEnv};
+use serde_json::Value;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
+    let out = env.berth_client().args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        agent.log()
+    );
+    out
+}
+
+fn ps(env: &TestEnv, agent: &Agent) -> Vec<Value> {
+    let out = client(env, agent, &["ps", "--json"], 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn entry(env: &TestEnv, agent: &Agent, id: &str) -> Value {
+    ps(env, agent)
+        .into_iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in ps"))
+}
+
+fn init_pid(env: &TestEnv, agent: &Agent, id: &str) -> i32 {
+    entry(env, agent, id)["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{id} has no pid")) as i32
+}
+
+/// The inode of `/proc/PID/ns/NS` as the host sees it.
+fn ns(pid: i32, which: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{which}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/ns/{which}: {e}"))
+        .display()
+        .to_string()
+}
+
+/// The test's own namespace (the host's).
+fn ns_self(which: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{which}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Waits until `file` in container `id`'s sandbox has content.
+fn sandbox_file(env: &TestEnv, agent: &Agent, id: &str, file: &str) -> String {
+    let dir = entry(env, agent, id)["sandbox_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = std::path::Path::new(&dir).join(file);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            if !s.trim().is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} stays empty; agent log:\n{}",
+            path.display(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn pod_members_share_network_ipc_uts_and_optionally_pid() {
+    let env = TestEnv::new("pod-share");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let pod = format!("{}-p", env.name);
+    // The pod: its own network namespace (loopback only), a hostname, and
+    // a listener on 127.0.0.1 that writes what it gets to its sandbox.
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &pod,
+            "--image",
+            "busybox",
+            "--network",
+            "none",
+            "--hostname",
+            "podhost",
+            "--",
+            "sh",
+            "-c",
+            "busybox nc -l -p 7777 > $BERTH_SANDBOX/got; exec sleep 601",
+        ],
+        0,
+    );
+    let a = format!("{pod}/a");
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &a,
+            "--image",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "hostname > $BERTH_SANDBOX/host; \
+             until echo hello-from-a | busybox nc 127.0.0.1 7777; do sleep 0.1; done; \
+             sleep 600",
+        ],
+        0,
+    );
+    let b = format!("{pod}/b");
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &b,
+            "--image",
+            "busybox",
+            "--share-pid-namespace",
+            "--",
+            "sh",
+            "-c",
+            "sleep 600",
+        ],
+        0,
+    );
+
+    // One hostname, and the message crossed 127.0.0.1.
+    assert_eq!(sandbox_file(&env, &agent, &a, "host").trim(), "podhost");
+    assert_eq!(
+        sandbox_file(&env, &agent, &pod, "got").trim(),
+        "hello-from-a"
+    );
+
+    let (p, pa, pb) = (
+        init_pid(&env, &agent, &pod),
+        init_pid(&env, &agent, &a),
+        init_pid(&env, &agent, &b),
+    );
+    for which in ["net", "ipc", "uts"] {
+        assert_eq!(ns(p, which), ns(pa, which), "{which}");
+        assert_eq!(ns(p, which), ns(pb, which), "{which}");
+        assert_ne!(ns(p, which), ns_self(which), "{which}: the pod's own");
+    }
+    // Own mount namespaces; pid shared only on request.
+    assert_ne!(ns(p, "mnt"), ns(pa, "mnt"));
+    assert_ne!(ns(p, "pid"), ns(pa, "pid"));
+    assert_eq!(ns(p, "pid"), ns(pb, "pid"));
+
+    // b sees the pod's processes (the listener's sleep and a's? no: a has
+    // its own pid namespace); a sees only its own.
+    let out = env
+        .berth_client()
+        .args([
+            "launch",
+            "--name",
+            &format!("{pod}/c"),
+            "--image",
+            "busybox",
+        ])
+        .args(["--share-pid-namespace", "--", "sh", "-c"])
+        .arg("busybox ps -o pid,args > $BERTH_SANDBOX/ps")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = sandbox_file(&env, &agent, &format!("{pod}/c"), "ps");
+    assert!(seen.contains("sleep 601"), "{seen}");
+
+    // A pod member cannot rename the pod.
+    let out = client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &format!("{pod}/d"),
+            "--image",
+            "busybox",
+            "--hostname",
+            "x",
+            "--",
+            "true",
+        ],
+        125,
+    );
+    assert!(
+        text(&out.stderr).contains("hostname"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The agent dies; the pod and its members come back, namespaces kept.
+    agent.kill9();
+    let agent = env.start_agent("");
+    for id in [&pod, &a, &b] {
+        assert_eq!(entry(&env, &agent, id)["state"], "RUNNING", "{id}");
+    }
+    assert_eq!(init_pid(&env, &agent, &a), pa);
+    assert_eq!(ns(init_pid(&env, &agent, &pod), "net"), ns(pa, "net"));
+
+    // Destroying the pod destroys its members.
+    client(&env, &agent, &["destroy", &pod], 0);
+    for id in [&pod, &a, &b] {
+        assert_eq!(entry(&env, &agent, id)["state"], "TERMINATED", "{id}");
+    }
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
+
+#[test]
+fn a_nested_container_with_its_own_network_keeps_it() {
+    let env = TestEnv::new("pod-ownnet");
+    let agent = env.start_agent("");
+    let pod = format!("{}-p", env.name);
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &pod,
+            "--network",
+            "none",
+            "--",
+            "sleep",
+            "600",
+        ],
+        0,
+    );
+    let own = format!("{pod}/own");
+    client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &own,
+            "--network",
+            "none",
+            "--",
+            "sleep",
+            "600",
+        ],
+        0,
+    );
+    let (p, o) = (init_pid(&env, &agent, &pod), init_pid(&env, &agent, &own));
+    assert_ne!(ns(p, "net"), ns(o, "net"));
+    assert_eq!(ns(p, "uts"), ns(o, "uts"));
+
+    // --share-pid-namespace needs a parent.
+    let out = client(
+        &env,
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &format!("{}-top", env.name),
+            "--share-pid-namespace",
+            "--",
+            "true",
+        ],
+        125,
+    );
+    assert!(
+        text(&out.stderr).contains("share-pid-namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    client(&env, &agent, &["destroy", &pod], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
