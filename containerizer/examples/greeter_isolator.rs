@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let stdio = Stdio::Fds {
+        stdin: None,
         stdout: std::io::stdout().as_fd().try_clone_to_owned()?,
         stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
     };

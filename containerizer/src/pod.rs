@@ -87,7 +87,14 @@ pub(crate) fn debug_launch_info(info: &mut LaunchInfo, parent: &LaunchInfo) {
     env.extend(std::mem::take(&mut info.env));
     info.env = env;
     if info.working_dir.is_empty() {
-        info.working_dir = parent.working_dir.clone();
+        // The parent's, as its launcher chose it: its image's root when
+        // it has a rootfs and no working dir (never the DEBUG container's
+        // own sandbox, which its parent's mount namespace does not show).
+        info.working_dir = match (parent.working_dir.is_empty(), parent.rootfs.is_empty()) {
+            (false, _) => parent.working_dir.clone(),
+            (true, false) => "/".into(),
+            (true, true) => String::new(),
+        };
     }
 }
 

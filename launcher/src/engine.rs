@@ -326,6 +326,7 @@ impl Engine {
             .map(|d| d.display().to_string())
             .collect();
         let inherited = matches!(spec.stdio, Stdio::Fds { .. });
+        let stdin_inherited = matches!(spec.stdio, Stdio::Fds { stdin: Some(_), .. });
         let req = SupervisorRequest {
             container_id: id.to_string(),
             argv: spec.argv.clone(),
@@ -351,6 +352,7 @@ impl Engine {
             sandbox_dev: spec.sandbox_identity.map(|i| i.dev).unwrap_or(0),
             sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
             supervisor_cgroups,
+            stdin_inherited,
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
@@ -416,7 +418,14 @@ impl Engine {
                 cmd.stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null());
             }
-            Stdio::Fds { stdout, stderr } => {
+            Stdio::Fds {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                if let Some(i) = stdin {
+                    cmd.stdin(i);
+                }
                 cmd.stdout(stdout).stderr(stderr);
             }
         }

@@ -43,8 +43,13 @@ pub enum Stdio {
     /// `stdout` and `stderr` files in the sandbox dir.
     #[default]
     SandboxFiles,
-    /// These fds (e.g. `berth run`'s terminal), duplicated into the init.
-    Fds { stdout: OwnedFd, stderr: OwnedFd },
+    /// These fds (e.g. `berth run`'s terminal, an exec's pipes),
+    /// duplicated into the init; stdin is `/dev/null` unless given.
+    Fds {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
 }
 
 /// Everything the launcher needs to start one container.

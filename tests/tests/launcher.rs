@@ -817,6 +817,7 @@ async fn stdio_can_be_the_callers_fds() {
         LaunchInfo::default(),
     );
     spec.stdio = Stdio::Fds {
+        stdin: None,
         stdout: out_w,
         stderr: err_w,
     };

@@ -8,6 +8,7 @@ pub mod api {
 }
 
 mod client;
+mod exec;
 mod images;
 mod metrics_http;
 mod server;

@@ -96,7 +96,7 @@ fn status(e: ContainerizerError) -> Status {
     }
 }
 
-fn id_of(id: Option<ContainerId>) -> Result<ContainerId, Status> {
+pub(super) fn id_of(id: Option<ContainerId>) -> Result<ContainerId, Status> {
     let id = id.ok_or_else(|| Status::invalid_argument("the request names no container id"))?;
     // Re-validate: a client may send any string.
     ContainerId::parse(&id.to_string())
@@ -240,6 +240,15 @@ impl Api for Service {
     }
 
     type EventsStream = EventStream;
+    type ExecStream = super::exec::ExecStream;
+
+    async fn exec(
+        &self,
+        r: Request<tonic::Streaming<super::api::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let s = super::exec::exec(self.c.clone(), r.into_inner(), status).await?;
+        Ok(Response::new(s))
+    }
 
     async fn events(
         &self,

@@ -97,15 +97,15 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
         .map_err(|_| format!("signal {s:?}: not a signal name (e.g. TERM, SIGKILL) or number"))
 }
 
-fn parse_id(s: &str) -> Result<ContainerId> {
+pub(crate) fn parse_id(s: &str) -> Result<ContainerId> {
     ContainerId::parse(s).map_err(|e| anyhow::anyhow!("container id {s:?}: {e}"))
 }
 
-fn rpc_error(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc_error(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message())
 }
 
-async fn client(
+pub(crate) async fn client(
     cli: &Cli,
 ) -> Result<api::containerizer_client::ContainerizerClient<tonic::transport::Channel>> {
     Ok(berth::agent::connect(&cli.socket).await?)

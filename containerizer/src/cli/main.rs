@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 mod agent;
+mod exec;
 #[path = "image.rs"]
 mod image;
 mod retire;
@@ -100,6 +101,9 @@ enum Command {
     /// Stops a container: SIGTERM, SIGKILL after the grace (default 10 s),
     /// then the destroy; prints its termination.
     Stop(agent::StopArgs),
+    /// Runs a command inside a running container (its namespaces, cgroups
+    /// and security settings) and exits with its exit code.
+    Exec(Box<exec::ExecArgs>),
     /// Freezes every process of a running container (state PAUSED).
     Pause(agent::IdArgs),
     /// Thaws a paused container.
@@ -352,6 +356,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Kill(ref args) => agent::kill(&cli, args).await,
         Command::Destroy(ref args) => agent::destroy(&cli, args).await,
         Command::Stop(ref args) => agent::stop(&cli, args).await,
+        Command::Exec(ref args) => exec::exec(&cli, args).await,
         Command::Pause(ref args) => agent::set_paused(&cli, args, true).await,
         Command::Resume(ref args) => agent::set_paused(&cli, args, false).await,
         Command::Rm(ref args) => agent::remove(&cli, args).await,
@@ -446,6 +451,7 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
     }
     let stdio = Stdio::Fds {
+        stdin: None,
         stdout: dup_fd(1)?,
         stderr: dup_fd(2)?,
     };

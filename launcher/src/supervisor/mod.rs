@@ -363,12 +363,24 @@ pub(crate) fn sandbox_identity(req: &SupervisorRequest) -> Option<safe_path::Ide
 /// on the way, still the directory berth made), never followed, never a
 /// FIFO or a file with other hard links; and chowned through that fd.
 fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (i32, String)> {
-    let stdin = fs::File::open("/dev/null").map_err(|e| {
-        (
-            e.raw_os_error().unwrap_or(0),
-            format!("open /dev/null: {e}"),
-        )
-    })?;
+    let stdin = if req.stdin_inherited {
+        // The launcher gave us the command's stdin as fd 0.
+        nix::unistd::dup(0)
+            .map(|fd| {
+                // SAFETY: dup just returned this fd; nothing else owns it.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            })
+            .map_err(|e| (e as i32, format!("dup stdin: {e}")))?
+    } else {
+        fs::File::open("/dev/null")
+            .map_err(|e| {
+                (
+                    e.raw_os_error().unwrap_or(0),
+                    format!("open /dev/null: {e}"),
+                )
+            })?
+            .into()
+    };
     let refused = |e: safe_path::SafePathError| {
         (
             e.errno().unwrap_or(libc::EPERM),
@@ -391,10 +403,7 @@ fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (i32, String)> {
         };
         Some((open("stdout")?, open("stderr")?))
     };
-    Ok(Stdio {
-        stdin: stdin.into(),
-        files,
-    })
+    Ok(Stdio { stdin, files })
 }
 
 /// Forwards the release, reaps every child (the supervisor is a child

@@ -1,0 +1,99 @@
+//! `berth exec ID [-i] [-e K=V] [--user U[:G]] [--workdir D] -- CMD`: runs
+//! a command inside a running container through the agent's Exec call and
+//! exits with its exit code.
+
+use crate::agent::{client, parse_id, rpc_error};
+use crate::{parse_env, process_exit_code, Cli};
+use anyhow::{bail, Result};
+use berth::agent::api::{exec_input, exec_output, ExecInput, ExecRequest};
+use clap::Args;
+use std::io::{Read, Write};
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The running container to enter.
+    pub id: String,
+    /// Keep stdin open: forward this process's stdin to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Environment variable K=V over the container's (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// USER[:GROUP], by name (in the container's image) or number;
+    /// default: the container's user.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory inside the container; default: the container's.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<ExecInput>(16);
+    let start = ExecInput {
+        input: Some(exec_input::Input::Start(ExecRequest {
+            id: Some(id.clone()),
+            command: args.command.clone(),
+            env: args.env.iter().cloned().collect(),
+            user: args.user.clone().unwrap_or_default(),
+            working_dir: args.workdir.clone().unwrap_or_default(),
+            stdin: args.interactive,
+            tty: args.tty,
+        })),
+    };
+    tx.send(start).await?;
+    if args.interactive {
+        // A blocking reader: stdin may be a terminal or a pipe.
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let m = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => exec_input::Input::StdinClose(true),
+                    Ok(n) => exec_input::Input::Stdin(buf[..n].to_vec()),
+                };
+                let last = matches!(m, exec_input::Input::StdinClose(_));
+                if tx.blocking_send(ExecInput { input: Some(m) }).is_err() || last {
+                    return;
+                }
+            }
+        });
+    }
+    let mut out = c
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    while let Some(m) = out.message().await.map_err(rpc_error)? {
+        match m.output {
+            Some(exec_output::Output::Stdout(b)) => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(&b)?;
+                o.flush()?;
+            }
+            Some(exec_output::Output::Stderr(b)) => {
+                let mut e = std::io::stderr().lock();
+                e.write_all(&b)?;
+                e.flush()?;
+            }
+            Some(exec_output::Output::Exit(t)) => {
+                if t.exit_code == 128 || t.no_exit_status {
+                    eprintln!("berth exec: {}", t.message);
+                }
+                drop(tx);
+                return Ok(process_exit_code(&t));
+            }
+            Some(exec_output::Output::Started(_)) | None => {}
+        }
+    }
+    bail!("the agent ended the exec without its exit status")
+}

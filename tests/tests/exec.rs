@@ -1,0 +1,265 @@
+//! `berth exec`: a command run inside a running container as a DEBUG
+//! container — its namespaces (hostname, pid 1, filesystem), its
+//! capabilities, no_new_privs and seccomp; the exit code, env, user,
+//! working dir and stdin pass through; it is forgotten when it ends, and
+//! destroyed (never recovered) when the agent dies under it.
+
+use berth_tests::{import_busybox, Agent, TestEnv};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
+    let out = env.berth_client().args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        agent.log()
+    );
+    out
+}
+
+fn ps(env: &TestEnv, agent: &Agent) -> Vec<Value> {
+    let out = client(env, agent, &["ps", "--json"], 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn execs(env: &TestEnv, agent: &Agent) -> Vec<Value> {
+    ps(env, agent)
+        .into_iter()
+        .filter(|c| c["id"].as_str().unwrap_or("").contains("/exec-"))
+        .collect()
+}
+
+/// A line of /proc/PID/status, e.g. "CapEff".
+fn status_line(pid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .to_string()
+}
+
+fn launch_parent(env: &TestEnv, agent: &Agent, name: &str, extra: &[&str]) -> i32 {
+    let mut args = vec![
+        "launch",
+        "--name",
+        name,
+        "--image",
+        "busybox",
+        "--hostname",
+        "inner",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--",
+        "sh",
+        "-c",
+        "echo parent-data > /data.txt; exec sleep 600",
+    ]);
+    client(env, agent, &args, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = ps(env, agent)
+            .into_iter()
+            .find(|c| c["id"] == name)
+            .unwrap();
+        if let Some(pid) = c["pid"].as_i64() {
+            // The parent has written its file once it execs sleep.
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep")
+            {
+                return pid as i32;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_runs_inside_the_container_with_its_restrictions() {
+    let env = TestEnv::new("exec-inside");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let c = format!("{}-c", env.name);
+    let pid = launch_parent(&env, &agent, &c, &["--cap-drop", "NET_RAW"]);
+
+    let out = client(
+        &env,
+        &agent,
+        &[
+            "exec",
+            &c,
+            "-e",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            "busybox hostname; cat /data.txt; busybox tr '\\0' ' ' < /proc/1/cmdline; echo; \
+             echo $GREETING; busybox grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+             pwd; exit 7",
+        ],
+        7,
+    );
+    let o = text(&out.stdout);
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines[0], "inner", "{o}");
+    assert_eq!(lines[1], "parent-data", "{o}");
+    assert_eq!(lines[2], "sleep 600 ", "sees the container's pid 1: {o}");
+    assert_eq!(lines[3], "hi", "{o}");
+    // The container's own restrictions, not the agent's.
+    for key in ["CapEff", "NoNewPrivs", "Seccomp"] {
+        let parent = status_line(pid, key);
+        assert!(
+            o.lines().any(|l| l == parent),
+            "{key}: parent {parent:?}, exec {o}"
+        );
+    }
+    assert_ne!(
+        status_line(pid, "CapEff"),
+        status_line(std::process::id() as i32, "CapEff")
+    );
+    assert_eq!(lines.last(), Some(&"/"), "{o}");
+
+    // User and working dir.
+    let out = client(
+        &env,
+        &agent,
+        &[
+            "exec",
+            "--user",
+            "1000:1000",
+            "--workdir",
+            "/bin",
+            &c,
+            "--",
+            "sh",
+            "-c",
+            "busybox id -u; pwd",
+        ],
+        0,
+    );
+    assert_eq!(text(&out.stdout), "1000\n/bin\n");
+
+    // stdin with -i.
+    let mut child = env
+        .berth_client()
+        .args(["exec", "-i", &c, "--", "busybox", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "THROUGH STDIN\n");
+
+    // A missing command: 128 and why.
+    let out = client(&env, &agent, &["exec", &c, "--", "/no/such/cmd"], 128);
+    assert!(
+        text(&out.stderr).contains("/no/such/cmd"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An unknown container: an error naming it.
+    let out = env
+        .berth_client()
+        .args(["exec", "nope", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+
+    // Every exec is forgotten once it ends; the container runs on.
+    assert_eq!(execs(&env, &agent), Vec::<Value>::new());
+    let me = ps(&env, &agent)
+        .into_iter()
+        .find(|x| x["id"] == c.as_str())
+        .unwrap();
+    assert_eq!(me["state"], "RUNNING");
+
+    client(&env, &agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
+
+#[test]
+fn an_exec_is_destroyed_not_recovered_after_an_agent_kill() {
+    let env = TestEnv::new("exec-restart");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let c = format!("{}-c", env.name);
+    launch_parent(&env, &agent, &c, &[]);
+    let exec = env
+        .berth_client()
+        .args(["exec", &c, "--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (id, pid) = loop {
+        if let Some(e) = execs(&env, &agent)
+            .into_iter()
+            .find(|e| e["state"] == "RUNNING")
+        {
+            break (
+                e["id"].as_str().unwrap().to_string(),
+                e["pid"].as_i64().unwrap() as i32,
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exec running; {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    agent.kill9();
+    // The client loses its stream and says so.
+    let out = exec.wait_with_output().unwrap();
+    assert!(!out.status.success());
+
+    let agent = env.start_agent("");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = ps(&env, &agent)
+            .into_iter()
+            .find(|x| x["id"] == id.as_str());
+        if e.as_ref().is_some_and(|e| e["state"] == "TERMINATED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id}: {e:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "the exec's process {pid} survived"
+    );
+    let me = ps(&env, &agent)
+        .into_iter()
+        .find(|x| x["id"] == c.as_str())
+        .unwrap();
+    assert_eq!(me["state"], "RUNNING", "the container itself is recovered");
+
+    client(&env, &agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
