@@ -126,6 +126,13 @@ impl ContainerizerActor {
                     state: state_name(p.record.state),
                 });
             }
+            // Its frozen cgroups would hold the new container's init.
+            if p.record.paused {
+                return Err(ContainerizerError::NotRunning {
+                    id: parent.to_string(),
+                    state: "PAUSED".into(),
+                });
+            }
             crate::pod::adopt_parent(&p.record.config.clone().unwrap_or_default(), &mut config);
         }
         let sandbox = self.sandbox_dir(&id);

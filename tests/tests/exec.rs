@@ -263,3 +263,42 @@ fn an_exec_is_destroyed_not_recovered_after_an_agent_kill() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+#[test]
+fn exec_enters_a_user_namespace_and_refuses_a_paused_container() {
+    let env = TestEnv::new("exec-userns");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let c = format!("{}-c", env.name);
+    launch_parent(&env, &agent, &c, &["--userns", "731072:65536"]);
+    let out = client(
+        &env,
+        &agent,
+        &[
+            "exec",
+            &c,
+            "--",
+            "sh",
+            "-c",
+            "busybox id -u; cat /proc/self/uid_map; cat /data.txt",
+        ],
+        0,
+    );
+    let o = text(&out.stdout);
+    let words: Vec<&str> = o.split_whitespace().collect();
+    assert_eq!(words, ["0", "0", "731072", "65536", "parent-data"], "{o}");
+
+    client(&env, &agent, &["pause", &c], 0);
+    let out = client(&env, &agent, &["exec", &c, "--", "true"], 125);
+    assert!(
+        text(&out.stderr).contains("PAUSED"),
+        "{}",
+        text(&out.stderr)
+    );
+    client(&env, &agent, &["resume", &c], 0);
+    client(&env, &agent, &["exec", &c, "--", "sh", "-c", "exit 0"], 0);
+
+    client(&env, &agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
