@@ -286,3 +286,100 @@ fn a_crash_around_the_provisioner_is_recovered_without_leaks() {
         text(&out.stdout)
     );
 }
+
+/// A pod member or an exec caught by an agent crash at `point`: after
+/// recovery the pod runs on, the member is accounted for (an exec is
+/// always destroyed, never recovered), and once the pod is destroyed
+/// nothing is left.
+fn crash_nested_at(env: &TestEnv, point: &str, n: usize, exec: bool) {
+    let pod = format!("pod{n}");
+    let agent = env.start_agent("");
+    let out = env
+        .berth_client()
+        .args([
+            "launch",
+            "--name",
+            &pod,
+            "--network",
+            "none",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{point}: {}", text(&out.stderr));
+    assert!(agent.terminate().success());
+
+    let mut agent = env.start_agent(point);
+    let out = match exec {
+        true => env
+            .berth_client()
+            .args(["exec", &pod, "--", "sleep", "1000"])
+            .output()
+            .unwrap(),
+        false => env
+            .berth_client()
+            .args([
+                "launch",
+                "--name",
+                &format!("{pod}/m"),
+                "--share-pid-namespace",
+            ])
+            .args(["--", "sleep", "1000"])
+            .output()
+            .unwrap(),
+    };
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{point}: the point was never reached"
+    );
+    assert!(
+        agent.wait_dead(Duration::from_secs(10)),
+        "{point}: the agent is still alive"
+    );
+    assert!(
+        agent.log().contains(&format!("failpoint {point} reached")),
+        "{point}"
+    );
+
+    let agent = env.start_agent("");
+    let list = ps(env, &agent);
+    let state = |id: &str| {
+        list.iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(&pod).as_deref(), Some("RUNNING"), "{point}: {list:?}");
+    let nested: Vec<&Value> = list
+        .iter()
+        .filter(|c| c["id"].as_str().unwrap().starts_with(&format!("{pod}/")))
+        .collect();
+    assert_eq!(nested.len(), 1, "{point}: {list:?}\n{}", agent.log());
+    let recovered_running = nested[0]["state"] == "RUNNING";
+    assert!(
+        !(exec && recovered_running),
+        "{point}: an exec was recovered: {list:?}"
+    );
+    let out = env.berth_client().args(["destroy", &pod]).output().unwrap();
+    assert!(out.status.success(), "{point}: {}", text(&out.stderr));
+    assert!(agent.terminate().success());
+    let leaks = env.leaks();
+    assert!(leaks.is_empty(), "{point}: leaked {leaks:?}");
+}
+
+#[test]
+fn a_crash_while_a_pod_member_or_an_exec_launches_is_recovered_without_leaks() {
+    let env = TestEnv::new("fp-nested");
+    let points = [
+        "after-checkpoint:PREPARING",
+        "launch:after-prepare:namespaces/ipc",
+        "launch:after-fork",
+        "after-checkpoint:RUNNING",
+    ];
+    for (n, point) in points.iter().enumerate() {
+        crash_nested_at(&env, point, n, false);
+        crash_nested_at(&env, point, n + points.len(), true);
+    }
+}

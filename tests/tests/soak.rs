@@ -1,4 +1,5 @@
-//! The random-kill soak: clients launch, destroy and remove containers
+//! The random-kill soak: clients launch (top-level containers, pod members
+//! nested in them, execs into them), destroy and remove containers
 //! concurrently through `berth agent` while the agent is SIGKILLed at
 //! random moments and restarted. At the end every container is accounted
 //! for and, once all are destroyed and removed, nothing is leaked.
@@ -6,7 +7,9 @@
 //! `BERTH_SOAK_KILLS=N` (default 50) sets the number of kills; a longer
 //! run: `BERTH_SOAK_KILLS=500 cargo test -p berth-tests --test soak -- --nocapture`.
 
-use berth::agent::api::{ContainerRef, LaunchRequest, ListRequest};
+use berth::agent::api::{
+    exec_input, ContainerRef, ExecInput, ExecRequest, LaunchRequest, ListRequest,
+};
 use berth::{ContainerConfig, ContainerId, ContainerState};
 use berth_tests::TestEnv;
 use rand::Rng;
@@ -56,14 +59,21 @@ async fn client(socket: std::path::PathBuf, book: Arc<Mutex<Book>>, round: usize
         let pick = |known: &[String]| {
             (!known.is_empty()).then(|| known[rand::thread_rng().gen_range(0..known.len())].clone())
         };
-        let r = if op < 50 || known.is_empty() {
-            let id = format!("s{round}-{worker}-{n}");
+        let top: Vec<String> = known.iter().filter(|k| !k.contains('/')).cloned().collect();
+        let r = if op < 50 || top.is_empty() {
+            // A top-level container, or (one in five) a pod member.
+            let member = op % 5 == 0 && !top.is_empty();
+            let id = match member {
+                true => format!("{}/m{round}-{worker}-{n}", pick(&top).unwrap()),
+                false => format!("s{round}-{worker}-{n}"),
+            };
             n += 1;
-            let cfg = config(&mut rand::thread_rng());
+            let mut cfg = config(&mut rand::thread_rng());
+            cfg.share_pid_namespace = member && op % 2 == 0;
             book.lock().unwrap().sent.insert(id.clone());
             let r = c
                 .launch(LaunchRequest {
-                    id: Some(ContainerId::new(&id)),
+                    id: Some(ContainerId::parse(&id).unwrap()),
                     config: Some(cfg),
                 })
                 .await;
@@ -71,11 +81,36 @@ async fn client(socket: std::path::PathBuf, book: Arc<Mutex<Book>>, round: usize
                 book.lock().unwrap().launched.insert(id);
             }
             r.map(|_| ())
+        } else if op < 55 {
+            // An exec into a container, its stream dropped at once or read
+            // to its end.
+            let id = pick(&top).unwrap();
+            let start = ExecInput {
+                input: Some(exec_input::Input::Start(ExecRequest {
+                    id: Some(ContainerId::parse(&id).unwrap()),
+                    command: vec!["sleep".into(), "0.1".into()],
+                    ..Default::default()
+                })),
+            };
+            match c.exec(futures::stream::iter([start])).await {
+                Ok(r) if op % 2 == 0 => {
+                    let mut out = r.into_inner();
+                    loop {
+                        match out.message().await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
         } else if op < 85 {
             let id = pick(&known).unwrap();
             let r = c
                 .destroy(ContainerRef {
-                    id: Some(ContainerId::new(&id)),
+                    id: Some(ContainerId::parse(&id).unwrap()),
                 })
                 .await;
             if r.is_ok() {
@@ -87,7 +122,7 @@ async fn client(socket: std::path::PathBuf, book: Arc<Mutex<Book>>, round: usize
             book.lock().unwrap().remove_sent.insert(id.clone());
             let r = c
                 .remove(ContainerRef {
-                    id: Some(ContainerId::new(&id)),
+                    id: Some(ContainerId::parse(&id).unwrap()),
                 })
                 .await;
             if r.is_ok() {
@@ -168,7 +203,13 @@ fn random_agent_kills_lose_no_container_and_leak_nothing() {
             })
             .await
             .unwrap_or_else(|e| panic!("destroy {id}: {e}"));
-            c.remove(ContainerRef { id: Some(id) }).await.unwrap();
+        }
+        // Top-level removes take their nested containers with them.
+        for s in list
+            .iter()
+            .filter(|s| s.id.as_ref().unwrap().parent.is_none())
+        {
+            c.remove(ContainerRef { id: s.id.clone() }).await.unwrap();
         }
         list.into_iter()
             .map(|s| s.id.unwrap().to_string())
@@ -177,13 +218,22 @@ fn random_agent_kills_lose_no_container_and_leak_nothing() {
     // Every confirmed launch is still there unless a remove was asked for
     // (confirmed, or cut off by the kill after it took effect); nothing
     // appears that was never asked for.
+    // A remove takes the nested containers with it.
+    let removed_with = |id: &str| {
+        let parts: Vec<&str> = id.split('/').collect();
+        (1..=parts.len()).any(|n| book.remove_sent.contains(&parts[..n].join("/")))
+    };
     let missing: Vec<_> = book
         .launched
-        .difference(&book.remove_sent)
-        .filter(|id| !listed.contains(*id))
+        .iter()
+        .filter(|id| !removed_with(id) && !listed.contains(*id))
         .collect();
     assert!(missing.is_empty(), "lost containers: {missing:?}");
-    let unknown: Vec<_> = listed.difference(&book.sent).collect();
+    // Execs are the agent's own DEBUG containers.
+    let unknown: Vec<_> = listed
+        .difference(&book.sent)
+        .filter(|id| !id.contains("/exec-"))
+        .collect();
     assert!(
         unknown.is_empty(),
         "containers nobody launched: {unknown:?}"
@@ -219,13 +269,18 @@ fn random_agent_kills_lose_no_container_and_leak_nothing() {
         }
     }
     println!(
-        "soak: {kills} agent kills in {:.1} s; {} launches sent, {} confirmed; {} destroys confirmed; {} removed during the run; {} recovered at the end; leaks = {}",
+        "soak: {kills} agent kills in {:.1} s; {} launches sent, {} confirmed; {} destroys confirmed; {} removed during the run; {} recovered at the end ({} pod members, {} execs); leaks = {}",
         started.elapsed().as_secs_f64(),
         book.sent.len(),
         book.launched.len(),
         book.destroys,
         book.removed.len(),
         listed.len(),
+        listed
+            .iter()
+            .filter(|i| i.contains('/') && !i.contains("/exec-"))
+            .count(),
+        listed.iter().filter(|i| i.contains("/exec-")).count(),
         leaks.len()
     );
     assert!(leaks.is_empty(), "leaked: {leaks:#?}");
