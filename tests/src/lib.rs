@@ -334,6 +334,29 @@ impl TestEnv {
         c
     }
 
+    /// Runs a client command (`berth --socket … ARGS`); panics, with its
+    /// output and the agent's log, unless it exits with `code`.
+    pub fn client_expect(&self, agent: &Agent, args: &[&str], code: i32) -> std::process::Output {
+        let out = self.berth_client().args(args).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            agent.log()
+        );
+        out
+    }
+
+    /// The agent's containers, as `berth ps --json` lists them.
+    pub fn ps_json(&self, agent: &Agent) -> Vec<serde_json::Value> {
+        let out = self.client_expect(agent, &["ps", "--json"], 0);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().clone()
+    }
+
     /// Starts `berth agent` on the test's dirs with the failpoints
     /// `failpoints` armed (`""` for none), and waits until it serves (it
     /// serves only once recovery is done). Its stderr goes to

@@ -7,34 +7,15 @@
 use berth_tests::{import_busybox, Agent, TestEnv};
 use serde_json::Value;
 use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
-    let out = env.berth_client().args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        agent.log()
-    );
-    out
-}
-
-fn ps(env: &TestEnv, agent: &Agent) -> Vec<Value> {
-    let out = client(env, agent, &["ps", "--json"], 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().clone()
-}
-
 fn execs(env: &TestEnv, agent: &Agent) -> Vec<Value> {
-    ps(env, agent)
+    env.ps_json(agent)
         .into_iter()
         .filter(|c| c["id"].as_str().unwrap_or("").contains("/exec-"))
         .collect()
@@ -66,10 +47,11 @@ fn launch_parent(env: &TestEnv, agent: &Agent, name: &str, extra: &[&str]) -> i3
         "-c",
         "echo parent-data > /data.txt; exec sleep 600",
     ]);
-    client(env, agent, &args, 0);
+    env.client_expect(agent, &args, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let c = ps(env, agent)
+        let c = env
+            .ps_json(agent)
             .into_iter()
             .find(|c| c["id"] == name)
             .unwrap();
@@ -94,8 +76,7 @@ fn exec_runs_inside_the_container_with_its_restrictions() {
     let c = format!("{}-c", env.name);
     let pid = launch_parent(&env, &agent, &c, &["--cap-drop", "NET_RAW"]);
 
-    let out = client(
-        &env,
+    let out = env.client_expect(
         &agent,
         &[
             "exec",
@@ -132,8 +113,7 @@ fn exec_runs_inside_the_container_with_its_restrictions() {
     assert_eq!(lines.last(), Some(&"/"), "{o}");
 
     // User and working dir.
-    let out = client(
-        &env,
+    let out = env.client_expect(
         &agent,
         &[
             "exec",
@@ -170,7 +150,7 @@ fn exec_runs_inside_the_container_with_its_restrictions() {
     assert_eq!(text(&out.stdout), "THROUGH STDIN\n");
 
     // A missing command: 128 and why.
-    let out = client(&env, &agent, &["exec", &c, "--", "/no/such/cmd"], 128);
+    let out = env.client_expect(&agent, &["exec", &c, "--", "/no/such/cmd"], 128);
     assert!(
         text(&out.stderr).contains("/no/such/cmd"),
         "{}",
@@ -187,13 +167,14 @@ fn exec_runs_inside_the_container_with_its_restrictions() {
 
     // Every exec is forgotten once it ends; the container runs on.
     assert_eq!(execs(&env, &agent), Vec::<Value>::new());
-    let me = ps(&env, &agent)
+    let me = env
+        .ps_json(&agent)
         .into_iter()
         .find(|x| x["id"] == c.as_str())
         .unwrap();
     assert_eq!(me["state"], "RUNNING");
 
-    client(&env, &agent, &["destroy", &c], 0);
+    env.client_expect(&agent, &["destroy", &c], 0);
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
@@ -238,7 +219,8 @@ fn an_exec_is_destroyed_not_recovered_after_an_agent_kill() {
     let agent = env.start_agent("");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let e = ps(&env, &agent)
+        let e = env
+            .ps_json(&agent)
             .into_iter()
             .find(|x| x["id"] == id.as_str());
         if e.as_ref().is_some_and(|e| e["state"] == "TERMINATED") {
@@ -253,13 +235,14 @@ fn an_exec_is_destroyed_not_recovered_after_an_agent_kill() {
                 .is_ok_and(|s| s.contains(") Z")),
         "the exec's process {pid} survived"
     );
-    let me = ps(&env, &agent)
+    let me = env
+        .ps_json(&agent)
         .into_iter()
         .find(|x| x["id"] == c.as_str())
         .unwrap();
     assert_eq!(me["state"], "RUNNING", "the container itself is recovered");
 
-    client(&env, &agent, &["destroy", &c], 0);
+    env.client_expect(&agent, &["destroy", &c], 0);
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
@@ -271,8 +254,7 @@ fn exec_enters_a_user_namespace_and_refuses_a_paused_container() {
     let agent = env.start_agent("");
     let c = format!("{}-c", env.name);
     launch_parent(&env, &agent, &c, &["--userns", "731072:65536"]);
-    let out = client(
-        &env,
+    let out = env.client_expect(
         &agent,
         &[
             "exec",
@@ -288,17 +270,17 @@ fn exec_enters_a_user_namespace_and_refuses_a_paused_container() {
     let words: Vec<&str> = o.split_whitespace().collect();
     assert_eq!(words, ["0", "0", "731072", "65536", "parent-data"], "{o}");
 
-    client(&env, &agent, &["pause", &c], 0);
-    let out = client(&env, &agent, &["exec", &c, "--", "true"], 125);
+    env.client_expect(&agent, &["pause", &c], 0);
+    let out = env.client_expect(&agent, &["exec", &c, "--", "true"], 125);
     assert!(
         text(&out.stderr).contains("PAUSED"),
         "{}",
         text(&out.stderr)
     );
-    client(&env, &agent, &["resume", &c], 0);
-    client(&env, &agent, &["exec", &c, "--", "sh", "-c", "exit 0"], 0);
+    env.client_expect(&agent, &["resume", &c], 0);
+    env.client_expect(&agent, &["exec", &c, "--", "sh", "-c", "exit 0"], 0);
 
-    client(&env, &agent, &["destroy", &c], 0);
+    env.client_expect(&agent, &["destroy", &c], 0);
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }

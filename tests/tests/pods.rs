@@ -5,34 +5,14 @@
 
 use berth_tests::{import_busybox, Agent, TestEnv};
 use serde_json::Value;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
-    let out = env.berth_client().args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        agent.log()
-    );
-    out
-}
-
-fn ps(env: &TestEnv, agent: &Agent) -> Vec<Value> {
-    let out = client(env, agent, &["ps", "--json"], 0);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().clone()
-}
-
 fn entry(env: &TestEnv, agent: &Agent, id: &str) -> Value {
-    ps(env, agent)
+    env.ps_json(agent)
         .into_iter()
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("{id} not in ps"))
@@ -92,8 +72,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
     let pod = format!("{}-p", env.name);
     // The pod: its own network namespace (loopback only), a hostname, and
     // a listener on 127.0.0.1 that writes what it gets to its sandbox.
-    client(
-        &env,
+    env.client_expect(
         &agent,
         &[
             "launch",
@@ -113,8 +92,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
         0,
     );
     let a = format!("{pod}/a");
-    client(
-        &env,
+    env.client_expect(
         &agent,
         &[
             "launch",
@@ -132,8 +110,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
         0,
     );
     let b = format!("{pod}/b");
-    client(
-        &env,
+    env.client_expect(
         &agent,
         &[
             "launch",
@@ -192,8 +169,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
     assert!(seen.contains("sleep 601"), "{seen}");
 
     // A pod member cannot rename the pod.
-    let out = client(
-        &env,
+    let out = env.client_expect(
         &agent,
         &[
             "launch",
@@ -224,7 +200,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
     assert_eq!(ns(init_pid(&env, &agent, &pod), "net"), ns(pa, "net"));
 
     // Destroying the pod destroys its members.
-    client(&env, &agent, &["destroy", &pod], 0);
+    env.client_expect(&agent, &["destroy", &pod], 0);
     for id in [&pod, &a, &b] {
         assert_eq!(entry(&env, &agent, id)["state"], "TERMINATED", "{id}");
     }
@@ -237,8 +213,7 @@ fn a_nested_container_with_its_own_network_keeps_it() {
     let env = TestEnv::new("pod-ownnet");
     let agent = env.start_agent("");
     let pod = format!("{}-p", env.name);
-    client(
-        &env,
+    env.client_expect(
         &agent,
         &[
             "launch",
@@ -253,8 +228,7 @@ fn a_nested_container_with_its_own_network_keeps_it() {
         0,
     );
     let own = format!("{pod}/own");
-    client(
-        &env,
+    env.client_expect(
         &agent,
         &[
             "launch",
@@ -273,8 +247,7 @@ fn a_nested_container_with_its_own_network_keeps_it() {
     assert_eq!(ns(p, "uts"), ns(o, "uts"));
 
     // --share-pid-namespace needs a parent.
-    let out = client(
-        &env,
+    let out = env.client_expect(
         &agent,
         &[
             "launch",
@@ -291,7 +264,7 @@ fn a_nested_container_with_its_own_network_keeps_it() {
         "{}",
         text(&out.stderr)
     );
-    client(&env, &agent, &["destroy", &pod], 0);
+    env.client_expect(&agent, &["destroy", &pod], 0);
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
