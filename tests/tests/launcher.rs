@@ -876,16 +876,33 @@ async fn the_supervisor_stays_small() {
     // them back so that only the supervisor's own memory is measured.
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
-    let rollup = read(format!("/proc/{}/smaps_rollup", f.supervisor.pid));
-    let kib = |key: &str| -> u64 {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in smaps_rollup:\n{rollup}"))
-    };
-    let private_dirty = kib("Private_Dirty:");
+    // The supervisor runs from the launcher's sealed memfd copy, whose
+    // pages (shmem, always dirty) are shared by every supervisor but count
+    // as private while one maps them: they are the launcher's one copy,
+    // not this supervisor's memory.
+    let exe = fs::read_link(format!("/proc/{}/exe", f.supervisor.pid)).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:berth-supervisor"),
+        "the supervisor runs from {exe:?}, not its sealed copy"
+    );
+    let smaps = read(format!("/proc/{}/smaps", f.supervisor.pid));
+    let mut private_dirty = 0u64;
+    let mut in_copy = false;
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            in_copy = l.contains("/memfd:berth-supervisor");
+        } else if let Some(r) = l.strip_prefix("Private_Dirty:") {
+            if !in_copy {
+                private_dirty += r
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("bad smaps line {l:?}"));
+            }
+        }
+    }
 
     eprintln!("supervisor private dirty: {private_dirty} KiB");
     assert!(
