@@ -618,6 +618,7 @@ impl ContainerizerActor {
             sandbox_dir: sandbox,
             sandbox_identity: c.sandbox_identity,
             stdio: c.stdio.take().unwrap_or_default(),
+            init: config.init,
         })
     }
 

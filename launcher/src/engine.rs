@@ -380,6 +380,7 @@ impl Engine {
             sandbox_dev: spec.sandbox_identity.map(|i| i.dev).unwrap_or(0),
             sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
             supervisor_cgroups,
+            init: spec.init,
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));

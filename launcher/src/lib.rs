@@ -69,6 +69,9 @@ pub struct LaunchSpec {
     /// parent container's sandbox). `None`: not checked.
     pub sandbox_identity: Option<berth_state::safe_path::Identity>,
     pub stdio: Stdio,
+    /// `--init`: the init forks the command and stays as its reaper
+    /// (signals forwarded, orphans reaped, the command's exit code).
+    pub init: bool,
 }
 
 /// What [`Launcher::fork`] created.

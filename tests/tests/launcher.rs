@@ -51,6 +51,7 @@ fn shell(env: &TestEnv, id: &str, script: &str, launch_info: LaunchInfo) -> Laun
         sandbox_dir: env.mkdir(format!("sandbox-{id}")),
         sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
+        init: false,
     }
 }
 

@@ -119,6 +119,12 @@ pub struct RunExtra {
     /// repeatable.
     #[arg(long = "device", value_name = "HOST[:CONTAINER][:rwm]", value_parser = parse_device)]
     pub devices: Vec<Device>,
+    /// Run berth's small init as the container's pid 1: it forwards
+    /// signals to the command (so a handler-less command still ends on
+    /// SIGTERM), reaps orphans, and exits with the command's code (128+N
+    /// when killed by signal N).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// `--userns`, checked here so a typo fails before anything starts.
@@ -209,6 +215,7 @@ impl RunExtra {
         config.read_only_rootfs = self.read_only;
         config.userns = self.userns.clone().unwrap_or_default();
         config.devices = self.devices.clone();
+        config.init = self.init;
     }
 }
 

@@ -15,6 +15,7 @@
 //! freely after fork.
 
 mod child;
+mod reaper;
 
 use crate::namespaces::{self, Plan};
 use crate::protocol::{self, Reply};
@@ -52,6 +53,10 @@ pub fn main() -> ! {
     // makes it dumpable again, as any process.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Exec'd from the sealed copy by its fd, the kernel named us after
+    // the fd's number: `ps` and `top` show the name.
+    // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-supervisor".as_ptr(), 0, 0, 0) };
     let args: Vec<String> = std::env::args().collect();
     let fd = args
         .iter()
