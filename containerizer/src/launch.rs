@@ -667,6 +667,7 @@ impl ContainerizerActor {
             sandbox_dir: sandbox,
             sandbox_identity: c.sandbox_identity,
             stdio: c.stdio.take().unwrap_or_default(),
+            init: config.init,
         })
     }
 

@@ -118,6 +118,7 @@ macro_rules! impl_launcher {
 use crate::config::LauncherConfig;
 use crate::freezer::Freezer;
 use crate::protocol::{self, Reply};
+use crate::sealed::SealedExe;
 use crate::{capabilities, namespaces, rlimits, sys, watch};
 use crate::{Forked, LaunchError, LaunchSpec, ProcessStatus, Stdio};
 use berth_state::runtime::{self, ExitStatus, RuntimeDir};
@@ -172,6 +173,9 @@ pub(crate) struct Engine {
     /// `<hierarchy>/<cgroup root>/.supervisors` in every cgroup hierarchy
     /// (Linux only): where supervisors live, out of the agent's cgroups.
     supervisor_cgroups: Vec<PathBuf>,
+    /// The supervisor binary's sealed copy, made at the first launch and
+    /// shared by every later one (see [`crate::sealed`]).
+    sealed: Mutex<Option<Arc<SealedExe>>>,
 }
 
 /// The cgroup (under the cgroup root of each hierarchy) holding the
@@ -226,7 +230,32 @@ impl Engine {
             kind,
             containers: Mutex::new(HashMap::new()),
             supervisor_cgroups,
+            sealed: Mutex::new(None),
         })
+    }
+
+    /// The sealed copy of the supervisor, made now if this is the first
+    /// launch (or the last attempt failed). No copy, no launch: the host's
+    /// binary is never exec'd instead.
+    fn sealed_supervisor(&self, id: &ContainerId) -> Result<Arc<SealedExe>, LaunchError> {
+        let mut slot = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let path = self.cfg.supervisor_path()?;
+        let s = SealedExe::copy_of(&path).map_err(|source| LaunchError::SupervisorCopy {
+            id: id.to_string(),
+            source,
+        })?;
+        tracing::info!(
+            path = %path.display(),
+            bytes = s.size,
+            took_us = s.took.as_micros() as u64,
+            "sealed copy of the supervisor made"
+        );
+        let s = Arc::new(s);
+        *slot = Some(s.clone());
+        Ok(s)
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -297,7 +326,7 @@ impl Engine {
                 return Err(other(&id, "is already running"));
             }
         }
-        let supervisor = self.cfg.supervisor_path()?;
+        let supervisor = self.sealed_supervisor(&id)?;
         let dir = self
             .runtime
             .create_container_dir(&id)
@@ -353,6 +382,7 @@ impl Engine {
             sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
             supervisor_cgroups,
             stdin_inherited,
+            init: spec.init,
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
@@ -392,7 +422,7 @@ impl Engine {
     fn start_supervisor(
         &self,
         id: &ContainerId,
-        path: &std::path::Path,
+        sealed: &SealedExe,
         req: &SupervisorRequest,
         stdio: Stdio,
     ) -> Result<(Forked, UnixStream), LaunchError> {
@@ -405,10 +435,13 @@ impl Engine {
                 source,
             }
         };
+        let path = sealed.source.as_path();
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair for", path))?;
         let theirs_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(path);
-        cmd.arg("--control-fd")
+        // The sealed copy, by its fd; argv[0] keeps `ps` readable.
+        let mut cmd = Command::new(sealed.exec_path());
+        cmd.arg0(crate::config::SUPERVISOR_BIN)
+            .arg("--control-fd")
             .arg(theirs_fd.to_string())
             .arg("--id")
             .arg(id.to_string())
@@ -440,7 +473,9 @@ impl Engine {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(io("exec supervisor", path))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(io("exec the sealed copy of supervisor", path))?;
         // Our copies: the supervisor has its own now; EOF must mean it died.
         drop(theirs);
         drop(cmd);

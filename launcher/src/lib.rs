@@ -21,6 +21,7 @@ pub mod namespaces;
 mod posix;
 pub mod protocol;
 pub mod rlimits;
+pub mod sealed;
 pub mod step;
 pub mod supervisor;
 pub mod sys;
@@ -73,6 +74,9 @@ pub struct LaunchSpec {
     /// parent container's sandbox). `None`: not checked.
     pub sandbox_identity: Option<berth_state::safe_path::Identity>,
     pub stdio: Stdio,
+    /// `--init`: the init forks the command and stays as its reaper
+    /// (signals forwarded, orphans reaped, the command's exit code).
+    pub init: bool,
 }
 
 /// What [`Launcher::fork`] created.
@@ -128,6 +132,14 @@ pub enum LaunchError {
     /// The supervisor binary is not where the config says.
     #[error("berth-supervisor not found at {path}: {why}")]
     SupervisorMissing { path: PathBuf, why: String },
+    /// The supervisor's sealed copy could not be made; supervisors never
+    /// run from the host's binary instead.
+    #[error("container {id}: {source}")]
+    SupervisorCopy {
+        id: String,
+        #[source]
+        source: sealed::SealError,
+    },
     /// The init could not be set up (a namespace, mount, cgroup step
     /// failed); the exit status records the same as `StartError`.
     #[error("container {id}: start failed: {message}")]

@@ -1475,3 +1475,64 @@ fn image_symlinks_at_mount_targets_do_not_lead_berth_out_of_the_rootfs() {
     lab.finish();
     assert_untouched("image symlinks", &problems);
 }
+
+/// The runc CVE-2019-5736 attack on `--init`'s pid 1, which runs berth's
+/// supervisor image for the container's whole life: a root container
+/// (also one given CAP_SYS_PTRACE, which passes the kernel's ptrace check
+/// on a non-dumpable process) opens `/proc/1/exe` for writing, and an
+/// `O_PATH` fd on it re-opened for writing through `/proc/self/fd`. No
+/// write goes through, the link names the sealed copy (never the host's
+/// binary), and the host's `berth-supervisor` is unchanged.
+#[test]
+fn init_pid_1_does_not_lead_to_the_hosts_supervisor_binary() {
+    let env = TestEnv::new("atk-exe");
+    let attack = berth_bin().with_file_name("exe-attack");
+    assert!(
+        attack.is_file(),
+        "{} is missing: cargo build --workspace --bins",
+        attack.display()
+    );
+    let supervisor = berth_bin().with_file_name("berth-supervisor");
+    let before = fs::read(&supervisor).expect("read the host's berth-supervisor");
+    for caps in [&[][..], &["--cap-add", "SYS_PTRACE"][..]] {
+        let mut cmd = env.berth();
+        cmd.args(["run", "--init"])
+            .args(caps)
+            .arg("--")
+            .arg(&attack);
+        let ran = run_limited(cmd, CLIENT_LIMIT).unwrap_or_else(|e| panic!("{caps:?}: {e}"));
+        assert!(ran.ok(), "{caps:?}: {}{}", ran.stdout, ran.stderr);
+        let said: BTreeMap<&str, &str> = ran
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .collect();
+        let step = |k: &str| *said.get(k).unwrap_or(&"(not tried)");
+        eprintln!("{caps:?}: {said:?}");
+        for k in ["open-w", "write", "reopen-w", "rewrite"] {
+            assert_ne!(step(k), "ok", "{caps:?}: {k} went through: {said:?}");
+        }
+        let link = step("link");
+        assert!(
+            !link.contains(&*supervisor.to_string_lossy()) && !link.contains("target"),
+            "{caps:?}: /proc/1/exe names {link}"
+        );
+        if caps.is_empty() {
+            // Non-dumpable: no access to pid 1's /proc files at all.
+            assert!(
+                step("open-w").contains("Permission denied")
+                    && step("opath").contains("Permission denied")
+                    && link.contains("Permission denied"),
+                "{said:?}"
+            );
+        } else {
+            // Past the ptrace check: what it reaches is the sealed copy.
+            assert!(link.starts_with("/memfd:berth-supervisor"), "{said:?}");
+        }
+    }
+    assert!(
+        fs::read(&supervisor).unwrap() == before,
+        "the host's {} changed",
+        supervisor.display()
+    );
+}

@@ -51,6 +51,7 @@ fn shell(env: &TestEnv, id: &str, script: &str, launch_info: LaunchInfo) -> Laun
         sandbox_dir: env.mkdir(format!("sandbox-{id}")),
         sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
+        init: false,
     }
 }
 
@@ -877,16 +878,33 @@ async fn the_supervisor_stays_small() {
     // them back so that only the supervisor's own memory is measured.
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
-    let rollup = read(format!("/proc/{}/smaps_rollup", f.supervisor.pid));
-    let kib = |key: &str| -> u64 {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in smaps_rollup:\n{rollup}"))
-    };
-    let private_dirty = kib("Private_Dirty:");
+    // The supervisor runs from the launcher's sealed memfd copy, whose
+    // pages (shmem, always dirty) are shared by every supervisor but count
+    // as private while one maps them: they are the launcher's one copy,
+    // not this supervisor's memory.
+    let exe = fs::read_link(format!("/proc/{}/exe", f.supervisor.pid)).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:berth-supervisor"),
+        "the supervisor runs from {exe:?}, not its sealed copy"
+    );
+    let smaps = read(format!("/proc/{}/smaps", f.supervisor.pid));
+    let mut private_dirty = 0u64;
+    let mut in_copy = false;
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            in_copy = l.contains("/memfd:berth-supervisor");
+        } else if let Some(r) = l.strip_prefix("Private_Dirty:") {
+            if !in_copy {
+                private_dirty += r
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("bad smaps line {l:?}"));
+            }
+        }
+    }
 
     eprintln!("supervisor private dirty: {private_dirty} KiB");
     assert!(
@@ -1048,5 +1066,73 @@ async fn wait_resolves_when_the_init_exits_even_if_others_live_on() {
         3,
         "the init's status is kept"
     );
+    l.remove(id).await.unwrap();
+}
+
+/// The direct children of `pid` as (comm, state), zombies included.
+fn children(pid: i32) -> Vec<(String, char)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let stat = read(e.path().join("stat"));
+        // "pid (comm) S ppid …": comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut rest = stat[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if rest.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
+            out.push((stat[open + 1..close].to_string(), state));
+        }
+    }
+    out
+}
+
+/// `--init` without a pid namespace: the reaper is no pid 1, but as a
+/// child subreaper the command's orphans still come to it (not to the
+/// supervisor, the next subreaper up) and are reaped; a signal to the
+/// init reaches the command, and the exit code is 128+N.
+#[actix_rt::test]
+async fn init_without_a_pid_namespace_reaps_as_a_subreaper() {
+    let env = TestEnv::new("init_without_a_pid_namespace");
+    let l = linux(&env);
+    let mut spec = shell(
+        &env,
+        "subreaper",
+        "i=0; while [ $i -lt 20 ]; do sh -c 'sleep 2 &'; i=$((i+1)); done; exec sleep 1000",
+        namespaces(&[]),
+    );
+    spec.init = true;
+    let id = ContainerId::new("subreaper");
+    let f = l.fork(spec).await.unwrap();
+    l.release(id.clone()).await.unwrap();
+    let sleeps = || {
+        children(f.init.pid)
+            .iter()
+            .filter(|(c, s)| c == "sleep" && *s != 'Z')
+            .count()
+    };
+    // The 20 orphans and the command itself, all the reaper's children.
+    wait_until(
+        "the orphans come to the reaper",
+        Duration::from_secs(10),
+        || sleeps() == 21,
+    );
+    assert_eq!(
+        read(format!("/proc/{}/comm", f.init.pid)).trim(),
+        "berth-init"
+    );
+    wait_until("the orphans are reaped", Duration::from_secs(10), || {
+        children(f.init.pid) == vec![("sleep".to_string(), 'S')]
+    });
+    l.kill(id.clone(), libc::SIGTERM).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), l.wait(id.clone()))
+        .await
+        .expect("the command ends on the forwarded SIGTERM")
+        .unwrap();
+    assert!(
+        matches!(status, ExitStatus::Exited { code: 143, .. }),
+        "{status:?}"
+    );
+    l.destroy(id.clone()).await.unwrap();
     l.remove(id).await.unwrap();
 }

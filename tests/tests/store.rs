@@ -79,6 +79,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 permissions: "rw".into(),
             }],
             rootfs_backend: "copy".into(),
+            init: true,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

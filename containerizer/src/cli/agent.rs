@@ -215,6 +215,7 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
         "pid": s.init.filter(|_| s.state != ContainerState::Terminated as i32).map(|p| p.pid),
         "supervisor_pid": s.supervisor.map(|p| p.pid),
         "command": s.config.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
+        "init": s.config.as_ref().is_some_and(|c| c.init),
         "sandbox_dir": s.sandbox_dir,
         "termination": t.map(|t| termination_json(&s.id.clone().unwrap_or_default(), t)),
         "isolator_fields": s.isolator_fields,

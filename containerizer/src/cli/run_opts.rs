@@ -124,6 +124,12 @@ pub struct RunExtra {
     /// UTS): each sees the other's processes.
     #[arg(long)]
     pub share_pid_namespace: bool,
+    /// Run berth's small init as the container's pid 1: it forwards
+    /// signals to the command (so a handler-less command still ends on
+    /// SIGTERM), reaps orphans, and exits with the command's code (128+N
+    /// when killed by signal N).
+    #[arg(long)]
+    pub init: bool,
 }
 
 /// `--userns`, checked here so a typo fails before anything starts.
@@ -215,6 +221,7 @@ impl RunExtra {
         config.userns = self.userns.clone().unwrap_or_default();
         config.devices = self.devices.clone();
         config.share_pid_namespace = self.share_pid_namespace;
+        config.init = self.init;
     }
 }
 

@@ -7,7 +7,8 @@
 //! included, is accounted and killable), join and create namespaces, set
 //! the hostname, set up the filesystem, report ready, block.
 //! After release: rlimits, working dir, user, capabilities, no_new_privs,
-//! stdio, signals, close-on-exec for every fd above 2, exec.
+//! stdio, signals, close-on-exec for every fd above 2, (with `--init`: fork,
+//! the parent stays as the reaper, see `reaper.rs`), seccomp, exec.
 
 use super::Stdio;
 use crate::namespaces::Plan;
@@ -35,6 +36,11 @@ pub fn run(
     release: OwnedFd,
     status: OwnedFd,
 ) -> ! {
+    // Inherited from the supervisor already; said again because from
+    // here on this process enters the container's namespaces and must
+    // not be reachable (ptrace, /proc/<pid>/exe) from them until its exec.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut status = fs::File::from(status);
     let err = match setup(req, plan, userns) {
         Ok(()) => {
@@ -281,6 +287,12 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
     // agent before it) may reach the command.
     sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(|e| StepError::io("close_range(3.., CLOEXEC)", e))?;
+    if req.init {
+        // Under the command's user, capabilities and no_new_privs, before
+        // its filter: only the command's side returns, the reaper loads
+        // the filter for itself.
+        super::reaper::split(&info.seccomp_bpf)?;
+    }
     // Last: from here on only exec has to be allowed by the filter.
     if !info.seccomp_bpf.is_empty() {
         sys::load_seccomp(&info.seccomp_bpf)

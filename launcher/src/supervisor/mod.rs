@@ -15,6 +15,7 @@
 //! freely after fork.
 
 mod child;
+mod reaper;
 
 use crate::namespaces::{self, Plan};
 use crate::protocol::{self, Reply};
@@ -44,6 +45,18 @@ pub(crate) struct Stdio {
 /// The supervisor binary's `main`: `berth-supervisor --control-fd N
 /// [--id ID]` (the id only makes `ps` readable).
 pub fn main() -> ! {
+    // Non-dumpable from the start, and so is every process forked from
+    // us until its exec: a container's processes (or, without a pid
+    // namespace, the host's) get no ptrace access to us, so no
+    // `/proc/<pid>/{exe,fd,mem,environ}` of the supervisor, the init
+    // before its exec, or the `--init` reaper. The exec of the command
+    // makes it dumpable again, as any process.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Exec'd from the sealed copy by its fd, the kernel named us after
+    // the fd's number: `ps` and `top` show the name.
+    // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-supervisor".as_ptr(), 0, 0, 0) };
     let args: Vec<String> = std::env::args().collect();
     let fd = args
         .iter()
