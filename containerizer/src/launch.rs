@@ -568,7 +568,7 @@ impl ContainerizerActor {
         } else {
             config.command.clone()
         };
-        if argv.is_empty() {
+        if argv.is_empty() && !config.pod {
             return Err(ContainerizerError::InvalidConfig {
                 id: id.to_string(),
                 why: format!(
@@ -667,7 +667,8 @@ impl ContainerizerActor {
             sandbox_dir: sandbox,
             sandbox_identity: c.sandbox_identity,
             stdio: c.stdio.take().unwrap_or_default(),
-            init: config.init,
+            // A pod's pid 1 is berth's init, with no command.
+            init: config.init || config.pod,
         })
     }
 

@@ -22,7 +22,7 @@ pub(crate) fn validate(
         why,
     };
     id.validate().map_err(|e| invalid(e.to_string()))?;
-    if config.command.is_empty() && config.image.is_empty() {
+    if config.command.is_empty() && config.image.is_empty() && !config.pod {
         return Err(invalid(
             "no command given (and no image to take one from)".into(),
         ));
@@ -59,6 +59,20 @@ pub(crate) fn validate(
         return Err(invalid(
             "a DEBUG container runs in its parent's filesystem and takes no image".into(),
         ));
+    }
+    if config.pod {
+        let why = if id.parent.is_some() {
+            Some("a pod cannot be nested in another container")
+        } else if !config.command.is_empty() || config.shell {
+            Some("a pod (--pod) runs no command: its members do")
+        } else if !config.image.is_empty() {
+            Some("a pod (--pod) takes no image: its members may")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(invalid(why.into()));
+        }
     }
     if config.share_pid_namespace && id.parent.is_none() {
         return Err(invalid(

@@ -274,7 +274,9 @@ impl Engine {
     fn validate(&self, spec: &LaunchSpec) -> Result<(), LaunchError> {
         let id = &spec.id;
         id.validate().map_err(|e| other(id, e.to_string()))?;
-        if spec.argv.is_empty() {
+        // With --init and no command, berth's init alone holds the
+        // container's namespaces (a pod).
+        if spec.argv.is_empty() && !spec.init {
             return Err(other(id, "the command (argv) is empty"));
         }
         let info = &spec.launch_info;

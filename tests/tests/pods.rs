@@ -268,3 +268,131 @@ fn a_nested_container_with_its_own_network_keeps_it() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+#[test]
+fn a_pod_without_a_command_is_held_by_berths_init() {
+    let env = TestEnv::new("pod-hold");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let pod = format!("{}-p", env.name);
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &pod,
+            "--pod",
+            "--network",
+            "none",
+            "--hostname",
+            "held",
+        ],
+        0,
+    );
+    let p = init_pid(&env, &agent, &pod);
+    let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+    assert_eq!(comm.trim(), "berth-pod");
+
+    let (srv, cli, side) = (
+        format!("{pod}/srv"),
+        format!("{pod}/cli"),
+        format!("{pod}/side"),
+    );
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &srv,
+            "--image",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "busybox nc -l -p 8080 > $BERTH_SANDBOX/got; exec sleep 600",
+        ],
+        0,
+    );
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &cli,
+            "--image",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            "until echo over-loopback | busybox nc 127.0.0.1 8080; do sleep 0.1; done; \
+             busybox hostname > $BERTH_SANDBOX/host; exec sleep 600",
+        ],
+        0,
+    );
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &side,
+            "--image",
+            "busybox",
+            "--share-pid-namespace",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/comm > $BERTH_SANDBOX/pid1; exec sleep 600",
+        ],
+        0,
+    );
+    assert_eq!(
+        sandbox_file(&env, &agent, &srv, "got").trim(),
+        "over-loopback"
+    );
+    assert_eq!(sandbox_file(&env, &agent, &cli, "host").trim(), "held");
+    assert_eq!(
+        sandbox_file(&env, &agent, &side, "pid1").trim(),
+        "berth-pod"
+    );
+    let s = init_pid(&env, &agent, &side);
+    assert_eq!(ns(p, "pid"), ns(s, "pid"));
+
+    // A pod takes no command and no image.
+    let out = env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &format!("{}-x", env.name),
+            "--pod",
+            "--",
+            "sleep",
+            "1",
+        ],
+        125,
+    );
+    assert!(text(&out.stderr).contains("pod"), "{}", text(&out.stderr));
+
+    // Recovered with its members after an agent SIGKILL.
+    agent.kill9();
+    let agent = env.start_agent("");
+    assert_eq!(init_pid(&env, &agent, &pod), p);
+    for id in [&pod, &srv, &cli, &side] {
+        assert_eq!(entry(&env, &agent, id)["state"], "RUNNING", "{id}");
+    }
+    // Its init ends on SIGTERM: a stop does not wait out the grace.
+    let started = Instant::now();
+    let out = env.client_expect(&agent, &["stop", &pod, "--grace", "30", "--json"], 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["exit_code"], 0, "{t}");
+    for id in [&pod, &srv, &cli, &side] {
+        assert_eq!(entry(&env, &agent, id)["state"], "TERMINATED", "{id}");
+    }
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}

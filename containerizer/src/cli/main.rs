@@ -195,8 +195,9 @@ struct RunArgs {
     json: bool,
     #[command(flatten)]
     extra: run_opts::RunExtra,
-    /// The command and its arguments (optional with --image: the image's cmd).
-    #[arg(last = true, required_unless_present = "image")]
+    /// The command and its arguments (optional with --image: the image's
+    /// cmd; none with --pod).
+    #[arg(last = true, required_unless_present_any = ["image", "pod"])]
     command: Vec<String>,
 }
 

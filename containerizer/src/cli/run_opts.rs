@@ -124,6 +124,11 @@ pub struct RunExtra {
     /// UTS): each sees the other's processes.
     #[arg(long)]
     pub share_pid_namespace: bool,
+    /// A pod with no command: berth's init alone holds its namespaces
+    /// (network, IPC, UTS, pid) for the members launched as `NAME/MEMBER`;
+    /// `stop` or `destroy` ends it and its members.
+    #[arg(long)]
+    pub pod: bool,
     /// Run berth's small init as the container's pid 1: it forwards
     /// signals to the command (so a handler-less command still ends on
     /// SIGTERM), reaps orphans, and exits with the command's code (128+N
@@ -221,6 +226,7 @@ impl RunExtra {
         config.userns = self.userns.clone().unwrap_or_default();
         config.devices = self.devices.clone();
         config.share_pid_namespace = self.share_pid_namespace;
+        config.pod = self.pod;
         config.init = self.init;
     }
 }

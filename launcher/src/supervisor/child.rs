@@ -278,6 +278,12 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
 
     stdio.install()?;
     reset_signals();
+    if req.argv.is_empty() && req.init {
+        // A pod: the init alone, holding the namespaces for its members.
+        sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC)
+            .map_err(|e| StepError::io("close_range(3.., CLOEXEC)", e))?;
+        super::reaper::hold(&info.seccomp_bpf)?;
+    }
 
     // Resolve argv[0] before the fds are marked, while errors still can
     // be reported with a path.

@@ -246,7 +246,7 @@ fn record(rt: &Path, status: ExitStatus) {
 /// its release pipe.
 fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, String)> {
     let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
-    if req.argv.is_empty() {
+    if req.argv.is_empty() && !req.init {
         return Err((libc::EINVAL, "empty argv".into()));
     }
     let plan = if req.posix {

@@ -108,6 +108,49 @@ pub(super) fn split(seccomp_bpf: &[u8]) -> StepResult {
     unsafe { libc::_exit(code) }
 }
 
+/// A pod's init: no command, only the namespaces it holds for the pod's
+/// members. Reaps whatever it gets (members sharing its pid namespace
+/// leave their orphans to it) and exits 0 on SIGTERM, SIGINT or SIGHUP, as
+/// Kubernetes's pause does. Never returns but with an error before it
+/// starts waiting.
+pub(super) fn hold(seccomp_bpf: &[u8]) -> StepResult {
+    let set = waited();
+    // SAFETY: a valid set; the old mask is not needed.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-pod".as_ptr(), 0, 0, 0) };
+    if !seccomp_bpf.is_empty() {
+        sys::load_seccomp(seccomp_bpf)
+            .map_err(|e| StepError::io("pod: load the seccomp filter", e))?;
+    }
+    // The status pipe closes here: the supervisor takes it as a
+    // successful start.
+    let _ = sys::close_range(3, u32::MAX, 0);
+    loop {
+        // SAFETY: a valid set; no siginfo wanted.
+        let sig = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        match sig {
+            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => {
+                // SAFETY: _exit skips the supervisor's atexit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            libc::SIGCHLD => loop {
+                let mut status = 0;
+                // SAFETY: waitpid with a valid pointer to a local status.
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
+                if pid <= 0 {
+                    break;
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
 /// Waits for signals until the command ends; returns the exit code.
 fn reap(command: Pid, set: &libc::sigset_t) -> i32 {
     loop {
