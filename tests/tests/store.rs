@@ -73,6 +73,7 @@ fn full_record(name: &str) -> ContainerRecord {
             sysctls: BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]),
             userns: "200000:65536".into(),
             share_pid_namespace: true,
+            pod: true,
             devices: vec![Device {
                 host_path: "/dev/loop-control".into(),
                 container_path: "/dev/lc".into(),
