@@ -307,6 +307,7 @@ impl Engine {
             runtime::EXIT_STATUS,
             runtime::SUPERVISOR_PID,
             runtime::INIT_PID,
+            crate::attach::SOCKET,
         ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
@@ -351,6 +352,9 @@ impl Engine {
             sandbox_dev: spec.sandbox_identity.map(|i| i.dev).unwrap_or(0),
             sandbox_ino: spec.sandbox_identity.map(|i| i.ino).unwrap_or(0),
             supervisor_cgroups,
+            tty: spec.io.tty && !inherited,
+            stdin_open: spec.io.stdin_open && !inherited,
+            logs: Some(spec.io.logs.clone()),
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));

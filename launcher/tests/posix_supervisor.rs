@@ -25,6 +25,7 @@ fn spec(dir: &std::path::Path, id: &str, argv: &[&str]) -> LaunchSpec {
         sandbox_dir: sandbox,
         sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
+        io: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod api {
 
 mod client;
 mod images;
+pub mod logs;
 mod metrics_http;
 mod server;
 

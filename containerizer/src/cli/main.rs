@@ -120,6 +120,9 @@ enum Command {
     /// container: its cgroup root in every hierarchy, the cgroup root's
     /// claim, its runtime dir (the state dir and images stay).
     Retire,
+    /// Prints a container's output from its sandbox log files (stdout to
+    /// stdout, stderr to stderr).
+    Logs(agent::LogsArgs),
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -359,6 +362,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Update(ref args) => agent::update(&cli, args).await,
         Command::Events(ref args) => agent::events(&cli, args).await,
         Command::Debug(ref args) => agent::debug(&cli, args).await,
+        Command::Logs(ref args) => agent::logs(&cli, args).await,
         Command::Retire => retire::retire(&cli),
         Command::Image(cmd) => image::dispatch(&cli.root, cmd).await,
     }

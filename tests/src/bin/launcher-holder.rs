@@ -34,6 +34,7 @@ fn main() {
         sandbox_dir: args[4].clone().into(),
         sandbox_identity: None,
         stdio: Default::default(),
+        io: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
