@@ -319,3 +319,121 @@ fn links_planted_at_the_rotated_names_are_not_followed() {
     assert!(!text(&out.stderr).contains("secret"));
     remove(&env, &agent, &id);
 }
+
+/// `berth attach ID` with `input` on its stdin (then closed).
+fn attach(env: &TestEnv, id: &str, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = env
+        .berth_client()
+        .args(["attach", id])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth attach {id} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn attach_gets_the_output_and_the_exit_code_and_feeds_stdin_with_i() {
+    let env = TestEnv::new("stdio-attach");
+    let agent = env.start_agent("");
+    // Output after a moment, so the client is attached by then.
+    let id = launch(
+        &env,
+        &agent,
+        "out",
+        &[],
+        "sleep 1; echo hello; echo bad >&2; exit 7",
+    );
+    let out = attach(&env, &id, b"");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert_eq!(text(&out.stderr), "bad\n");
+    // It still went to the logs.
+    let sandbox = sandbox_of(&env, &agent, &id);
+    assert_eq!(read(&sandbox.join("stdout")), "hello\n");
+    // Attached after the end: only the exit is left.
+    let out = attach(&env, &id, b"");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    remove(&env, &agent, &id);
+
+    // -i: the client's stdin reaches `cat`; its end is cat's EOF.
+    let id = launch(&env, &agent, "cat", &["-i"], "cat; echo cat-done");
+    let out = attach(&env, &id, b"ping\npong\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ping\npong\ncat-done\n");
+    remove(&env, &agent, &id);
+
+    // Without -i the command's stdin is /dev/null.
+    let id = launch(&env, &agent, "null", &[], "sleep 1; cat; echo eof");
+    let out = attach(&env, &id, b"ignored\n");
+    assert_eq!(text(&out.stdout), "eof\n");
+    remove(&env, &agent, &id);
+}
+
+#[test]
+fn attach_works_again_after_the_agent_is_killed_and_restarted() {
+    let env = TestEnv::new("stdio-reattach");
+    let agent = env.start_agent("");
+    let id = launch(
+        &env,
+        &agent,
+        "c",
+        &["-i"],
+        "echo before; read x; echo got-$x; exit 4",
+    );
+    agent.kill9();
+    let agent = env.start_agent("");
+    let out = attach(&env, &id, b"hi\n");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got-hi\n");
+    let sandbox = sandbox_of(&env, &agent, &id);
+    assert_eq!(read(&sandbox.join("stdout")), "before\ngot-hi\n");
+    finish(&env, &agent, &id, 4);
+    remove(&env, &agent, &id);
+}
+
+#[test]
+fn a_client_that_does_not_read_does_not_block_the_container() {
+    let env = TestEnv::new("stdio-slow");
+    let agent = env.start_agent("");
+    let id = launch(
+        &env,
+        &agent,
+        "c",
+        &[],
+        "sleep 1; head -c 30000000 /dev/zero; echo done >&2",
+    );
+    // Attached straight to the supervisor's socket, never reading.
+    let sock = env
+        .runtime_dir
+        .join("containers")
+        .join(&id)
+        .join("attach.sock");
+    let _stuck = berth::launcher::attach::connect(&sock).unwrap();
+    let started = Instant::now();
+    finish(&env, &agent, &id, 0);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let sandbox = sandbox_of(&env, &agent, &id);
+    // Rotated at the default 10 MiB, and all of it kept.
+    let len = |n: &str| std::fs::metadata(sandbox.join(n)).unwrap().len();
+    assert_eq!(
+        len("stdout.2") + len("stdout.1") + len("stdout"),
+        30_000_000
+    );
+    assert_eq!(len("stdout.1"), 10 << 20);
+    assert_eq!(read(&sandbox.join("stderr")), "done\n");
+    remove(&env, &agent, &id);
+}

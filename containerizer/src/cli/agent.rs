@@ -133,6 +133,79 @@ pub async fn logs(cli: &Cli, args: &LogsArgs) -> Result<i32> {
 }
 
 #[derive(Args)]
+pub struct AttachArgs {
+    /// The container's id.
+    pub id: String,
+    /// Do not forward stdin (only watch the output).
+    #[arg(long)]
+    pub no_stdin: bool,
+}
+
+/// Relays this terminal (or these pipes) to the container's stdio through
+/// the agent until the container ends; returns its exit code.
+pub async fn attach(cli: &Cli, args: &AttachArgs) -> Result<i32> {
+    use api::{attach_input, attach_output, AttachInput};
+    use std::io::Write;
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let st = c.status(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
+    let config = st.config.unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<AttachInput>(16);
+    tx.send(AttachInput {
+        id: Some(id.clone()),
+        kind: None,
+    })
+    .await
+    .ok();
+    let forward = (config.stdin_open || config.tty) && !args.no_stdin;
+    // A container's tty gets this terminal raw (its own line discipline
+    // does the editing and echo) and its window size.
+    let _raw = match config.tty {
+        true => {
+            let raw = crate::tty::RawMode::enter()?;
+            crate::tty::forward_resizes(tx.clone(), |rows, cols| AttachInput {
+                id: None,
+                kind: Some(attach_input::Kind::Resize(api::AttachResize {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                })),
+            })?;
+            raw
+        }
+        false => None,
+    };
+    if forward {
+        crate::tty::forward_stdin(tx.clone(), |b| AttachInput {
+            id: None,
+            kind: Some(match b {
+                Some(b) => attach_input::Kind::Stdin(b),
+                None => attach_input::Kind::StdinClose(true),
+            }),
+        });
+    }
+    let mut out = c
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    while let Some(m) = out.message().await.map_err(rpc_error)? {
+        match m.kind {
+            Some(attach_output::Kind::Stdout(b)) => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&b).and_then(|_| o.flush());
+            }
+            Some(attach_output::Kind::Stderr(b)) => {
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(&b).and_then(|_| e.flush());
+            }
+            Some(attach_output::Kind::Exit(e)) => return Ok(e.exit_code),
+            None => {}
+        }
+    }
+    bail!("attach {id}: the agent ended the stream before the container's exit")
+}
+
+#[derive(Args)]
 pub struct KillArgs {
     /// The container's id.
     pub id: String,

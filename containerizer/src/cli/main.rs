@@ -14,6 +14,7 @@ mod agent;
 mod image;
 mod retire;
 mod run_opts;
+mod tty;
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +124,9 @@ enum Command {
     /// Prints a container's output from its sandbox log files (stdout to
     /// stdout, stderr to stderr).
     Logs(agent::LogsArgs),
+    /// Attaches to a container's stdio: prints its output, forwards stdin
+    /// when it was launched with -i (or -t), and exits with its exit code.
+    Attach(agent::AttachArgs),
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -363,6 +367,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Events(ref args) => agent::events(&cli, args).await,
         Command::Debug(ref args) => agent::debug(&cli, args).await,
         Command::Logs(ref args) => agent::logs(&cli, args).await,
+        Command::Attach(ref args) => agent::attach(&cli, args).await,
         Command::Retire => retire::retire(&cli),
         Command::Image(cmd) => image::dispatch(&cli.root, cmd).await,
     }
