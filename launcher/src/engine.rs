@@ -355,6 +355,7 @@ impl Engine {
             tty: spec.io.tty && !inherited,
             stdin_open: spec.io.stdin_open && !inherited,
             logs: Some(spec.io.logs.clone()),
+            await_attach: matches!(spec.stdio, Stdio::Attached),
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
@@ -416,7 +417,7 @@ impl Engine {
             .arg(id.to_string())
             .stdin(std::process::Stdio::null());
         match stdio {
-            Stdio::SandboxFiles => {
+            Stdio::SandboxFiles | Stdio::Attached => {
                 cmd.stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null());
             }

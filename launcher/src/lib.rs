@@ -47,6 +47,9 @@ pub enum Stdio {
     SandboxFiles,
     /// These fds (e.g. `berth run`'s terminal), duplicated into the init.
     Fds { stdout: OwnedFd, stderr: OwnedFd },
+    /// As [`Stdio::SandboxFiles`], and the command is released only once a
+    /// client attached (`berth run -t/-i` attaches after the launch).
+    Attached,
 }
 
 /// Everything the launcher needs to start one container.

@@ -437,3 +437,133 @@ fn a_client_that_does_not_read_does_not_block_the_container() {
     assert_eq!(read(&sandbox.join("stderr")), "done\n");
     remove(&env, &agent, &id);
 }
+
+/// Runs `cmd` with a new pty of `rows`x`cols` as its stdin, stdout and
+/// stderr; returns what it wrote there and its exit code.
+fn on_pty(mut cmd: std::process::Command, rows: u16, cols: u16) -> (String, Option<i32>) {
+    use std::io::Read;
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+    let slave = |_: ()| std::process::Stdio::from(pty.slave.try_clone().unwrap());
+    cmd.stdin(slave(())).stdout(slave(())).stderr(slave(()));
+    // SAFETY: setsid and TIOCSCTTY between fork and exec: async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The command holds its copies of the slave; ours must go, so that the
+    // master reads EIO once the command is done with it.
+    let shown = format!("{cmd:?}");
+    drop(cmd);
+    drop(pty.slave);
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(pty.master);
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // EIO once every slave fd is closed.
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{shown} did not end on its pty");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (reader.join().unwrap(), status.code())
+}
+
+#[test]
+fn run_t_gives_the_command_a_tty_of_the_callers_size() {
+    let env = TestEnv::new("stdio-tty-run");
+    let mut cmd = env.berth();
+    cmd.args([
+        "run",
+        "-t",
+        "--",
+        "sh",
+        "-c",
+        "tty; stty size; test -t 0 && echo stdin-is-a-tty; exit 5",
+    ]);
+    let (out, code) = on_pty(cmd, 33, 101);
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("/dev/pts/0"), "its own devpts: {out}");
+    assert!(out.contains("33 101"), "the caller's size: {out}");
+    assert!(out.contains("stdin-is-a-tty"), "{out}");
+    // A tty turns \n into \r\n on the way out.
+    assert!(out.contains("33 101\r\n"), "{out:?}");
+}
+
+#[test]
+fn launch_t_then_attach_from_a_terminal_resizes_and_relays() {
+    let env = TestEnv::new("stdio-tty-attach");
+    let agent = env.start_agent("");
+    let id = launch(
+        &env,
+        &agent,
+        "c",
+        &["-t"],
+        "sleep 1; tty; stty size; exit 6",
+    );
+    let mut cmd = env.berth_client();
+    cmd.args(["attach", &id]);
+    let (out, code) = on_pty(cmd, 40, 120);
+    assert_eq!(code, Some(6), "{out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(
+        out.contains("40 120"),
+        "the attached terminal's size: {out}"
+    );
+    let log = read(&sandbox_of(&env, &agent, &id).join("stdout"));
+    assert!(log.contains("40 120"), "the tty's output is logged: {log}");
+    remove(&env, &agent, &id);
+}
+
+#[test]
+fn run_i_forwards_its_stdin_through_the_attach_socket() {
+    use std::io::Write;
+    let env = TestEnv::new("stdio-run-i");
+    let mut child = env
+        .berth()
+        .args([
+            "run",
+            "-i",
+            "--",
+            "sh",
+            "-c",
+            "echo first; cat; echo err >&2; exit 2",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Written before this process attached, and still not missed.
+    assert_eq!(text(&out.stdout), "first\none\ntwo\n");
+    assert_eq!(text(&out.stderr), "err\n");
+}

@@ -454,13 +454,28 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
     }
-    let stdio = Stdio::Fds {
-        stdout: dup_fd(1)?,
-        stderr: dup_fd(2)?,
+    // -t/-i: the supervisor owns the stdio, and this process attaches to
+    // it like `berth attach` (the command waits for it); else the command
+    // writes to our stdout and stderr directly.
+    let attached = args.extra.tty || args.extra.interactive;
+    let stdio = match attached {
+        true => Stdio::Attached,
+        false => Stdio::Fds {
+            stdout: dup_fd(1)?,
+            stderr: dup_fd(2)?,
+        },
     };
     let launched = c
         .launch_with_stdio(id.clone(), config_of(args), stdio)
         .await;
+    let relay = match (&launched, attached) {
+        (Ok(()), true) => Some(tty::relay_local(
+            &c.attach_socket(&id),
+            args.extra.tty,
+            args.extra.interactive || args.extra.tty,
+        )?),
+        _ => None,
+    };
     match &launched {
         Err(e @ berth::ContainerizerError::AlreadyExists(_)) => bail!("{e}"),
         Err(
@@ -486,6 +501,10 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
             c.destroy(id.clone()).await?
         }
     };
+    if let Some(r) = relay {
+        // The rest of the output, then the terminal back as it was.
+        r.finish().await;
+    }
     c.remove(id.clone()).await?;
     if args.json {
         println!("{}", termination_json(&id, &termination));

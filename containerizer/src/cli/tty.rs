@@ -105,3 +105,79 @@ pub fn forward_stdin<T: Send + 'static>(
         }
     });
 }
+
+/// `berth run -t/-i`: this process attached to its container's supervisor
+/// (no agent in between).
+pub struct LocalRelay {
+    output: std::thread::JoinHandle<()>,
+    _raw: Option<RawMode>,
+}
+
+enum Input {
+    Stdin(Option<Vec<u8>>),
+    Resize(u16, u16),
+}
+
+/// Attaches to the supervisor's socket at `sock`: output printed by a
+/// thread, stdin (when `stdin`) and window sizes (when `tty`) forwarded.
+pub fn relay_local(sock: &std::path::Path, tty: bool, stdin: bool) -> Result<LocalRelay> {
+    use berth::launcher::attach::{self, Frame};
+    use std::io::Write;
+    let client = attach::connect(sock)
+        .with_context(|| format!("attach to the container at {}", sock.display()))?;
+    let mut reader = client.try_clone().context("attach socket")?;
+    let raw = match tty {
+        true => RawMode::enter()?,
+        false => None,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Input>(16);
+    if tty {
+        forward_resizes(tx.clone(), Input::Resize)?;
+    }
+    if stdin {
+        forward_stdin(tx.clone(), Input::Stdin);
+    }
+    drop(tx);
+    let mut writer = client;
+    std::thread::spawn(move || {
+        while let Some(m) = rx.blocking_recv() {
+            let sent = match m {
+                Input::Stdin(Some(b)) => writer.write_stdin(&b),
+                Input::Stdin(None) => writer.close_stdin(),
+                Input::Resize(rows, cols) => writer.resize(rows, cols),
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    let output = std::thread::spawn(move || {
+        while let Ok(Some(f)) = reader.read_frame() {
+            let _ = match f {
+                Frame::Stdout(b) => {
+                    let mut o = std::io::stdout().lock();
+                    o.write_all(&b).and_then(|_| o.flush())
+                }
+                Frame::Stderr(b) => {
+                    let mut e = std::io::stderr().lock();
+                    e.write_all(&b).and_then(|_| e.flush())
+                }
+                Frame::Exit(_) => return,
+                _ => Ok(()),
+            };
+        }
+    });
+    Ok(LocalRelay { output, _raw: raw })
+}
+
+impl LocalRelay {
+    /// Waits (briefly) for the last output, then restores the terminal.
+    pub async fn finish(self) {
+        let out = self.output;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || out.join()),
+        )
+        .await;
+    }
+}

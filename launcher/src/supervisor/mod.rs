@@ -31,7 +31,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,11 @@ pub(crate) struct Stdio {
     /// The write ends of the pipes the supervisor copies into the logs;
     /// `None` = keep fds 1 and 2 (inherited).
     files: Option<(OwnedFd, OwnedFd)>,
+    /// With a tty: the init's end of the socket the pty's master goes to
+    /// the supervisor over; the init replaces stdin/files by the slave.
+    tty: Option<OwnedFd>,
+    /// The stdio is a tty to make the controlling terminal.
+    ctty: bool,
 }
 
 /// The supervisor binary's `main`: `berth-supervisor --control-fd N
@@ -181,6 +186,29 @@ fn supervise(mut control: UnixStream) -> i32 {
         return 1;
     }
 
+    let mut ends = ends;
+    if let Some(sock) = ends.tty_socket.take() {
+        // Sent before READY, so this does not block.
+        let master = crate::sys::recv_fd(sock.as_fd()).and_then(|m| {
+            let (a, b) = (m.try_clone()?, m.try_clone()?);
+            Ok((m, a, b))
+        });
+        match master {
+            Ok((m, a, b)) => {
+                ends.out = Some(m);
+                ends.stdin = Some(a);
+                ends.tty = Some(b);
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+                let _ = waitpid(init, None);
+                let message = format!("receive the pty's master from the init: {e}");
+                record(&rt, start_error(0, message.clone()));
+                let _ = control.write_all(Reply::Failed { errno: 0, message }.encode().as_bytes());
+                return 1;
+            }
+        }
+    }
     let init_ref = ProcessRef::of(init.as_raw()).ok().flatten();
     let sup_ref = ProcessRef::of(me).ok().flatten();
     let (Some(init_ref), Some(sup_ref)) = (init_ref, sup_ref) else {
@@ -202,11 +230,20 @@ fn supervise(mut control: UnixStream) -> i32 {
     );
 
     let mut relay = relay::Relay::new(ends, logs, listener);
-    watch(init, control, release_w, sigchld, &mut relay, |ws| {
-        let st = exit_status_of(ws, &mut status_r);
-        record(&rt, st.clone());
-        st
-    });
+    let await_attach = req.await_attach;
+    watch(
+        init,
+        control,
+        release_w,
+        await_attach,
+        sigchld,
+        &mut relay,
+        |ws| {
+            let st = exit_status_of(ws, &mut status_r);
+            record(&rt, st.clone());
+            st
+        },
+    );
     0
 }
 
@@ -405,7 +442,7 @@ fn open_stdio(
         Ok::<_, (i32, String)>((r, w))
     };
     let mut ends = relay::Ends::default();
-    let stdin: OwnedFd = if req.stdin_open && !req.stdio_inherited {
+    let stdin: OwnedFd = if req.stdin_open && !req.stdio_inherited && !req.tty {
         let (r, w) = pipe()?;
         ends.stdin = Some(w);
         r
@@ -420,12 +457,42 @@ fn open_stdio(
             .into()
     };
     if req.stdio_inherited {
-        return Ok((Stdio { stdin, files: None }, ends, None));
+        return Ok((
+            Stdio {
+                stdin,
+                files: None,
+                tty: None,
+                ctty: false,
+            },
+            ends,
+            None,
+        ));
     }
     let sandbox = Path::new(&req.sandbox_dir);
     let dir = safe_path::open_dir(sandbox, sandbox_identity(req)).map_err(refused)?;
     let logs =
         logs::Logs::open(dir, sandbox, &req.logs.clone().unwrap_or_default()).map_err(refused)?;
+    if req.tty {
+        // The pty is made by the init in the container's devpts; its
+        // master comes back over this socket.
+        let (ours, theirs) = UnixStream::pair().map_err(|e| {
+            (
+                e.raw_os_error().unwrap_or(0),
+                format!("socketpair for the tty: {e}"),
+            )
+        })?;
+        ends.tty_socket = Some(ours.into());
+        return Ok((
+            Stdio {
+                stdin,
+                files: None,
+                tty: Some(theirs.into()),
+                ctty: false,
+            },
+            ends,
+            Some(logs),
+        ));
+    }
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     ends.out = Some(out_r);
@@ -434,6 +501,8 @@ fn open_stdio(
         Stdio {
             stdin,
             files: Some((out_w, err_w)),
+            tty: None,
+            ctty: false,
         },
         ends,
         Some(logs),
@@ -452,6 +521,7 @@ fn watch(
     init: Pid,
     control: UnixStream,
     release_w: OwnedFd,
+    await_attach: bool,
     sigchld: SignalFd,
     relay: &mut relay::Relay,
     mut on_init_exit: impl FnMut(WaitStatus) -> ExitStatus,
@@ -459,6 +529,8 @@ fn watch(
     use nix::sys::wait::WaitPidFlag;
     let mut control = Some(control);
     let mut release_w = Some(release_w);
+    // Released by the launcher, held until a client attached.
+    let mut held = false;
     let mut init_done = false;
     let mut init_ended = |ws: WaitStatus, relay: &mut relay::Relay| {
         // Output written just before the exit is in the pipes: into the
@@ -527,6 +599,12 @@ fn watch(
                 }
             }
         }
+        if held && relay.has_clients() {
+            if let Some(w) = release_w.take() {
+                let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+            }
+            held = false;
+        }
         relay.sweep();
         let control_ready = control_at.map(|i| fds[i].revents != 0).unwrap_or(false);
         if control_ready {
@@ -534,7 +612,9 @@ fn watch(
             let n = control.as_mut().map(|c| c.read(&mut b));
             match n {
                 Some(Ok(1)) if b[0] == protocol::RELEASE => {
-                    if let Some(w) = release_w.take() {
+                    if await_attach && !relay.has_clients() {
+                        held = true;
+                    } else if let Some(w) = release_w.take() {
                         let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
                     }
                     control = None;

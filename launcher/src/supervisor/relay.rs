@@ -32,6 +32,8 @@ pub(crate) struct Ends {
     pub stdin: Option<OwnedFd>,
     /// The tty's master, for window sizes.
     pub tty: Option<OwnedFd>,
+    /// Until the init sent the tty's master: the socket it comes over.
+    pub tty_socket: Option<OwnedFd>,
 }
 
 /// What a poll entry is for.
@@ -139,6 +141,11 @@ impl Relay {
             Tag::Listener => self.accept(),
             Tag::Client(i) => self.serve_client(i),
         }
+    }
+
+    /// Whether a client has attached (and is still there).
+    pub fn has_clients(&self) -> bool {
+        self.clients.iter().any(|c| !c.gone)
     }
 
     /// Drops the clients that went away (after a round of [`handle`]).
