@@ -163,6 +163,9 @@ pub struct ContainerizerActor {
     /// The network of containers whose config names none (the agent's
     /// `--default-network`); `None` = the host's.
     pub(crate) default_network: Option<berth_state::Network>,
+    /// The log format and rotation of containers that set none (the
+    /// agent's `--log-*` options, else berth's defaults).
+    pub(crate) default_logs: berth_state::LogSettings,
     /// Calls into isolators, provisioner, fetcher and launcher under way,
     /// with their deadlines.
     pub(crate) inflight: Arc<crate::inflight::InFlight>,

@@ -100,6 +100,17 @@ impl ContainerizerActor {
         if config.network.is_none() && id.parent.is_none() {
             config.network = self.default_network.clone();
         }
+        // The agent's log defaults, kept in the record so that status and
+        // `berth logs` see what the supervisor writes.
+        if config.log_format.is_empty() {
+            config.log_format = self.default_logs.format.clone();
+        }
+        if config.log_max_bytes == 0 {
+            config.log_max_bytes = self.default_logs.max_bytes;
+        }
+        if config.log_max_files == 0 {
+            config.log_max_files = self.default_logs.max_files;
+        }
         let names: Vec<String> = self
             .isolators
             .iter()
@@ -669,6 +680,15 @@ impl ContainerizerActor {
             stdio: c.stdio.take().unwrap_or_default(),
             // A pod's pid 1 is berth's init, with no command.
             init: config.init || config.pod,
+            io: berth_launcher::StdioOptions {
+                tty: config.tty,
+                stdin_open: config.stdin_open,
+                logs: berth_state::LogSettings {
+                    format: config.log_format.clone(),
+                    max_bytes: config.log_max_bytes,
+                    max_files: config.log_max_files,
+                },
+            },
         })
     }
 

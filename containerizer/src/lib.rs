@@ -83,6 +83,8 @@ pub struct Containerizer {
     /// For image pruning, which needs no container state.
     provisioner: Option<Arc<dyn berth_provisioner::Provisioner>>,
     inflight: Arc<inflight::InFlight>,
+    /// Where the supervisors serve their attach sockets.
+    runtime: berth_state::RuntimeDir,
 }
 
 /// Builds a [`Containerizer`]. See [`Containerizer::builder`].
@@ -264,6 +266,7 @@ impl ContainerizerBuilder {
             metrics: metrics.clone(),
             events: events.clone(),
             default_network: default_network.clone(),
+            default_logs: self.node.logs(),
             inflight: inflight.clone(),
         };
         Ok(Containerizer {
@@ -273,6 +276,7 @@ impl ContainerizerBuilder {
             events,
             provisioner: self.provisioner,
             inflight,
+            runtime,
         })
     }
 }
@@ -471,6 +475,13 @@ impl Containerizer {
     /// Every state transition (with the termination at TERMINATED) and
     /// every limitation from now on, in order. A subscriber more than 4096
     /// events behind gets `Lagged` and resumes with the newest.
+    /// The attach socket of container `id`'s supervisor (it may be gone).
+    pub fn attach_socket(&self, id: &ContainerId) -> PathBuf {
+        self.runtime
+            .container_dir(id)
+            .join(berth_launcher::attach::SOCKET)
+    }
+
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<agent::api::Event> {
         self.events.subscribe()
     }

@@ -39,9 +39,31 @@ pub struct NodeOptions {
     /// The deadline of each kind of call into isolators, provisioner,
     /// fetcher and launcher.
     pub timeouts: crate::inflight::Timeouts,
+    /// A log file is rotated past this size (default [`DEFAULT_LOG_MAX_BYTES`]).
+    pub log_max_bytes: Option<u64>,
+    /// Files kept per log, the live one included (default
+    /// [`DEFAULT_LOG_MAX_FILES`]).
+    pub log_max_files: Option<u32>,
+    /// The log format of containers that name none: `plain` (default) or
+    /// `cri`.
+    pub log_format: Option<String>,
 }
 
+/// 10 MiB per log file, as Docker's json-file `max-size` is commonly set.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+/// Five files per log (the live one and four rotated): 50 MiB at most.
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+
 impl NodeOptions {
+    /// The log settings of containers that set none.
+    pub(crate) fn logs(&self) -> berth_state::LogSettings {
+        berth_state::LogSettings {
+            format: self.log_format.clone().unwrap_or_default(),
+            max_bytes: self.log_max_bytes.unwrap_or(DEFAULT_LOG_MAX_BYTES),
+            max_files: self.log_max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
+        }
+    }
+
     /// The isolators these options configure, in launch order.
     pub(crate) fn isolators(&self, runtime_dir: &Path) -> Vec<Box<dyn Isolator>> {
         let mut cni = CniConfig::new(runtime_dir);

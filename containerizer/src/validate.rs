@@ -172,6 +172,12 @@ pub(crate) fn validate(
     if !config.image.is_empty() && backing.provisioner.is_none() {
         return Err(needs("image", "a provisioner"));
     }
+    if !matches!(config.log_format.as_str(), "" | "plain" | "cri") {
+        return Err(invalid(format!(
+            "log format {:?}: expected plain or cri",
+            config.log_format
+        )));
+    }
     if !config.rootfs_backend.is_empty() {
         if config.image.is_empty() {
             return Err(invalid(format!(

@@ -338,6 +338,7 @@ impl Engine {
             runtime::EXIT_STATUS,
             runtime::SUPERVISOR_PID,
             runtime::INIT_PID,
+            crate::attach::SOCKET,
         ] {
             let _ = std::fs::remove_file(dir.join(f));
         }
@@ -385,6 +386,10 @@ impl Engine {
             supervisor_cgroups,
             stdin_inherited,
             init: spec.init,
+            tty: spec.io.tty && !inherited,
+            stdin_open: spec.io.stdin_open && !inherited,
+            logs: Some(spec.io.logs.clone()),
+            await_attach: matches!(spec.stdio, Stdio::Attached),
         };
 
         let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
@@ -449,7 +454,7 @@ impl Engine {
             .arg(id.to_string())
             .stdin(std::process::Stdio::null());
         match stdio {
-            Stdio::SandboxFiles => {
+            Stdio::SandboxFiles | Stdio::Attached => {
                 cmd.stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null());
             }

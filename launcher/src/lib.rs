@@ -10,6 +10,7 @@
 #[macro_use]
 mod engine;
 pub mod actor;
+pub mod attach;
 pub mod capabilities;
 pub mod cgroup_view;
 pub mod config;
@@ -41,7 +42,8 @@ use std::path::PathBuf;
 /// Where the command's stdout and stderr go.
 #[derive(Debug, Default)]
 pub enum Stdio {
-    /// `stdout` and `stderr` files in the sandbox dir.
+    /// The supervisor's: pipes (or a tty) it copies into the sandbox's log
+    /// files and serves on the attach socket ([`StdioOptions`]).
     #[default]
     SandboxFiles,
     /// These fds (e.g. `berth run`'s terminal, an exec's pipes),
@@ -51,6 +53,9 @@ pub enum Stdio {
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
+    /// As [`Stdio::SandboxFiles`], and the command is released only once a
+    /// client attached (`berth run -t/-i` attaches after the launch).
+    Attached,
 }
 
 /// Everything the launcher needs to start one container.
@@ -77,6 +82,19 @@ pub struct LaunchSpec {
     /// `--init`: the init forks the command and stays as its reaper
     /// (signals forwarded, orphans reaped, the command's exit code).
     pub init: bool,
+    /// With [`Stdio::SandboxFiles`]: tty, stdin and the log files.
+    pub io: StdioOptions,
+}
+
+/// How the supervisor handles the command's stdio.
+#[derive(Debug, Clone, Default)]
+pub struct StdioOptions {
+    /// The command's stdio is a pty of the container's own devpts.
+    pub tty: bool,
+    /// stdin is a pipe fed by attached clients; else `/dev/null`.
+    pub stdin_open: bool,
+    /// Format and rotation of the sandbox's log files.
+    pub logs: berth_state::LogSettings,
 }
 
 /// What [`Launcher::fork`] created.

@@ -26,6 +26,7 @@ fn spec(dir: &std::path::Path, id: &str, argv: &[&str]) -> LaunchSpec {
         sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
         init: false,
+        io: Default::default(),
     }
 }
 

@@ -532,6 +532,72 @@ fn check_plain_file(st: &FileStat, shown: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the regular file `name` in `dir` anew (`O_EXCL`): whatever a
+/// container planted at that name is unlinked first (a link is removed,
+/// not followed; a directory tree is removed fd by fd), so the file is
+/// always berth's own. Opened for appending.
+pub fn create_new_file(dir: &OwnedFd, name: &Path, mode: u32, shown: &Path) -> Result<File> {
+    if name.components().count() != 1 || components(name, shown).is_err() {
+        return Err(refused(shown, "not a single file name"));
+    }
+    let c = cstr(name.as_os_str(), shown)?;
+    // A container racing us can plant again between the unlink and the
+    // create: a few tries, then give up.
+    let mut last = None;
+    for _ in 0..4 {
+        // SAFETY: valid dirfd and NUL-terminated name; O_EXCL|O_NOFOLLOW
+        // never open what is there.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_WRONLY
+                    | libc::O_APPEND
+                    | libc::O_CREAT
+                    | libc::O_EXCL
+                    | libc::O_NOFOLLOW
+                    | libc::O_CLOEXEC
+                    | libc::O_NOCTTY,
+                mode,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a new fd nothing else owns.
+            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        let e = nix::Error::last();
+        if e != nix::Error::EEXIST {
+            return Err(io_err("create file", shown)(e));
+        }
+        last = Some(e);
+        remove_at(dir, name.as_os_str(), shown)?;
+    }
+    Err(io_err("create file", shown)(
+        last.unwrap_or(nix::Error::EEXIST),
+    ))
+}
+
+/// Opens the regular file `name` beneath `dir` for reading: no symlink
+/// followed, and refused unless it is a regular file with one link (a
+/// FIFO would block, a device could read the host's disk, a hard link
+/// could be a host file). The type is checked on an `O_PATH` fd before
+/// anything is opened for reading.
+pub fn open_read_beneath(dir: BorrowedFd<'_>, name: &Path, shown: &Path) -> Result<File> {
+    let p = open_beneath(dir, name, OFlag::O_PATH, 0, shown)?;
+    let st = stat(p.as_fd(), shown)?;
+    check_plain_file(&st, shown)?;
+    // Reopens the very inode checked above, not the name again.
+    let proc = PathBuf::from(format!("/proc/self/fd/{}", p.as_raw_fd()));
+    let fd = nix::fcntl::open(
+        &proc,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(io_err("open", shown))?;
+    // SAFETY: a new fd nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// `renameat` of two names in one directory fd.
 pub fn rename_at(dir: &OwnedFd, from: &Path, to: &Path, shown: &Path) -> Result<()> {
     nix::fcntl::renameat(Some(dir.as_raw_fd()), from, Some(dir.as_raw_fd()), to)

@@ -222,6 +222,7 @@ async fn a_cgroup2_hierarchy_shows_the_containers_own_cgroup() {
         sandbox_identity: None,
         stdio: Stdio::SandboxFiles,
         init: false,
+        io: Default::default(),
     };
     l.fork(spec).await.expect("fork");
     l.release(id.clone()).await.expect("release");

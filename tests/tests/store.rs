@@ -81,6 +81,11 @@ fn full_record(name: &str) -> ContainerRecord {
             }],
             rootfs_backend: "copy".into(),
             init: true,
+            tty: true,
+            stdin_open: true,
+            log_format: "cri".into(),
+            log_max_bytes: 1 << 20,
+            log_max_files: 3,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

@@ -10,6 +10,7 @@ pub mod api {
 mod client;
 mod exec;
 mod images;
+pub mod logs;
 mod metrics_http;
 mod server;
 

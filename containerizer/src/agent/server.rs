@@ -2,18 +2,21 @@
 
 use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer};
 use super::api::{
-    ContainerRef, ContainerStatus, DebugResponse, Empty, Event, EventsRequest, ImageRef,
-    ImagesResponse, ImportImageRequest, InFlightCall, KillRequest, LaunchRequest, LaunchResponse,
-    ListRequest, ListResponse, PullImageRequest, StopRequest, UpdateRequest,
+    attach_input, attach_output, AttachExit, AttachInput, AttachOutput, ContainerRef,
+    ContainerStatus, DebugResponse, Empty, Event, EventsRequest, ImageRef, ImagesResponse,
+    ImportImageRequest, InFlightCall, KillRequest, LaunchRequest, LaunchResponse, ListRequest,
+    ListResponse, LogChunk, LogsRequest, PullImageRequest, StopRequest, UpdateRequest,
 };
 use super::images;
+use super::logs::{LogQuery, LogReader};
 use crate::{Containerizer, ContainerizerError};
+use berth_launcher::attach::{self, Frame};
 use berth_provisioner::ImageProvisioner;
 use berth_state::{ContainerId, ContainerTermination, ResourceStatistics};
 use futures::Stream;
 use std::path::Path;
 use std::pin::Pin;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// Serves `containerizer` (and the image store `images`, when given) on
 /// the Unix socket `socket` until `shutdown` resolves. The socket is created with mode 0600 (only root may drive
@@ -126,6 +129,61 @@ impl Service {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
+type AttachOutStream = Pin<Box<dyn Stream<Item = Result<AttachOutput, Status>> + Send>>;
+
+/// How often `logs -f` looks for new output.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn exit_output(code: i32, signal: Option<i32>) -> AttachOutput {
+    AttachOutput {
+        kind: Some(attach_output::Kind::Exit(AttachExit {
+            exit_code: code,
+            signal,
+        })),
+    }
+}
+
+/// The exit of a termination, as `berth wait` reports it.
+fn termination_exit(t: &ContainerTermination) -> AttachOutput {
+    let code = if t.no_exit_status { 255 } else { t.exit_code };
+    exit_output(code, t.signal)
+}
+
+/// One input message as the frame the supervisor takes.
+fn input_frame(m: AttachInput) -> Option<Frame> {
+    match m.kind? {
+        attach_input::Kind::Stdin(b) => Some(Frame::Stdin(b)),
+        attach_input::Kind::StdinClose(true) => Some(Frame::StdinClose),
+        attach_input::Kind::StdinClose(false) => None,
+        attach_input::Kind::Resize(r) => Some(Frame::Resize {
+            rows: r.rows.min(u16::MAX as u32) as u16,
+            cols: r.cols.min(u16::MAX as u32) as u16,
+        }),
+    }
+}
+
+/// Reads one frame from the supervisor; `None` at its end.
+async fn read_frame_async(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<Option<Frame>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > attach::MAX_PAYLOAD {
+        return Err(std::io::Error::other(format!(
+            "attach frame of {len} bytes"
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Frame::decode(head[0], payload).map(Some)
+}
 
 #[tonic::async_trait]
 impl Api for Service {
@@ -303,6 +361,166 @@ impl Api for Service {
     async fn remove_image(&self, r: Request<ImageRef>) -> Result<Response<Empty>, Status> {
         images::remove(self.images()?, r.into_inner().reference).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(&self, r: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        let st = self.c.status(id.clone()).await.map_err(status)?;
+        let query = LogQuery {
+            tail: r.tail,
+            since_unix_nanos: r.since_unix_nanos,
+            stdout: !r.no_stdout,
+            stderr: !r.no_stderr,
+        };
+        let (sandbox, format) = (st.sandbox_dir.clone(), st.config.log_format.clone());
+        let (mut reader, initial) = tokio::task::spawn_blocking(move || {
+            LogReader::open(&sandbox, &format, query).map(|mut r| {
+                let first = r.initial();
+                (r, first)
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("logs of {id}: {e}")))?
+        .map_err(|e| Status::failed_precondition(format!("container {id}: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (c, mut stop, follow) = (self.c.clone(), self.stop.clone(), r.follow);
+        tokio::spawn(async move {
+            for chunk in initial {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                // Checked before the read: the supervisor drains the output
+                // into the files before it records the exit, so once the
+                // container is known to have ended, this read gets the rest.
+                let ended = match c.status(id.clone()).await {
+                    Ok(s) => s.state == berth_state::ContainerState::Terminated,
+                    Err(_) => true,
+                };
+                let polled = tokio::task::spawn_blocking(move || {
+                    let chunks = reader.poll();
+                    (reader, chunks)
+                })
+                .await;
+                let Ok((r, chunks)) = polled else { return };
+                reader = r;
+                for chunk in chunks {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                if ended {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type AttachStream = AttachOutStream;
+
+    async fn attach(
+        &self,
+        r: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = r.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the attach stream sent nothing"))?;
+        let id = id_of(first.id.clone())?;
+        let st = self.c.status(id.clone()).await.map_err(status)?;
+        let path = self.c.attach_socket(&id);
+        // Blocking connect (a long path goes through /proc/self/fd): on the
+        // blocking pool, then async I/O on the stream.
+        let connected = tokio::task::spawn_blocking(move || {
+            let s = attach::connect(&path)?.into_stream();
+            s.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("attach to {id}: {e}")))?;
+        let sock = match connected.and_then(tokio::net::UnixStream::from_std) {
+            Ok(s) => s,
+            Err(e) => {
+                // The supervisor is gone once the container ended: only
+                // its exit is left to tell.
+                if let Some(t) = st.termination.as_ref() {
+                    let out = termination_exit(t);
+                    return Ok(Response::new(Box::pin(futures::stream::iter([Ok(out)]))));
+                }
+                return Err(Status::unavailable(format!(
+                    "container {id}: its supervisor's attach socket: {e}"
+                )));
+            }
+        };
+        let (mut rd, mut wr) = sock.into_split();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut next = Some(first);
+            loop {
+                if let Some(f) = next.take().and_then(input_frame) {
+                    if wr.write_all(&f.encode()).await.is_err() {
+                        return;
+                    }
+                }
+                match input.message().await {
+                    Ok(Some(m)) => next = Some(m),
+                    // The client went away; the container's stdin stays
+                    // open for others (it asks STDIN_CLOSE to close it).
+                    _ => return,
+                }
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let c = self.c.clone();
+        tokio::spawn(async move {
+            loop {
+                let out = match read_frame_async(&mut rd).await {
+                    Ok(Some(Frame::Stdout(b))) => AttachOutput {
+                        kind: Some(attach_output::Kind::Stdout(b)),
+                    },
+                    Ok(Some(Frame::Stderr(b))) => AttachOutput {
+                        kind: Some(attach_output::Kind::Stderr(b)),
+                    },
+                    Ok(Some(Frame::Exit(e))) => {
+                        let _ = tx.send(Ok(exit_output(e.code, e.signal))).await;
+                        return;
+                    }
+                    Ok(Some(_)) => continue,
+                    // The supervisor went away without an EXIT (killed):
+                    // the container's termination says how it ended.
+                    Ok(None) | Err(_) => {
+                        let out = match c.wait(id.clone()).await {
+                            Ok(t) => Ok(termination_exit(&t)),
+                            Err(e) => Err(status(e)),
+                        };
+                        let _ = tx.send(out).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn debug(&self, _: Request<Empty>) -> Result<Response<DebugResponse>, Status> {

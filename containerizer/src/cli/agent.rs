@@ -48,6 +48,164 @@ pub struct JsonArgs {
 }
 
 #[derive(Args)]
+pub struct LogsArgs {
+    /// The container's id.
+    pub id: String,
+    /// Keep printing new output until the container ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (per stream with the plain log format).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only output since a time: RFC 3339 (2024-05-01T10:00:00Z) or an age
+    /// (10s, 5m, 2h, 1d); needs the cri log format.
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
+    /// Only stdout.
+    #[arg(long, conflicts_with = "stderr_only")]
+    pub stdout_only: bool,
+    /// Only stderr.
+    #[arg(long)]
+    pub stderr_only: bool,
+}
+
+/// `--since`: RFC 3339, or an age before now (`90s`, `5m`, `2h`, `1d`,
+/// `1500ms`), as nanoseconds since the epoch.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    if let Some(t) = berth::state::time::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| {
+            format!("--since {s:?}: give a unit (10s, 5m, 2h, 1d) or an RFC 3339 time")
+        })?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("--since {s:?}: expected RFC 3339 or an age like 10s, 5m"))?;
+    let unit_ns: f64 = match unit {
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        "d" => 86400e9,
+        _ => {
+            return Err(format!(
+                "--since {s:?}: unit {unit:?} is not ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(berth::state::time::now_unix_nanos() - (n * unit_ns) as i64)
+}
+
+/// Prints the container's logs: stdout chunks to stdout, stderr to stderr.
+pub async fn logs(cli: &Cli, args: &LogsArgs) -> Result<i32> {
+    use std::io::Write;
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let mut stream = c
+        .logs(api::LogsRequest {
+            id: Some(id),
+            follow: args.follow,
+            tail: args.tail,
+            since_unix_nanos: args.since.unwrap_or(0),
+            no_stdout: args.stderr_only,
+            no_stderr: args.stdout_only,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    while let Some(chunk) = stream.message().await.map_err(rpc_error)? {
+        let written = if chunk.stderr {
+            let mut e = std::io::stderr().lock();
+            e.write_all(&chunk.data).and_then(|_| e.flush())
+        } else {
+            let mut o = std::io::stdout().lock();
+            o.write_all(&chunk.data).and_then(|_| o.flush())
+        };
+        // A closed pipe (e.g. `| head`) ends the client quietly.
+        if written.is_err() {
+            return Ok(0);
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    /// The container's id.
+    pub id: String,
+    /// Do not forward stdin (only watch the output).
+    #[arg(long)]
+    pub no_stdin: bool,
+}
+
+/// Relays this terminal (or these pipes) to the container's stdio through
+/// the agent until the container ends; returns its exit code.
+pub async fn attach(cli: &Cli, args: &AttachArgs) -> Result<i32> {
+    use api::{attach_input, attach_output, AttachInput};
+    use std::io::Write;
+    let id = parse_id(&args.id)?;
+    let mut c = client(cli).await?;
+    let st = c.status(id_ref(&id)).await.map_err(rpc_error)?.into_inner();
+    let config = st.config.unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<AttachInput>(16);
+    tx.send(AttachInput {
+        id: Some(id.clone()),
+        kind: None,
+    })
+    .await
+    .ok();
+    let forward = (config.stdin_open || config.tty) && !args.no_stdin;
+    // A container's tty gets this terminal raw (its own line discipline
+    // does the editing and echo) and its window size.
+    let _raw = match config.tty {
+        true => {
+            let raw = crate::tty::RawMode::enter()?;
+            crate::tty::forward_resizes(tx.clone(), |rows, cols| AttachInput {
+                id: None,
+                kind: Some(attach_input::Kind::Resize(api::AttachResize {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                })),
+            })?;
+            raw
+        }
+        false => None,
+    };
+    if forward {
+        crate::tty::forward_stdin(tx.clone(), |b| AttachInput {
+            id: None,
+            kind: Some(match b {
+                Some(b) => attach_input::Kind::Stdin(b),
+                None => attach_input::Kind::StdinClose(true),
+            }),
+        });
+    }
+    let mut out = c
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    while let Some(m) = out.message().await.map_err(rpc_error)? {
+        match m.kind {
+            Some(attach_output::Kind::Stdout(b)) => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&b).and_then(|_| o.flush());
+            }
+            Some(attach_output::Kind::Stderr(b)) => {
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(&b).and_then(|_| e.flush());
+            }
+            Some(attach_output::Kind::Exit(e)) => return Ok(e.exit_code),
+            None => {}
+        }
+    }
+    bail!("attach {id}: the agent ended the stream before the container's exit")
+}
+
+#[derive(Args)]
 pub struct KillArgs {
     /// The container's id.
     pub id: String,

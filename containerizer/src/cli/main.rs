@@ -15,6 +15,7 @@ mod exec;
 mod image;
 mod retire;
 mod run_opts;
+mod tty;
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +125,12 @@ enum Command {
     /// container: its cgroup root in every hierarchy, the cgroup root's
     /// claim, its runtime dir (the state dir and images stay).
     Retire,
+    /// Prints a container's output from its sandbox log files (stdout to
+    /// stdout, stderr to stderr).
+    Logs(agent::LogsArgs),
+    /// Attaches to a container's stdio: prints its output, forwards stdin
+    /// when it was launched with -i (or -t), and exits with its exit code.
+    Attach(agent::AttachArgs),
     /// Image store: import, pull, ls, rm, prune.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -365,6 +372,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Update(ref args) => agent::update(&cli, args).await,
         Command::Events(ref args) => agent::events(&cli, args).await,
         Command::Debug(ref args) => agent::debug(&cli, args).await,
+        Command::Logs(ref args) => agent::logs(&cli, args).await,
+        Command::Attach(ref args) => agent::attach(&cli, args).await,
         Command::Retire => retire::retire(&cli),
         Command::Image(cmd) => image::dispatch(&cli.root, cmd).await,
     }
@@ -451,14 +460,29 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
     }
-    let stdio = Stdio::Fds {
-        stdin: None,
-        stdout: dup_fd(1)?,
-        stderr: dup_fd(2)?,
+    // -t/-i: the supervisor owns the stdio, and this process attaches to
+    // it like `berth attach` (the command waits for it); else the command
+    // writes to our stdout and stderr directly.
+    let attached = args.extra.tty || args.extra.interactive;
+    let stdio = match attached {
+        true => Stdio::Attached,
+        false => Stdio::Fds {
+            stdin: None,
+            stdout: dup_fd(1)?,
+            stderr: dup_fd(2)?,
+        },
     };
     let launched = c
         .launch_with_stdio(id.clone(), config_of(args), stdio)
         .await;
+    let relay = match (&launched, attached) {
+        (Ok(()), true) => Some(tty::relay_local(
+            &c.attach_socket(&id),
+            args.extra.tty,
+            args.extra.interactive || args.extra.tty,
+        )?),
+        _ => None,
+    };
     match &launched {
         Err(e @ berth::ContainerizerError::AlreadyExists(_)) => bail!("{e}"),
         Err(
@@ -484,6 +508,10 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
             c.destroy(id.clone()).await?
         }
     };
+    if let Some(r) = relay {
+        // The rest of the output, then the terminal back as it was.
+        r.finish().await;
+    }
     c.remove(id.clone()).await?;
     if args.json {
         println!("{}", termination_json(&id, &termination));

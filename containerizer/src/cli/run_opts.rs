@@ -60,6 +60,46 @@ pub struct NodeArgs {
     /// destroy call, that destroy (retried by the next).
     #[arg(long = "step-timeout", value_name = "NAME=DURATION", value_parser = Timeouts::parse_one)]
     pub step_timeouts: Vec<(CallKind, Duration)>,
+    /// A container's log file is rotated past this size, e.g. 10M (the
+    /// default); a container's `--log-opt max-size` overrides it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub log_max_size: Option<u64>,
+    /// Files kept per log, the live one included (default 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_max_files: Option<u32>,
+    /// The log format of containers that name none: plain (default:
+    /// `stdout` and `stderr` files) or cri (one `container.log`).
+    #[arg(long, value_name = "plain|cri", value_parser = parse_log_format)]
+    pub default_log_format: Option<String>,
+}
+
+fn parse_log_format(s: &str) -> Result<String, String> {
+    match s {
+        "plain" | "cri" => Ok(s.to_string()),
+        _ => Err(format!("log format {s:?}: expected plain or cri")),
+    }
+}
+
+/// `--log-opt`: `max-size=SIZE` or `max-file=N`, as Docker's.
+#[derive(Debug, Clone, Copy)]
+pub enum LogOpt {
+    MaxSize(u64),
+    MaxFile(u32),
+}
+
+fn parse_log_opt(s: &str) -> Result<LogOpt, String> {
+    match s.split_once('=') {
+        Some(("max-size", v)) => parse_size(v).map(LogOpt::MaxSize),
+        Some(("max-file", v)) => match v.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(LogOpt::MaxFile(n)),
+            _ => Err(format!(
+                "--log-opt {s:?}: max-file is a count of at least 1"
+            )),
+        },
+        _ => Err(format!(
+            "--log-opt {s:?}: expected max-size=SIZE or max-file=N"
+        )),
+    }
 }
 
 /// A seccomp profile option: `unconfined`, or a file read now (by the
@@ -135,6 +175,22 @@ pub struct RunExtra {
     /// when killed by signal N).
     #[arg(long)]
     pub init: bool,
+    /// Give the command a terminal (a pty of its own; stdout and stderr
+    /// are one stream). `berth run -t` attaches to it.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keep the command's stdin open, fed by `berth attach` (`berth run
+    /// -i` forwards its own stdin).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// How the output is kept in the sandbox: plain (`stdout`, `stderr`)
+    /// or cri (`container.log`, timestamped lines); default: the agent's.
+    #[arg(long, value_name = "plain|cri", value_parser = parse_log_format)]
+    pub log_format: Option<String>,
+    /// Log rotation: max-size=SIZE (e.g. 10M), max-file=N; repeatable;
+    /// default: the agent's.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE", value_parser = parse_log_opt)]
+    pub log_opts: Vec<LogOpt>,
 }
 
 /// `--userns`, checked here so a typo fails before anything starts.
@@ -228,6 +284,15 @@ impl RunExtra {
         config.share_pid_namespace = self.share_pid_namespace;
         config.pod = self.pod;
         config.init = self.init;
+        config.tty = self.tty;
+        config.stdin_open = self.interactive;
+        config.log_format = self.log_format.clone().unwrap_or_default();
+        for o in &self.log_opts {
+            match *o {
+                LogOpt::MaxSize(b) => config.log_max_bytes = b,
+                LogOpt::MaxFile(n) => config.log_max_files = n,
+            }
+        }
     }
 }
 
@@ -260,6 +325,9 @@ impl NodeArgs {
                 }
                 t
             },
+            log_max_bytes: self.log_max_size,
+            log_max_files: self.log_max_files,
+            log_format: self.default_log_format.clone(),
         }
     }
 }

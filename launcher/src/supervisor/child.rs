@@ -42,8 +42,9 @@ pub fn run(
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut status = fs::File::from(status);
-    let err = match setup(req, plan, userns) {
-        Ok(()) => {
+    let info = req.launch_info.clone().unwrap_or_default();
+    let err = match setup(req, plan, userns).and_then(|()| open_tty(req, &info, stdio)) {
+        Ok(stdio) => {
             // A failed write means the supervisor is gone: nothing to do.
             let _ = status.write_all(&[protocol::READY]);
             match wait_release(release) {
@@ -174,6 +175,73 @@ fn join_userns(ns: OwnedFd) -> StepResult {
         .map_err(|e| StepError::nix("setresgid 0 in the user namespace (is gid 0 mapped?)", e))?;
     nix::unistd::setresuid(u, u, u)
         .map_err(|e| StepError::nix("setresuid 0 in the user namespace (is uid 0 mapped?)", e))
+}
+
+/// With a tty: opens a pty in the container's devpts (its `/dev/ptmx`, as
+/// the container sees it), sends the master to the supervisor, and makes
+/// the slave the command's stdio, owned by the command's user (as the
+/// host sees it, through a user namespace's mapping). The slave is taken
+/// from the master (`TIOCGPTPEER`), never by a path.
+fn open_tty(req: &SupervisorRequest, info: &LaunchInfo, mut stdio: Stdio) -> StepResult<Stdio> {
+    let Some(sock) = stdio.tty.take() else {
+        return Ok(stdio);
+    };
+    // SAFETY: a NUL-terminated path; the flags ask for a new fd.
+    let m = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if m < 0 {
+        return Err(StepError::io(
+            "open /dev/ptmx",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd nothing else owns.
+    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(m) };
+    // SAFETY: unlockpt takes the master's fd.
+    if unsafe { libc::unlockpt(master.as_raw_fd()) } != 0 {
+        return Err(StepError::io("unlockpt", std::io::Error::last_os_error()));
+    }
+    // SAFETY: TIOCGPTPEER returns a new fd on the slave.
+    let s = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
+    if s < 0 {
+        return Err(StepError::io(
+            "open the pty's slave (TIOCGPTPEER)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd nothing else owns.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+    if let Some(u) = &req.user {
+        let (uid, gid) = match info.uid_mappings.is_empty() {
+            true => (u.uid, u.gid),
+            false => (
+                mounts::to_host(&info.uid_mappings, u.uid),
+                mounts::to_host(&info.gid_mappings, u.gid),
+            ),
+        };
+        std::os::unix::fs::fchown(&slave, Some(uid), Some(gid))
+            .map_err(|e| StepError::io("chown the pty's slave to the command's user", e))?;
+    }
+    sys::send_fd(sock.as_fd(), master.as_fd())
+        .map_err(|e| StepError::io("send the pty's master to the supervisor", e))?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| StepError::io("dup the pty's slave", e))
+    };
+    stdio.files = Some((dup(&slave)?, dup(&slave)?));
+    stdio.stdin = slave;
+    stdio.ctty = true;
+    Ok(stdio)
 }
 
 /// Blocks until the supervisor forwards the release; false on EOF.
@@ -370,6 +438,18 @@ impl Stdio {
         if let Some((out, err)) = &self.files {
             dup_onto(out, 1, "stdout")?;
             dup_onto(err, 2, "stderr")?;
+        }
+        if self.ctty {
+            // The init leads its own session (setsid at the start): the
+            // tty becomes its controlling terminal, for job control and
+            // ^C.
+            // SAFETY: TIOCSCTTY on fd 0 with a plain integer argument.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(StepError::io(
+                    "make the tty the controlling terminal (TIOCSCTTY)",
+                    std::io::Error::last_os_error(),
+                ));
+            }
         }
         Ok(())
     }

@@ -15,7 +15,9 @@
 //! freely after fork.
 
 mod child;
+mod logs;
 mod reaper;
+mod relay;
 
 use crate::namespaces::{self, Plan};
 use crate::protocol::{self, Reply};
@@ -37,9 +39,16 @@ use std::path::{Path, PathBuf};
 /// The command's stdio, opened by the supervisor on the host's filesystem
 /// (the init may pivot away from it).
 pub(crate) struct Stdio {
+    /// `/dev/null`, or the read end of the pipe the supervisor feeds.
     stdin: OwnedFd,
-    /// `stdout`/`stderr` sandbox files; `None` = keep fds 1 and 2.
+    /// The write ends of the pipes the supervisor copies into the logs;
+    /// `None` = keep fds 1 and 2 (inherited).
     files: Option<(OwnedFd, OwnedFd)>,
+    /// With a tty: the init's end of the socket the pty's master goes to
+    /// the supervisor over; the init replaces stdin/files by the slave.
+    tty: Option<OwnedFd>,
+    /// The stdio is a tty to make the controlling terminal.
+    ctty: bool,
 }
 
 /// The supervisor binary's `main`: `berth-supervisor --control-fd N
@@ -146,7 +155,21 @@ fn supervise(mut control: UnixStream) -> i32 {
         Err(e) => fail_early(control, e as i32, &format!("signalfd for SIGCHLD: {e}")),
     };
 
-    let (init, status_r, release_w) = match start_init(&req) {
+    // Bound before the init exists, so a client may attach as soon as
+    // the launch returns. Inherited stdio (`berth run`) has nothing to serve.
+    let listener = match req.stdio_inherited {
+        true => None,
+        false => match crate::attach::listen(&rt.join(crate::attach::SOCKET)) {
+            Ok(l) => Some(l),
+            Err(e) => fail_early(
+                control,
+                e.raw_os_error().unwrap_or(0),
+                &format!("attach socket in {}: {e}", rt.display()),
+            ),
+        },
+    };
+
+    let (init, status_r, release_w, ends, logs) = match start_init(&req) {
         Ok(v) => v,
         Err((errno, message)) => {
             record(&rt, start_error(errno, message.clone()));
@@ -176,6 +199,29 @@ fn supervise(mut control: UnixStream) -> i32 {
         return 1;
     }
 
+    let mut ends = ends;
+    if let Some(sock) = ends.tty_socket.take() {
+        // Sent before READY, so this does not block.
+        let master = crate::sys::recv_fd(sock.as_fd()).and_then(|m| {
+            let (a, b) = (m.try_clone()?, m.try_clone()?);
+            Ok((m, a, b))
+        });
+        match master {
+            Ok((m, a, b)) => {
+                ends.out = Some(m);
+                ends.stdin = Some(a);
+                ends.tty = Some(b);
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+                let _ = waitpid(init, None);
+                let message = format!("receive the pty's master from the init: {e}");
+                record(&rt, start_error(0, message.clone()));
+                let _ = control.write_all(Reply::Failed { errno: 0, message }.encode().as_bytes());
+                return 1;
+            }
+        }
+    }
     let init_ref = ProcessRef::of(init.as_raw()).ok().flatten();
     let sup_ref = ProcessRef::of(me).ok().flatten();
     let (Some(init_ref), Some(sup_ref)) = (init_ref, sup_ref) else {
@@ -196,9 +242,21 @@ fn supervise(mut control: UnixStream) -> i32 {
         .as_bytes(),
     );
 
-    watch(init, control, release_w, sigchld, |ws| {
-        record(&rt, exit_status_of(ws, &mut status_r));
-    });
+    let mut relay = relay::Relay::new(ends, logs, listener);
+    let await_attach = req.await_attach;
+    watch(
+        init,
+        control,
+        release_w,
+        await_attach,
+        sigchld,
+        &mut relay,
+        |ws| {
+            let st = exit_status_of(ws, &mut status_r);
+            record(&rt, st.clone());
+            st
+        },
+    );
     0
 }
 
@@ -241,10 +299,13 @@ fn record(rt: &Path, status: ExitStatus) {
     let _ = runtime::write_exit_status(&rt.join(runtime::EXIT_STATUS), &status);
 }
 
-/// Opens the stdio, enters the pid namespace and forks the init. Returns
-/// the init's pid, the read end of its status pipe and the write end of
-/// its release pipe.
-fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, String)> {
+/// What [`start_init`] returns: the init's pid, the read end of its status
+/// pipe, the write end of its release pipe, the supervisor's ends of the
+/// command's stdio and the log files.
+type Started = (Pid, OwnedFd, OwnedFd, relay::Ends, Option<logs::Logs>);
+
+/// Opens the stdio, enters the pid namespace and forks the init.
+fn start_init(req: &SupervisorRequest) -> Result<Started, (i32, String)> {
     let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
     if req.argv.is_empty() && !req.init {
         return Err((libc::EINVAL, "empty argv".into()));
@@ -255,7 +316,7 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
         let info = req.launch_info.clone().unwrap_or_default();
         namespaces::plan(&info).map_err(|e| (libc::EINVAL, e.to_string()))?
     };
-    let stdio = open_stdio(req)?;
+    let (stdio, ends, logs) = open_stdio(req)?;
     let (release_r, release_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| (e as i32, format!("pipe: {e}")))?;
     let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -289,9 +350,12 @@ fn start_init(req: &SupervisorRequest) -> Result<(Pid, OwnedFd, OwnedFd), (i32, 
         Ok(ForkResult::Child) => {
             drop(release_w);
             drop(status_r);
+            drop((ends, logs));
             child::run(req, &plan, stdio, userns, release_r, status_w)
         }
-        Ok(ForkResult::Parent { child }) => Ok((child, status_r, release_w)),
+        // Our copies of the command's ends close as `stdio` drops here, so
+        // the pipes end when the command's side does.
+        Ok(ForkResult::Parent { child }) => Ok((child, status_r, release_w, ends, logs)),
         Err(e) => Err((e as i32, format!("fork the container's init: {e}"))),
     }
 }
@@ -370,20 +434,44 @@ pub(crate) fn sandbox_identity(req: &SupervisorRequest) -> Option<safe_path::Ide
     })
 }
 
-/// The command's stdin (`/dev/null`) and, unless inherited, its stdout and
-/// stderr files in the sandbox. A nested sandbox lies in its parent
-/// container's, so the files are opened on the sandbox's fd (no symlink
-/// on the way, still the directory berth made), never followed, never a
-/// FIFO or a file with other hard links; and chowned through that fd.
-fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (i32, String)> {
-    let stdin = if req.stdin_inherited {
-        // The launcher gave us the command's stdin as fd 0.
+/// The command's stdio: stdin is `/dev/null`, the launcher's fd 0
+/// (`stdin_inherited`) or (`stdin_open`) a pipe the supervisor feeds; unless inherited, stdout and stderr are pipes the
+/// supervisor copies into the sandbox's log files. A nested sandbox lies in
+/// its parent container's, so the log files are opened on the sandbox's
+/// fd (no symlink on the way, still the directory berth made), never
+/// followed, never a FIFO or a file with other hard links.
+fn open_stdio(
+    req: &SupervisorRequest,
+) -> Result<(Stdio, relay::Ends, Option<logs::Logs>), (i32, String)> {
+    let refused = |e: safe_path::SafePathError| {
+        (
+            e.errno().unwrap_or(libc::EPERM),
+            format!("sandbox stdio: {e}"),
+        )
+    };
+    let pipe = || {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| (e as i32, format!("pipe for the command's stdio: {e}")))?;
+        if let Some(u) = &req.user {
+            // The command may reopen /dev/stdout (/proc/self/fd/1) as its
+            // own user: the pipe's inode must be its.
+            let _ = std::os::unix::fs::fchown(&w, Some(u.uid), Some(u.gid));
+        }
+        Ok::<_, (i32, String)>((r, w))
+    };
+    let mut ends = relay::Ends::default();
+    let stdin: OwnedFd = if req.stdin_inherited {
+        // The launcher gave us the command's stdin as fd 0 (an exec's pipe).
         nix::unistd::dup(0)
             .map(|fd| {
                 // SAFETY: dup just returned this fd; nothing else owns it.
                 unsafe { OwnedFd::from_raw_fd(fd) }
             })
             .map_err(|e| (e as i32, format!("dup stdin: {e}")))?
+    } else if req.stdin_open && !req.stdio_inherited && !req.tty {
+        let (r, w) = pipe()?;
+        ends.stdin = Some(w);
+        r
     } else {
         fs::File::open("/dev/null")
             .map_err(|e| {
@@ -394,50 +482,92 @@ fn open_stdio(req: &SupervisorRequest) -> Result<Stdio, (i32, String)> {
             })?
             .into()
     };
-    let refused = |e: safe_path::SafePathError| {
-        (
-            e.errno().unwrap_or(libc::EPERM),
-            format!("sandbox stdio: {e}"),
-        )
-    };
-    let files = if req.stdio_inherited {
-        None
-    } else {
-        let sandbox = Path::new(&req.sandbox_dir);
-        let dir = safe_path::open_dir(sandbox, sandbox_identity(req)).map_err(refused)?;
-        let open = |name: &str| {
-            let p = sandbox.join(name);
-            let f = safe_path::create_file(&dir, Path::new(name), 0o644, &p).map_err(refused)?;
-            if let Some(u) = &req.user {
-                // The command may reopen /dev/stdout as its own user.
-                let _ = std::os::unix::fs::fchown(&f, Some(u.uid), Some(u.gid));
-            }
-            Ok::<OwnedFd, (i32, String)>(f.into())
-        };
-        Some((open("stdout")?, open("stderr")?))
-    };
-    Ok(Stdio { stdin, files })
+    if req.stdio_inherited {
+        return Ok((
+            Stdio {
+                stdin,
+                files: None,
+                tty: None,
+                ctty: false,
+            },
+            ends,
+            None,
+        ));
+    }
+    let sandbox = Path::new(&req.sandbox_dir);
+    let dir = safe_path::open_dir(sandbox, sandbox_identity(req)).map_err(refused)?;
+    let logs =
+        logs::Logs::open(dir, sandbox, &req.logs.clone().unwrap_or_default()).map_err(refused)?;
+    if req.tty {
+        // The pty is made by the init in the container's devpts; its
+        // master comes back over this socket.
+        let (ours, theirs) = UnixStream::pair().map_err(|e| {
+            (
+                e.raw_os_error().unwrap_or(0),
+                format!("socketpair for the tty: {e}"),
+            )
+        })?;
+        ends.tty_socket = Some(ours.into());
+        return Ok((
+            Stdio {
+                stdin,
+                files: None,
+                tty: Some(theirs.into()),
+                ctty: false,
+            },
+            ends,
+            Some(logs),
+        ));
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    ends.out = Some(out_r);
+    ends.err = Some(err_r);
+    Ok((
+        Stdio {
+            stdin,
+            files: Some((out_w, err_w)),
+            tty: None,
+            ctty: false,
+        },
+        ends,
+        Some(logs),
+    ))
 }
 
 /// Forwards the release, reaps every child (the supervisor is a child
 /// subreaper, so processes that escape the init's tree without a pid
 /// namespace land here instead of on the host's init, which may reap
-/// them late), records the init's exit status as soon as the init is
-/// reaped, and returns once no child is left. If the control socket closes
-/// before the release (the agent died mid-launch), the blocked init is
-/// killed: nobody will release it.
+/// them late), relays the command's stdio, records the init's exit status
+/// as soon as the init is reaped and its output drained, and returns once
+/// no child is left. If the control socket closes before the release (the
+/// agent died mid-launch), the blocked init is killed: nobody will release
+/// it.
 fn watch(
     init: Pid,
     control: UnixStream,
     release_w: OwnedFd,
+    await_attach: bool,
     sigchld: SignalFd,
-    mut on_init_exit: impl FnMut(WaitStatus),
+    relay: &mut relay::Relay,
+    mut on_init_exit: impl FnMut(WaitStatus) -> ExitStatus,
 ) {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::wait::WaitPidFlag;
     let mut control = Some(control);
     let mut release_w = Some(release_w);
+    // Released by the launcher, held until a client attached.
+    let mut held = false;
     let mut init_done = false;
+    let mut init_ended = |ws: WaitStatus, relay: &mut relay::Relay| {
+        // Output written just before the exit is in the pipes: into the
+        // logs first, so a reader that sees the exit sees all of it.
+        relay.drain();
+        let st = on_init_exit(ws);
+        relay.exited(attach_exit(&st));
+    };
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut tags: Vec<Option<relay::Tag>> = Vec::new();
+    let mut relay_tags = Vec::new();
     loop {
         // Reap whatever has exited; SIGCHLDs coalesce, so drain fully.
         loop {
@@ -448,37 +578,69 @@ fn watch(
                         init_done = true;
                         // Nothing more comes over the control socket.
                         control = None;
-                        on_init_exit(ws);
+                        init_ended(ws, relay);
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 // ECHILD: no child left at all.
                 Err(_) => {
                     if !init_done {
-                        on_init_exit(WaitStatus::Exited(init, 255));
+                        init_ended(WaitStatus::Exited(init, 255), relay);
                     }
+                    relay.drain();
+                    relay.finish();
                     return;
                 }
             }
         }
-        let mut fds = vec![PollFd::new(sigchld.as_fd(), PollFlags::POLLIN)];
-        if let Some(c) = &control {
-            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        fds.clear();
+        tags.clear();
+        relay_tags.clear();
+        let pollin = |fd: i32| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        fds.push(pollin(sigchld.as_raw_fd()));
+        tags.push(None);
+        let control_at = control.as_ref().map(|c| {
+            fds.push(pollin(c.as_raw_fd()));
+            tags.push(None);
+            fds.len() - 1
+        });
+        let base = fds.len();
+        relay.poll_fds(&mut fds, &mut relay_tags);
+        tags.extend(relay_tags.iter().copied().map(Some));
+        // SAFETY: `fds` is a valid array of pollfd of that length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 && nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-        }
-        let control_ready = fds.get(1).map(|f| f.any().unwrap_or(true)).unwrap_or(false);
-        drop(fds);
         // Consume the pending SIGCHLD notifications (non-blocking).
         while let Ok(Some(_)) = sigchld.read_signal() {}
+        for (i, tag) in tags.iter().enumerate().skip(base) {
+            if fds[i].revents != 0 {
+                if let Some(t) = tag {
+                    relay.handle(*t);
+                }
+            }
+        }
+        if held && relay.has_clients() {
+            if let Some(w) = release_w.take() {
+                let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+            }
+            held = false;
+        }
+        relay.sweep();
+        let control_ready = control_at.map(|i| fds[i].revents != 0).unwrap_or(false);
         if control_ready {
             let mut b = [0u8; 1];
             let n = control.as_mut().map(|c| c.read(&mut b));
             match n {
                 Some(Ok(1)) if b[0] == protocol::RELEASE => {
-                    if let Some(w) = release_w.take() {
+                    if await_attach && !relay.has_clients() {
+                        held = true;
+                    } else if let Some(w) = release_w.take() {
                         let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
                     }
                     control = None;
@@ -493,5 +655,16 @@ fn watch(
                 }
             }
         }
+    }
+}
+
+/// The exit as the attach protocol carries it.
+fn attach_exit(st: &ExitStatus) -> crate::attach::Exit {
+    crate::attach::Exit {
+        code: st.code(),
+        signal: match st {
+            ExitStatus::Signaled { signal, .. } => Some(*signal),
+            _ => None,
+        },
     }
 }

@@ -35,6 +35,7 @@ fn main() {
         sandbox_identity: None,
         stdio: Default::default(),
         init: false,
+        io: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
