@@ -4,7 +4,7 @@
 //! working dir and stdin pass through; it is forgotten when it ends, and
 //! destroyed (never recovered) when the agent dies under it.
 
-use berth_tests::{import_busybox, Agent, TestEnv};
+use berth_tests::{import_busybox, on_pty, Agent, TestEnv};
 use serde_json::Value;
 use std::io::Write;
 use std::process::Stdio;
@@ -280,6 +280,37 @@ fn exec_enters_a_user_namespace_and_refuses_a_paused_container() {
     env.client_expect(&agent, &["resume", &c], 0);
     env.client_expect(&agent, &["exec", &c, "--", "sh", "-c", "exit 0"], 0);
 
+    env.client_expect(&agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
+
+#[test]
+fn exec_t_gives_the_command_a_terminal_in_the_containers_devpts() {
+    let env = TestEnv::new("exec-tty");
+    let agent = env.start_agent("");
+    let c = format!("{}-c", env.name);
+    env.client_expect(&agent, &["launch", "--name", &c, "--", "sleep", "600"], 0);
+    let mut cmd = env.berth_client();
+    cmd.args([
+        "exec",
+        "-t",
+        &c,
+        "--",
+        "sh",
+        "-c",
+        "tty; stty size; test -t 0 && echo stdin-is-a-tty; exit 4",
+    ]);
+    let (out, code) = on_pty(cmd, 33, 101);
+    assert_eq!(code, Some(4), "{out}");
+    // The container's devpts (the host's has other numbers in use).
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(
+        out.contains("33 101\r\n"),
+        "the caller's size, through a tty: {out:?}"
+    );
+    assert!(out.contains("stdin-is-a-tty"), "{out}");
+    assert_eq!(execs(&env, &agent), Vec::<Value>::new());
     env.client_expect(&agent, &["destroy", &c], 0);
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());

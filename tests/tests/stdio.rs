@@ -4,7 +4,7 @@
 //! across a rotation), and a container's planted links at the rotated
 //! names are never followed.
 
-use berth_tests::{Agent, TestEnv};
+use berth_tests::{on_pty, Agent, TestEnv};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -436,61 +436,6 @@ fn a_client_that_does_not_read_does_not_block_the_container() {
     assert_eq!(len("stdout.1"), 10 << 20);
     assert_eq!(read(&sandbox.join("stderr")), "done\n");
     remove(&env, &agent, &id);
-}
-
-/// Runs `cmd` with a new pty of `rows`x`cols` as its stdin, stdout and
-/// stderr; returns what it wrote there and its exit code.
-fn on_pty(mut cmd: std::process::Command, rows: u16, cols: u16) -> (String, Option<i32>) {
-    use std::io::Read;
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&ws), None).unwrap();
-    let slave = |_: ()| std::process::Stdio::from(pty.slave.try_clone().unwrap());
-    cmd.stdin(slave(())).stdout(slave(())).stderr(slave(()));
-    // SAFETY: setsid and TIOCSCTTY between fork and exec: async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The command holds its copies of the slave; ours must go, so that the
-    // master reads EIO once the command is done with it.
-    let shown = format!("{cmd:?}");
-    drop(cmd);
-    drop(pty.slave);
-    let reader = std::thread::spawn(move || {
-        let mut master = std::fs::File::from(pty.master);
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        // EIO once every slave fd is closed.
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{shown} did not end on its pty");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (reader.join().unwrap(), status.code())
 }
 
 #[test]

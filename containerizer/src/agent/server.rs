@@ -164,7 +164,7 @@ fn input_frame(m: AttachInput) -> Option<Frame> {
 }
 
 /// Reads one frame from the supervisor; `None` at its end.
-async fn read_frame_async(
+pub(super) async fn read_frame_async(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> std::io::Result<Option<Frame>> {
     use tokio::io::AsyncReadExt;

@@ -1,13 +1,16 @@
-//! `berth exec ID [-i] [-e K=V] [--user U[:G]] [--workdir D] -- CMD`: runs
-//! a command inside a running container through the agent's Exec call and
-//! exits with its exit code.
+//! `berth exec ID [-t] [-i] [-e K=V] [--user U[:G]] [--workdir D] -- CMD`:
+//! runs a command inside a running container through the agent's Exec
+//! call and exits with its exit code. With `-t` the command gets a
+//! terminal of the container's own; this one goes raw while attached and
+//! its window size follows.
 
 use crate::agent::{client, parse_id, rpc_error};
+use crate::tty;
 use crate::{parse_env, process_exit_code, Cli};
 use anyhow::{bail, Result};
-use berth::agent::api::{exec_input, exec_output, ExecInput, ExecRequest};
+use berth::agent::api::{exec_input, exec_output, AttachResize, ExecInput, ExecRequest};
 use clap::Args;
-use std::io::{Read, Write};
+use std::io::Write;
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -51,23 +54,26 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     };
     tx.send(start).await?;
     if args.interactive {
-        // A blocking reader: stdin may be a terminal or a pipe.
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 * 1024];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                let m = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => exec_input::Input::StdinClose(true),
-                    Ok(n) => exec_input::Input::Stdin(buf[..n].to_vec()),
-                };
-                let last = matches!(m, exec_input::Input::StdinClose(_));
-                if tx.blocking_send(ExecInput { input: Some(m) }).is_err() || last {
-                    return;
-                }
-            }
+        tty::forward_stdin(tx.clone(), |data| ExecInput {
+            input: Some(match data {
+                Some(b) => exec_input::Input::Stdin(b),
+                None => exec_input::Input::StdinClose(true),
+            }),
         });
     }
+    // Restored when this returns (or unwinds).
+    let _raw = match args.tty {
+        true => {
+            tty::forward_resizes(tx.clone(), |rows, cols| ExecInput {
+                input: Some(exec_input::Input::Resize(AttachResize {
+                    rows: rows.into(),
+                    cols: cols.into(),
+                })),
+            })?;
+            tty::RawMode::enter()?
+        }
+        false => None,
+    };
     let mut out = c
         .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -86,6 +92,7 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
                 e.flush()?;
             }
             Some(exec_output::Output::Exit(t)) => {
+                drop(_raw);
                 if t.exit_code == 128 || t.no_exit_status {
                     eprintln!("berth exec: {}", t.message);
                 }

@@ -129,7 +129,15 @@ impl Logs {
                 buf.extend_from_slice(data);
                 let mut start = 0;
                 while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
-                    let line = cri_line(stream, b'F', &buf[start..start + nl]);
+                    // A long line that came in one read is split as one
+                    // that came in pieces: whatever the reads' sizes.
+                    let mut text = &buf[start..start + nl];
+                    while text.len() > CRI_MAX_LINE {
+                        let line = cri_line(stream, b'P', &text[..CRI_MAX_LINE]);
+                        file.write_rotating(dir, sandbox, max, files, &line);
+                        text = &text[CRI_MAX_LINE..];
+                    }
+                    let line = cri_line(stream, b'F', text);
                     file.write_rotating(dir, sandbox, max, files, &line);
                     start += nl + 1;
                 }
@@ -217,5 +225,53 @@ impl Rotating {
         let live = name(0);
         self.file = safe_path::create_new_file(dir, &live, 0o644, &sandbox.join(&live)).ok();
         self.size = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRI lines of `chunks` written to stdout as separate reads.
+    fn cri_tags(chunks: &[&[u8]]) -> Vec<(String, usize)> {
+        let dir = tempfile::tempdir().unwrap();
+        let fd: OwnedFd = File::open(dir.path()).unwrap().into();
+        let settings = LogSettings {
+            format: "cri".into(),
+            max_bytes: 0,
+            max_files: 1,
+        };
+        let mut logs = Logs::open(fd, dir.path(), &settings).unwrap();
+        for c in chunks {
+            logs.write(Stream::Stdout, c);
+        }
+        logs.finish(Stream::Stdout);
+        let text = std::fs::read_to_string(dir.path().join(CRI_LOG)).unwrap();
+        text.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                (f[2].to_string(), f.get(3).map_or(0, |t| t.len()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_long_line_is_split_the_same_whatever_the_reads() {
+        let mut line = vec![b'b'; 20000];
+        line.push(b'\n');
+        let want = vec![
+            ("P".to_string(), CRI_MAX_LINE),
+            ("F".to_string(), 20000 - CRI_MAX_LINE),
+        ];
+        assert_eq!(cri_tags(&[&line]), want, "one read");
+        assert_eq!(
+            cri_tags(&[&line[..10000], &line[10000..]]),
+            want,
+            "two reads"
+        );
+        assert_eq!(
+            cri_tags(&[&line[..CRI_MAX_LINE], &line[CRI_MAX_LINE..]]),
+            want
+        );
     }
 }
