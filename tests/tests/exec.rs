@@ -315,3 +315,65 @@ fn exec_t_gives_the_command_a_terminal_in_the_containers_devpts() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+/// Attack: `exec --user NAME` resolves NAME in the container's own
+/// /etc/passwd, which the container writes. A container that makes it a
+/// link to a host file must not get that file read: the link resolves
+/// inside the container's root, where it leads nowhere.
+#[test]
+fn exec_user_names_never_resolve_through_a_link_out_of_the_container() {
+    let env = TestEnv::new("exec-passwd-link");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    // A host file a by-name read through the link would find.
+    let canary = env.path("host-passwd");
+    std::fs::write(&canary, "intruder:x:4242:4242::/:/bin/sh\n").unwrap();
+    let c = format!("{}-c", env.name);
+    let script = format!(
+        "busybox mkdir -p /etc && busybox ln -sf {} /etc/passwd && exec sleep 600",
+        canary.display()
+    );
+    env.client_expect(
+        &agent,
+        &[
+            "launch", "--name", &c, "--image", "busybox", "--", "sh", "-c", &script,
+        ],
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = env
+            .ps_json(&agent)
+            .into_iter()
+            .find(|x| x["id"] == c.as_str())
+            .and_then(|x| x["pid"].as_i64());
+        if pid.is_some_and(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|s| s.trim() == "sleep")
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{c} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env
+        .berth_client()
+        .args([
+            "exec",
+            "--user",
+            "intruder",
+            &c,
+            "--",
+            "sh",
+            "-c",
+            "busybox id -u",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.contains("4242"), "the host file was read: {stdout}");
+    assert_ne!(out.status.code(), Some(0), "{stdout} {stderr}");
+    assert!(stderr.contains("intruder"), "{stderr}");
+    env.client_expect(&agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
