@@ -51,6 +51,9 @@ pub(crate) struct Container {
     /// The image's run config (from the provisioner) and the user resolved
     /// through the image's /etc/passwd and /etc/group; merged at fork.
     pub image: Option<(berth_provisioner::Provisioned, Option<ResolvedUser>)>,
+    /// A DEBUG container's user, resolved in its parent's image at
+    /// PROVISIONING (file I/O, on the blocking pool); merged at fork.
+    pub debug_user: Option<Option<ResolvedUser>>,
     /// Where the command's output goes, until fork takes it.
     pub stdio: Option<Stdio>,
     /// The uid and gid the command runs as, once resolved at fork; the
@@ -90,6 +93,7 @@ impl Container {
             released: false,
             provisioning: false,
             image: None,
+            debug_user: None,
             stdio: None,
             run_as: None,
             launch_done: None,

@@ -249,6 +249,31 @@ impl ContainerizerActor {
                     .and_then(|c| c.record.config.as_ref())
                     .map(|c| (c.image.clone(), c.rootfs_backend.parse().ok()))
                     .unwrap_or_default();
+                if let Some((rootfs, spec)) = self.debug_user_lookup(&id) {
+                    // An exec's user is named in its parent's image, which
+                    // the parent writes: read beneath its root, off the actor.
+                    let id2 = id.clone();
+                    let resolve = tokio::task::spawn_blocking(move || {
+                        crate::user::resolve_in_rootfs(std::path::Path::new(&rootfs), &spec)
+                    });
+                    return Box::pin(
+                        async move {
+                            resolve
+                                .await
+                                .map_err(|e| stage(&id2, "resolve the user", e))?
+                                .map_err(|why| ContainerizerError::InvalidConfig {
+                                    id: id2.to_string(),
+                                    why,
+                                })
+                        }
+                        .into_actor(self)
+                        .map(move |r, act, _| {
+                            let user = r?;
+                            act.get_mut(&id)?.debug_user = Some(user);
+                            Ok(Some(Step::Preparing))
+                        }),
+                    );
+                }
                 // Configs with an image were refused at STARTING unless a
                 // provisioner runs.
                 let Some(p) = self.provisioner.clone().filter(|_| !image.is_empty()) else {
@@ -544,11 +569,7 @@ impl ContainerizerActor {
                         id: p.id.to_string(),
                         state: state_name(p.record.state),
                     })?;
-                Some((
-                    init,
-                    p.record.launch_info.clone().unwrap_or_default(),
-                    p.record.rootfs.clone(),
-                ))
+                Some((init, p.record.launch_info.clone().unwrap_or_default()))
             }
             None => None,
         };
@@ -559,7 +580,7 @@ impl ContainerizerActor {
             why,
         })?;
         let debug = config.container_class == berth_state::ContainerClass::Debug as i32;
-        if let Some((init, parent_info, _)) = &parent {
+        if let Some((init, parent_info)) = &parent {
             info.join_namespaces
                 .extend(crate::pod::parent_joins(id, &config, init, parent_info));
             if debug {
@@ -601,21 +622,8 @@ impl ContainerizerActor {
         env.insert("BERTH_CONTAINER_ID".into(), id.to_string());
         // The user's env overrides what isolators and the image contribute.
         env.extend(config.env.clone());
-        let parent_rootfs = parent
-            .as_ref()
-            .map(|(_, _, r)| r.as_str())
-            .filter(|r| debug && !r.is_empty());
-        let user = match (&c.image, parent_rootfs) {
-            (Some((_, resolved)), _) => resolved.clone(),
-            // An exec's user is named in its parent's image.
-            (None, Some(rootfs)) => {
-                crate::user::resolve_in_rootfs(std::path::Path::new(rootfs), &config.user).map_err(
-                    |why| ContainerizerError::InvalidConfig {
-                        id: id.to_string(),
-                        why,
-                    },
-                )?
-            }
+        let user = match (&c.image, &c.debug_user) {
+            (Some((_, resolved)), _) | (None, Some(resolved)) => resolved.clone(),
             (None, None) => crate::user::resolve(&config.user).map_err(|why| {
                 ContainerizerError::InvalidConfig {
                     id: id.to_string(),
@@ -690,6 +698,21 @@ impl ContainerizerActor {
                 },
             },
         })
+    }
+
+    /// A DEBUG container's parent rootfs and user name, when the user is
+    /// to be resolved in the parent's image.
+    fn debug_user_lookup(&self, id: &ContainerId) -> Option<(String, String)> {
+        let config = self.get(id).ok()?.record.config.as_ref()?;
+        if config.container_class != berth_state::ContainerClass::Debug as i32
+            || config.user.is_empty()
+        {
+            return None;
+        }
+        let parent = self.get(id.parent.as_deref()?).ok()?;
+        Some(parent.record.rootfs.clone())
+            .filter(|r| !r.is_empty())
+            .map(|r| (r, config.user.clone()))
     }
 
     /// A RUNNING container is watched for its exit (from the launcher) and
