@@ -371,3 +371,59 @@ fn devices_and_the_cgroup_namespace_work_under_a_user_namespace() {
     assert_eq!(lines[2], lines[3], "every cgroup path is / inside: {o}");
     assert_eq!(&lines[4..], ["memory", "write=1"], "{o}");
 }
+
+/// `--init` and `-t` with a user namespace: the reaper and the pty are
+/// set up by the host's root before the init joins the namespace, and
+/// still work once it has (the reaper forwards TERM; the pty's slave
+/// belongs to the container's root).
+#[test]
+fn init_and_a_tty_work_in_a_user_namespace() {
+    let env = TestEnv::new("userns-init-tty");
+    berth_tests::import_busybox(&env);
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--init",
+            "--image",
+            "busybox",
+            "--userns",
+            "831072:65536",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/comm; cat /proc/self/uid_map; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    let words: Vec<&str> = o.split_whitespace().collect();
+    assert_eq!(words, ["berth-init", "0", "831072", "65536"], "{o}");
+
+    let mut cmd = env.berth();
+    cmd.args([
+        "run",
+        "-t",
+        "--image",
+        "busybox",
+        "--userns",
+        "831072:65536",
+    ])
+    .args([
+        "--",
+        "sh",
+        "-c",
+        "busybox tty; busybox stat -c %u /proc/self/fd/0; exit 4",
+    ]);
+    let (o, code) = berth_tests::on_pty(cmd, 24, 80);
+    assert_eq!(code, Some(4), "{o}");
+    assert!(o.contains("/dev/pts/0"), "{o}");
+    assert!(
+        o.lines().any(|l| l.trim() == "0"),
+        "the slave is the container root's: {o}"
+    );
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
