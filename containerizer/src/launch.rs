@@ -672,8 +672,11 @@ impl ContainerizerActor {
         info.sysctls = config.sysctls.clone();
         // The checkpoint keeps what recovery needs; the seccomp program is
         // only for this launch (and would make every record kilobytes).
+        // Its env is the command's whole env (the image's ENV, the
+        // isolators', the config's): an exec into it starts from there.
         c.record.launch_info = Some(berth_state::LaunchInfo {
             seccomp_bpf: Vec::new(),
+            env: env.clone(),
             ..info.clone()
         });
         c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));

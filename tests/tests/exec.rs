@@ -377,3 +377,71 @@ fn exec_user_names_never_resolve_through_a_link_out_of_the_container() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+/// An exec starts from the container's whole environment: its image's ENV
+/// (here set with umoci), its own `-e` and what berth set, under the
+/// exec's own `-e`.
+#[test]
+fn exec_inherits_the_containers_environment_including_its_images() {
+    let env = TestEnv::new("exec-env");
+    let layout = berth_tests::busybox_layout(&env);
+    let out = std::process::Command::new("umoci")
+        .args(["config", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .args(["--config.env", "IMGVAR=from-image"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "bbenv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let agent = env.start_agent("");
+    let c = format!("{}-c", env.name);
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &c,
+            "--image",
+            "bbenv",
+            "-e",
+            "MINE=parent",
+            "-e",
+            "OVER=parent",
+            "--",
+            "sleep",
+            "600",
+        ],
+        0,
+    );
+    let out = env.client_expect(
+        &agent,
+        &[
+            "exec",
+            "-e",
+            "OVER=exec",
+            &c,
+            "--",
+            "sh",
+            "-c",
+            "echo $IMGVAR $MINE $OVER; echo $BERTH_CONTAINER_ID",
+        ],
+        0,
+    );
+    let o = text(&out.stdout);
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines[0], "from-image parent exec", "{o}");
+    assert!(
+        lines[1].starts_with(&format!("{c}/exec-")),
+        "its own id: {o}"
+    );
+    env.client_expect(&agent, &["destroy", &c], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
