@@ -87,7 +87,10 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
             "--",
             "sh",
             "-c",
-            "busybox nc -l -p 7777 > $BERTH_SANDBOX/got; exec sleep 601",
+            // Listens again after a connection that brought nothing (seen
+            // on a loaded machine), so the test does not hang on nc's timing.
+            "until [ -s $BERTH_SANDBOX/got ]; do busybox nc -l -p 7777 > $BERTH_SANDBOX/got; done; \
+             exec sleep 601",
         ],
         0,
     );
@@ -104,8 +107,7 @@ fn pod_members_share_network_ipc_uts_and_optionally_pid() {
             "sh",
             "-c",
             "hostname > $BERTH_SANDBOX/host; \
-             until echo hello-from-a | busybox nc 127.0.0.1 7777; do sleep 0.1; done; \
-             sleep 600",
+             while :; do echo hello-from-a | busybox nc 127.0.0.1 7777; sleep 0.2; done",
         ],
         0,
     );
@@ -309,7 +311,8 @@ fn a_pod_without_a_command_is_held_by_berths_init() {
             "--",
             "sh",
             "-c",
-            "busybox nc -l -p 8080 > $BERTH_SANDBOX/got; exec sleep 600",
+            "until [ -s $BERTH_SANDBOX/got ]; do busybox nc -l -p 8080 > $BERTH_SANDBOX/got; done; \
+             exec sleep 600",
         ],
         0,
     );
@@ -324,8 +327,8 @@ fn a_pod_without_a_command_is_held_by_berths_init() {
             "--",
             "sh",
             "-c",
-            "until echo over-loopback | busybox nc 127.0.0.1 8080; do sleep 0.1; done; \
-             busybox hostname > $BERTH_SANDBOX/host; exec sleep 600",
+            "busybox hostname > $BERTH_SANDBOX/host; \
+             while :; do echo over-loopback | busybox nc 127.0.0.1 8080; sleep 0.2; done",
         ],
         0,
     );
