@@ -15,16 +15,7 @@ fn text(b: &[u8]) -> String {
 
 /// Runs a client command and checks its exit code.
 fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
-    let out = env.berth_client().args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        agent.log()
-    );
-    out
+    env.client_expect(agent, args, code)
 }
 
 /// Launches `script` (sh -c) with `opts`, returns its id.
