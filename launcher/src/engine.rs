@@ -182,20 +182,6 @@ pub(crate) struct Engine {
 /// supervisors; not a valid container id, so never taken for one.
 pub const SUPERVISORS_CGROUP: &str = ".supervisors";
 
-/// The mount points of every cgroup hierarchy (v1, named v1, v2).
-fn cgroup_mounts() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            let point = left.split_whitespace().nth(4)?;
-            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
-        })
-        .collect()
-}
-
 fn other(id: &ContainerId, message: impl Into<String>) -> LaunchError {
     LaunchError::Other {
         id: id.to_string(),
@@ -218,7 +204,8 @@ impl Engine {
                 source,
             })?;
         let supervisor_cgroups = match kind {
-            Kind::Linux(_) => cgroup_mounts()
+            Kind::Linux(_) => berth_state::cgroupfs::mounts()
+                .unwrap_or_default()
                 .into_iter()
                 .map(|m| m.join(&cfg.cgroup_root).join(SUPERVISORS_CGROUP))
                 .collect(),

@@ -375,8 +375,9 @@ pub fn load_seccomp(bpf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS, one byte of data).
-pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+/// Calls `f` with a msghdr over a one-byte data buffer and room for one
+/// fd's control message: what [`send_fd`] and [`recv_fd`] exchange.
+fn with_fd_message<R>(f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
     let mut byte = [0u8; 1];
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
@@ -385,56 +386,56 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> 
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: msghdr points at live buffers of the given lengths; the
-    // control message is written within `cbuf` by the CMSG macros.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd.as_raw_fd());
-        if libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(std::io::Error::last_os_error());
+    // SAFETY: an all-zero msghdr is valid; the fields set point at the
+    // locals above, which outlive `f`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    f(&mut msg)
+}
+
+/// Sends `fd` over the Unix socket `sock` (SCM_RIGHTS, one byte of data).
+pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    with_fd_message(|msg| {
+        // SAFETY: the control message is written within the buffer (sized
+        // by CMSG_SPACE for one fd) by the CMSG macros.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), fd.as_raw_fd());
+            if libc::sendmsg(sock.as_raw_fd(), msg, libc::MSG_NOSIGNAL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Receives one fd sent by [`send_fd`] (blocking), close-on-exec.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: as in send_fd; the fd read from the control message is new
-    // and ours alone.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        if libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
-            return Err(std::io::Error::last_os_error());
+    with_fd_message(|msg| {
+        // SAFETY: `msg` points at live buffers; the fd read from the
+        // control message is new and ours alone.
+        unsafe {
+            if libc::recvmsg(sock.as_raw_fd(), msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let c = libc::CMSG_FIRSTHDR(msg);
+            if c.is_null()
+                || (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no fd in the message",
+                ));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+            Ok(OwnedFd::from_raw_fd(fd))
         }
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "no fd in the message",
-            ));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    })
 }

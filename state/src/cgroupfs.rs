@@ -7,6 +7,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The mount points of every cgroup hierarchy (v1, named v1, v2), from
+/// `/proc/self/mountinfo`.
+pub fn mounts() -> io::Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let point = left.split_whitespace().nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect())
+}
+
 /// The subdirectories of `root`, deepest first (the order `rmdir` needs).
 pub fn subdirs_deepest_first(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -336,8 +336,36 @@ impl TestEnv {
 
     /// Runs a client command (`berth --socket … ARGS`); panics, with its
     /// output and the agent's log, unless it exits with `code`.
-    pub fn client_expect(&self, agent: &Agent, args: &[&str], code: i32) -> std::process::Output {
-        let out = self.berth_client().args(args).output().unwrap();
+    /// A call that hangs for 60 s is killed and fails the test.
+    pub fn client_expect<'a>(
+        &self,
+        agent: impl Into<Option<&'a Agent>>,
+        args: &[&str],
+        code: i32,
+    ) -> std::process::Output {
+        let agent: Option<&Agent> = agent.into();
+        let log = || agent.map(|a| a.log()).unwrap_or_default();
+        let child = self
+            .berth_client()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // Read to the end on a thread (a full pipe must not stall the call).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                panic!("berth {args:?} hangs\nagent log:\n{}", log());
+            }
+        };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         assert_eq!(
             out.status.code(),
@@ -345,7 +373,7 @@ impl TestEnv {
             "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
             text(&out.stdout),
             text(&out.stderr),
-            agent.log()
+            log()
         );
         out
     }

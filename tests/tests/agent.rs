@@ -15,32 +15,7 @@ fn text(b: &[u8]) -> String {
 /// Runs a client command; panics (with the agent's log) unless it exits
 /// with `code`.
 fn client(env: &TestEnv, agent: Option<&Agent>, args: &[&str], code: i32) -> Output {
-    let mut child = env
-        .berth_client()
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // No client call may hang the suite.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("berth {args:?} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        agent.map(|a| a.log()).unwrap_or_default()
-    );
-    out
+    env.client_expect(agent, args, code)
 }
 
 fn json(out: &Output) -> Value {

@@ -35,31 +35,7 @@ fn run(cmd: &mut Command) -> Output {
 /// Runs a client command; panics (with the agent's log) unless it exits
 /// with `code`.
 fn client(env: &TestEnv, agent: &Agent, args: &[&str], code: i32) -> Output {
-    let mut child = env
-        .berth_client()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("berth {args:?} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "berth {args:?}\nstdout: {}\nstderr: {}\nagent log:\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        agent.log()
-    );
-    out
+    env.client_expect(agent, args, code)
 }
 
 fn json(out: &Output) -> Value {

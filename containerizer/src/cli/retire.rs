@@ -10,20 +10,6 @@ use std::path::{Path, PathBuf};
 /// Where the root's supervisors live in each hierarchy.
 const SUPERVISORS: &str = berth::launcher::SUPERVISORS_CGROUP;
 
-/// The mount points of the cgroup hierarchies (v1 and v2).
-fn cgroup_mounts() -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            let point = left.split_whitespace().nth(4)?;
-            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
-        })
-        .collect())
-}
-
 /// Subdirectories of `dir` (none if it does not exist).
 fn subdirs(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -83,7 +69,8 @@ pub fn retire(cli: &Cli) -> Result<i32> {
                 .join(", ")
         );
     }
-    let roots: Vec<PathBuf> = cgroup_mounts()?
+    let roots: Vec<PathBuf> = berth::state::cgroupfs::mounts()
+        .context("read /proc/self/mountinfo")?
         .into_iter()
         .map(|m| m.join(&cli.cgroup_root))
         .filter(|d| d.is_dir())
