@@ -111,6 +111,14 @@ impl ContainerizerActor {
         if config.log_max_files == 0 {
             config.log_max_files = self.default_logs.max_files;
         }
+        // The runtime, resolved (the agent's default for none) and kept
+        // in the record: recovery and destroy go to the same one.
+        config.runtime = self.launcher.runtime_for(&config.runtime).map_err(|why| {
+            ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why,
+            }
+        })?;
         let names: Vec<String> = self
             .isolators
             .iter()
@@ -670,6 +678,7 @@ impl ContainerizerActor {
         }
         info.shm_size_bytes = config.shm_size_bytes;
         info.sysctls = config.sysctls.clone();
+        info.runtime = config.runtime.clone();
         // The checkpoint keeps what recovery needs; the seccomp program is
         // only for this launch (and would make every record kilobytes).
         // Its env is the command's whole env (the image's ENV, the

@@ -33,7 +33,7 @@ mod checkpoint;
 mod claim;
 mod destroy;
 mod error;
-pub mod failpoint;
+pub use berth_launcher::failpoint;
 pub mod fetcher;
 pub mod inflight;
 mod launch;
@@ -216,8 +216,22 @@ impl ContainerizerBuilder {
                 let mut cfg = berth_launcher::LauncherConfig::new(&self.runtime_dir);
                 cfg.cgroup_root = self.cgroup_root.clone();
                 cfg.supervisor = self.supervisor.clone();
+                let native: Arc<dyn Launcher> = Arc::new(
+                    berth_launcher::LinuxLauncher::new(cfg.clone())
+                        .map_err(|e| setup("launcher", &e))?,
+                );
+                // The OCI runtimes beside it, chosen per container.
+                let oci = self
+                    .node
+                    .oci_runtimes(&self.runtime_dir)
+                    .into_iter()
+                    .map(|rt| berth_launcher::OciLauncher::new(cfg.clone(), rt))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| setup("launcher", &e))?;
+                let default = self.node.default_runtime.clone().unwrap_or_default();
                 Arc::new(
-                    berth_launcher::LinuxLauncher::new(cfg).map_err(|e| setup("launcher", &e))?,
+                    berth_launcher::Runtimes::new(native, oci, &default, runtime.clone())
+                        .map_err(|e| setup("launcher", &e))?,
                 )
             }
         };

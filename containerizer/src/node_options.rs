@@ -47,6 +47,13 @@ pub struct NodeOptions {
     /// The log format of containers that name none: `plain` (default) or
     /// `cri`.
     pub log_format: Option<String>,
+    /// OCI runtimes by name (`runc` → `/usr/sbin/runc`); `runc` and
+    /// `runsc` found on PATH are registered by name unless given here.
+    pub runtime_paths: Vec<(String, PathBuf)>,
+    /// Extra global arguments per runtime name, in order.
+    pub runtime_args: Vec<(String, String)>,
+    /// The runtime of containers that name none (default `native`).
+    pub default_runtime: Option<String>,
 }
 
 /// 10 MiB per log file, as Docker's json-file `max-size` is commonly set.
@@ -55,6 +62,35 @@ pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
 pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 
 impl NodeOptions {
+    /// The OCI runtimes to register: those given, then `runc` and `runsc`
+    /// when on PATH and not given; each with its extra arguments and its
+    /// `--root` under berth's runtime dir.
+    pub(crate) fn oci_runtimes(&self, runtime_dir: &Path) -> Vec<berth_launcher::OciRuntime> {
+        let mut named = self.runtime_paths.clone();
+        for name in ["runc", "runsc"] {
+            if named.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(path) = on_path(name) {
+                named.push((name.to_string(), path));
+            }
+        }
+        named
+            .into_iter()
+            .map(|(name, path)| berth_launcher::OciRuntime {
+                args: self
+                    .runtime_args
+                    .iter()
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, a)| a.clone())
+                    .collect(),
+                root: berth_launcher::OciRuntime::root_in(runtime_dir, &name),
+                name,
+                path,
+            })
+            .collect()
+    }
+
     /// The log settings of containers that set none.
     pub(crate) fn logs(&self) -> berth_state::LogSettings {
         berth_state::LogSettings {
@@ -94,4 +130,21 @@ impl NodeOptions {
             ),
         ]
     }
+}
+
+/// `name` in a directory of `$PATH` (and the sbin dirs, which a root
+/// shell has but a service's PATH may lack), as an executable file.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+    found
 }

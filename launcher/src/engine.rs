@@ -140,6 +140,9 @@ pub(crate) enum Kind {
     Linux(Freezer),
     /// The init's process group.
     Posix,
+    /// An OCI runtime makes the init and kills the container; berth's
+    /// supervisor stays its parent (see [`crate::oci`]).
+    Oci(crate::oci::OciRuntime),
 }
 
 /// The launcher's memory of one container.
@@ -204,7 +207,7 @@ impl Engine {
                 source,
             })?;
         let supervisor_cgroups = match kind {
-            Kind::Linux(_) => berth_state::cgroupfs::mounts()
+            Kind::Linux(_) | Kind::Oci(_) => berth_state::cgroupfs::mounts()
                 .unwrap_or_default()
                 .into_iter()
                 .map(|m| m.join(&cfg.cgroup_root).join(SUPERVISORS_CGROUP))
@@ -253,7 +256,7 @@ impl Engine {
     fn freezer_dir(&self, id: &ContainerId) -> Option<PathBuf> {
         match &self.kind {
             Kind::Linux(f) => Some(f.dir(&self.cfg.cgroup_root, id)),
-            Kind::Posix => None,
+            Kind::Posix | Kind::Oci(_) => None,
         }
     }
 
@@ -282,6 +285,15 @@ impl Engine {
                     return Err(other(
                         id,
                         "device nodes need a mount namespace of its own (add MOUNT to clone_namespaces)",
+                    ));
+                }
+            }
+            Kind::Oci(ref rt) => {
+                capabilities::mask(&info.capabilities).map_err(|e| other(id, e.to_string()))?;
+                if let Some(what) = crate::oci::spec::unsupported(spec) {
+                    return Err(other(
+                        id,
+                        format!("the {} runtime: berth does not support {what}", rt.name),
                     ));
                 }
             }
@@ -334,7 +346,19 @@ impl Engine {
             freezer.create(&cg).map_err(|e| other(&id, e.to_string()))?;
             cgroups.push(cg.display().to_string());
         }
-        cgroups.extend(spec.launch_info.cgroup_paths.iter().cloned());
+        let oci = match &self.kind {
+            // The runtime's init joins the container's cgroups itself.
+            Kind::Oci(rt) => Some(crate::oci::write_bundle(
+                rt,
+                &dir,
+                &spec,
+                &self.cfg.cgroup_root,
+            )?),
+            _ => {
+                cgroups.extend(spec.launch_info.cgroup_paths.iter().cloned());
+                None
+            }
+        };
 
         // Made on first use (and again after a `berth retire`); a
         // hierarchy where this fails keeps the supervisor where it is.
@@ -377,9 +401,16 @@ impl Engine {
             stdin_open: spec.io.stdin_open && !inherited,
             logs: Some(spec.io.logs.clone()),
             await_attach: matches!(spec.stdio, Stdio::Attached),
+            oci_runtime: oci.as_ref().map(|o| o.path.clone()).unwrap_or_default(),
+            oci_args: oci.as_ref().map(|o| o.args.clone()).unwrap_or_default(),
+            oci_create_args: oci
+                .as_ref()
+                .map(|o| o.create_args.clone())
+                .unwrap_or_default(),
+            oci_bundle: oci.map(|o| o.bundle).unwrap_or_default(),
         };
 
-        let own_pid_ns = matches!(self.kind, Kind::Linux(_)) && new_pid_ns(Some(&spec.launch_info));
+        let own_pid_ns = !matches!(self.kind, Kind::Posix) && new_pid_ns(Some(&spec.launch_info));
         match self.start_supervisor(&id, &supervisor, &req, spec.stdio) {
             Ok((forked, control)) => {
                 let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
@@ -591,6 +622,12 @@ impl Engine {
 
     pub(crate) fn kill(&self, id: &ContainerId, signal: i32) -> Result<(), LaunchError> {
         let _span = tracing::info_span!("launcher.kill", container = %id, signal).entered();
+        if let Kind::Oci(rt) = &self.kind {
+            // runsc's init is its sandbox: only the runtime reaches the command.
+            return rt
+                .kill(&id.to_string(), signal, false)
+                .map_err(|e| other(id, e.to_string()));
+        }
         let Some(forked) = self.refs(id) else {
             return Err(LaunchError::UnknownContainer { id: id.to_string() });
         };
@@ -631,6 +668,16 @@ impl Engine {
                     let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
                 }
             }
+            Kind::Oci(rt) => {
+                rt.kill(&id.to_string(), libc::SIGKILL, true)
+                    .map_err(|e| other(id, e.to_string()))?;
+                crate::failpoint::hit("oci:after-kill");
+                // A runtime's init not yet started (or one the runtime
+                // lost) is the supervisor's child: kill it by pidfd too.
+                if let Some(fd) = refs.as_ref().and_then(|f| open_pidfd(&f.init)) {
+                    let _ = sys::pidfd_send_signal(&fd, libc::SIGKILL);
+                }
+            }
             Kind::Posix => {
                 if let Some(f) = refs.filter(|f| f.init.pid > 0) {
                     // The group id is the init's pid (it called setsid). A
@@ -658,6 +705,9 @@ impl Engine {
                     )
                 }),
             (Kind::Linux(_), _) => Err(other(id, "has no freezer cgroup (not running?)")),
+            (Kind::Oci(rt), _) => rt
+                .set_frozen(&id.to_string(), frozen)
+                .map_err(|e| other(id, e.to_string())),
             (Kind::Posix, _) => Err(other(id, "the posix launcher cannot pause or resume")),
         }
     }
@@ -678,8 +728,20 @@ impl Engine {
         }
     }
 
+    /// Removes the container from its OCI runtime (state, cgroups it
+    /// made); nothing for berth's own launchers. Idempotent.
+    pub(crate) fn delete_from_runtime(&self, id: &ContainerId) -> Result<(), LaunchError> {
+        if let Kind::Oci(rt) = &self.kind {
+            crate::failpoint::hit("oci:before-delete");
+            rt.delete(&id.to_string())
+                .map_err(|e| other(id, e.to_string()))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn remove(&self, id: &ContainerId) -> Result<(), LaunchError> {
         let _span = tracing::info_span!("launcher.remove", container = %id).entered();
+        self.delete_from_runtime(id)?;
         self.entries().remove(&id.to_string());
         self.runtime.remove_container_dir(id).map_err(rt_err(id))
     }
@@ -711,7 +773,7 @@ impl Engine {
                             forked: Forked { supervisor, init },
                             control: None,
                             pidfd: Some(Arc::new(fd)),
-                            own_pid_ns: matches!(self.kind, Kind::Linux(_))
+                            own_pid_ns: !matches!(self.kind, Kind::Posix)
                                 && new_pid_ns(r.launch_info.as_ref()),
                         },
                     );
@@ -725,13 +787,21 @@ impl Engine {
             }
         }
         let mut found = BTreeSet::new();
-        if let Kind::Linux(freezer) = &self.kind {
-            found.extend(
+        match &self.kind {
+            Kind::Linux(freezer) => found.extend(
                 freezer
                     .list(&self.cfg.cgroup_root)
                     .iter()
                     .map(|i| i.to_string()),
-            );
+            ),
+            // What the runtime still holds (state, cgroups, a sandbox)
+            // for a container no record names is an orphan: destroyed,
+            // so `delete --force`d.
+            Kind::Oci(rt) => found.extend(rt.list().map_err(|e| LaunchError::Other {
+                id: String::new(),
+                message: e.to_string(),
+            })?),
+            Kind::Posix => {}
         }
         for id in self.runtime.list().map_err(|source| LaunchError::Runtime {
             id: String::new(),
@@ -884,6 +954,9 @@ pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), 
             }
         }
     }
+    // The exit is recorded: the runtime may forget the container now.
+    let (e, i) = (engine.clone(), id.clone());
+    blocking(key, move || e.delete_from_runtime(&i)).await?;
     tracing::info!(container = %id, "destroyed");
     Ok(())
 }

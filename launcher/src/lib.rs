@@ -14,11 +14,13 @@ pub mod attach;
 pub mod capabilities;
 pub mod cgroup_view;
 pub mod config;
+pub mod failpoint;
 pub mod freezer;
 pub mod idmapped_rootfs;
 mod linux;
 pub mod mounts;
 pub mod namespaces;
+pub mod oci;
 mod posix;
 pub mod protocol;
 pub mod rlimits;
@@ -32,6 +34,7 @@ pub use actor::LauncherActor;
 pub use config::{default_supervisor_path, LauncherConfig, SUPERVISOR_BIN, SUPERVISOR_ENV};
 pub use engine::SUPERVISORS_CGROUP;
 pub use linux::LinuxLauncher;
+pub use oci::{OciLauncher, OciRuntime, Runtimes};
 pub use posix::PosixLauncher;
 
 use berth_state::{ContainerId, ContainerRecord, ExitStatus, LaunchInfo, ProcessRef};
@@ -214,6 +217,19 @@ pub trait Launcher: Send + Sync + 'static {
     /// Forgets the container (after its destroy finished): removes its
     /// runtime dir.
     fn remove(&self, id: ContainerId) -> BoxFuture<'static, Result<(), LaunchError>>;
+
+    /// The runtime a container asking for `requested` runs under (empty:
+    /// the default), or why none: an unknown name. A launcher without a
+    /// choice of runtimes is `native` only.
+    fn runtime_for(&self, requested: &str) -> Result<String, String> {
+        match requested {
+            "" | oci::NATIVE => Ok(oci::NATIVE.to_string()),
+            other => Err(format!(
+                "unknown runtime {other:?} (this launcher has only {:?})",
+                oci::NATIVE
+            )),
+        }
+    }
 
     /// Freezes (`true`) or thaws every process of the container (`berth
     /// pause`/`resume`). The default cannot: a launcher without a freezer

@@ -50,7 +50,7 @@ impl LinuxLauncher {
     pub fn cgroup_dir(&self, id: &ContainerId) -> PathBuf {
         match &self.engine.kind {
             Kind::Linux(f) => f.dir(&self.engine.cfg.cgroup_root, id),
-            Kind::Posix => PathBuf::new(),
+            Kind::Posix | Kind::Oci(_) => PathBuf::new(),
         }
     }
 }

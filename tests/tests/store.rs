@@ -51,6 +51,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 cni_network: "bridge0".into(),
             }),
             hostname: "web-1".into(),
+            runtime: "runsc".into(),
             uris: vec![FetchUri {
                 value: "https://example.com/app.tar.gz".into(),
                 executable: true,
@@ -138,6 +139,7 @@ fn full_record(name: &str) -> ContainerRecord {
             cgroup_paths: vec!["/sys/fs/cgroup/memory/berth/pod".into()],
             readonly_root: true,
             hidden_paths: vec!["/var/lib/berth".into()],
+            runtime: "runsc".into(),
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),

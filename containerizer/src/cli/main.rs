@@ -152,6 +152,11 @@ struct RunArgs {
     /// the kernel has it, else copy.
     #[arg(long)]
     rootfs_backend: Option<berth::provisioner::Backend>,
+    /// The runtime that runs the container: native (berth's own launcher)
+    /// or an OCI runtime the node registered (runc, runsc); default: the
+    /// node's --default-runtime.
+    #[arg(long, value_name = "NAME")]
+    runtime: Option<String>,
     /// CPU share in cores (e.g. 0.5).
     #[arg(long)]
     cpus: Option<f64>,
@@ -405,6 +410,7 @@ fn config_of(args: &RunArgs) -> ContainerConfig {
             .rootfs_backend
             .map(|b| b.name().to_string())
             .unwrap_or_default(),
+        runtime: args.runtime.clone().unwrap_or_default(),
         ..Default::default()
     };
     args.extra.apply(&mut config);

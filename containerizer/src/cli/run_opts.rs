@@ -71,6 +71,34 @@ pub struct NodeArgs {
     /// `stdout` and `stderr` files) or cri (one `container.log`).
     #[arg(long, value_name = "plain|cri", value_parser = parse_log_format)]
     pub default_log_format: Option<String>,
+    /// An OCI runtime containers may choose with `--runtime NAME`:
+    /// NAME=PATH (repeatable; `runc` and `runsc` on PATH are registered
+    /// by name unless given).
+    #[arg(long = "runtime-path", value_name = "NAME=PATH", value_parser = parse_runtime_path)]
+    pub runtime_paths: Vec<(String, PathBuf)>,
+    /// An extra global argument for runtime NAME, e.g.
+    /// runsc=--platform=ptrace (repeatable, in order).
+    #[arg(long = "runtime-arg", value_name = "NAME=ARG", value_parser = parse_runtime_arg)]
+    pub runtime_args: Vec<(String, String)>,
+    /// The runtime of containers that name none: native (default: berth's
+    /// own launcher) or a registered OCI runtime's name.
+    #[arg(long, value_name = "NAME")]
+    pub default_runtime: Option<String>,
+}
+
+fn parse_runtime_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((n, a)) if !n.is_empty() && !a.is_empty() => Ok((n.to_string(), a.to_string())),
+        _ => Err(format!("{s:?}: expected NAME=ARG")),
+    }
+}
+
+fn parse_runtime_path(s: &str) -> Result<(String, PathBuf), String> {
+    let (n, p) = parse_runtime_arg(s)?;
+    if n == berth::launcher::oci::NATIVE {
+        return Err(format!("{s:?}: {n} is berth's own launcher"));
+    }
+    Ok((n, PathBuf::from(p)))
 }
 
 fn parse_log_format(s: &str) -> Result<String, String> {
@@ -328,6 +356,9 @@ impl NodeArgs {
             log_max_bytes: self.log_max_size,
             log_max_files: self.log_max_files,
             log_format: self.default_log_format.clone(),
+            runtime_paths: self.runtime_paths.clone(),
+            runtime_args: self.runtime_args.clone(),
+            default_runtime: self.default_runtime.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod child;
 mod logs;
+mod oci;
 mod reaper;
 mod relay;
 
@@ -169,7 +170,12 @@ fn supervise(mut control: UnixStream) -> i32 {
         },
     };
 
-    let (init, status_r, release_w, ends, logs) = match start_init(&req) {
+    let oci = !req.oci_runtime.is_empty();
+    let started = match oci {
+        false => start_init(&req).map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
+        true => start_oci(&req),
+    };
+    let (init, status_r, release, ends, logs) = match started {
         Ok(v) => v,
         Err((errno, message)) => {
             record(&rt, start_error(errno, message.clone()));
@@ -181,7 +187,8 @@ fn supervise(mut control: UnixStream) -> i32 {
 
     // The init reports READY, or an error, or dies.
     let mut first = [0u8; 1];
-    let ready = matches!(status_r.read(&mut first), Ok(1) if first[0] == protocol::READY);
+    // A runtime's init is ready once `create` returned.
+    let ready = oci || matches!(status_r.read(&mut first), Ok(1) if first[0] == protocol::READY);
     if !ready {
         let mut rest = Vec::new();
         let _ = status_r.read_to_end(&mut rest);
@@ -244,15 +251,20 @@ fn supervise(mut control: UnixStream) -> i32 {
 
     let mut relay = relay::Relay::new(ends, logs, listener);
     let await_attach = req.await_attach;
+    let start_failed = std::cell::RefCell::new(None);
     watch(
         init,
         control,
-        release_w,
+        release,
         await_attach,
         sigchld,
         &mut relay,
+        &start_failed,
         |ws| {
-            let st = exit_status_of(ws, &mut status_r);
+            let st = match start_failed.borrow_mut().take() {
+                Some(message) => start_error(0, message),
+                None => exit_status_of(ws, &mut status_r),
+            };
             record(&rt, st.clone());
             st
         },
@@ -303,6 +315,44 @@ fn record(rt: &Path, status: ExitStatus) {
 /// pipe, the write end of its release pipe, the supervisor's ends of the
 /// command's stdio and the log files.
 type Started = (Pid, OwnedFd, OwnedFd, relay::Ends, Option<logs::Logs>);
+
+/// How the init is let go: a byte on berth's init's release pipe, or the
+/// runtime's `start`.
+enum Release {
+    Pipe(OwnedFd),
+    Oci(oci::Starter),
+}
+
+impl Release {
+    fn fire(self) -> Result<(), String> {
+        match self {
+            Release::Pipe(w) => {
+                // A failed write: the init is gone, its exit tells the rest.
+                let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+                Ok(())
+            }
+            Release::Oci(s) => s.start(),
+        }
+    }
+}
+
+/// As [`Started`], with the runtime's `start` as the release.
+type StartedOci = (Pid, OwnedFd, Release, relay::Ends, Option<logs::Logs>);
+
+/// Opens the stdio and has the OCI runtime create the init.
+fn start_oci(
+    req: &SupervisorRequest,
+) -> Result<StartedOci, (i32, String)> {
+    let (stdio, ends, logs) = open_stdio(req)?;
+    let (init, starter) = oci::create(req, stdio)?;
+    Ok((
+        init,
+        oci::no_status_pipe()?,
+        Release::Oci(starter),
+        ends,
+        logs,
+    ))
+}
 
 /// Opens the stdio, enters the pid namespace and forks the init.
 fn start_init(req: &SupervisorRequest) -> Result<Started, (i32, String)> {
@@ -543,18 +593,28 @@ fn open_stdio(
 /// no child is left. If the control socket closes before the release (the
 /// agent died mid-launch), the blocked init is killed: nobody will release
 /// it.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     init: Pid,
     control: UnixStream,
-    release_w: OwnedFd,
+    release: Release,
     await_attach: bool,
     sigchld: SignalFd,
     relay: &mut relay::Relay,
+    start_failed: &std::cell::RefCell<Option<String>>,
     mut on_init_exit: impl FnMut(WaitStatus) -> ExitStatus,
 ) {
     use nix::sys::wait::WaitPidFlag;
     let mut control = Some(control);
-    let mut release_w = Some(release_w);
+    let mut release_w = Some(release);
+    // A runtime's `start` that fails leaves its init waiting: it is killed,
+    // and its exit is recorded as the start error.
+    let fire = |r: Release| {
+        if let Err(message) = r.fire() {
+            *start_failed.borrow_mut() = Some(message);
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+        }
+    };
     // Released by the launcher, held until a client attached.
     let mut held = false;
     let mut init_done = false;
@@ -627,7 +687,7 @@ fn watch(
         }
         if held && relay.has_clients() {
             if let Some(w) = release_w.take() {
-                let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+                fire(w);
             }
             held = false;
         }
@@ -641,7 +701,7 @@ fn watch(
                     if await_attach && !relay.has_clients() {
                         held = true;
                     } else if let Some(w) = release_w.take() {
-                        let _ = fs::File::from(w).write_all(&[protocol::RELEASE]);
+                        fire(w);
                     }
                     control = None;
                 }

@@ -1,4 +1,5 @@
-//! Crash injection. `BERTH_FAILPOINTS=point[,point…]` makes the process
+//! Crash injection (in the launcher crate so the launcher's own steps
+//! have points; the containerizer re-exports it). `BERTH_FAILPOINTS=point[,point…]` makes the process
 //! SIGKILL itself when it reaches a named point — an agent crash at an
 //! exact step, for the recovery tests. Points:
 //! - `after-checkpoint:STATE` (STARTING, PROVISIONING, PREPARING,
@@ -7,7 +8,9 @@
 //! - `launch:after-prepare:ISOLATOR`, `launch:after-fork`;
 //! - `destroy:after-kill`, `destroy:after-cleanup:ISOLATOR`,
 //!   `destroy:after-cleanup`, `destroy:after-provisioner`,
-//!   `destroy:after-remove-runtime-dir`.
+//!   `destroy:after-remove-runtime-dir`;
+//! - under an OCI runtime: `oci:after-kill` (the runtime killed the
+//!   container, berth not yet told), `oci:before-delete`.
 //!
 //! Unset (the normal case) costs one lookup of a cached empty list.
 
