@@ -729,7 +729,10 @@ impl Engine {
     }
 
     /// Removes the container from its OCI runtime (state, cgroups it
-    /// made); nothing for berth's own launchers. Idempotent.
+    /// made); nothing for berth's own launchers. Idempotent. Only at
+    /// `remove`, after the isolators' cleanup: runc's delete removes the
+    /// cgroup dirs at cgroupsPath, berth's own, which the memory isolator
+    /// still reads (its OOM count) when the termination is composed.
     pub(crate) fn delete_from_runtime(&self, id: &ContainerId) -> Result<(), LaunchError> {
         if let Kind::Oci(rt) = &self.kind {
             crate::failpoint::hit("oci:before-delete");
@@ -954,9 +957,6 @@ pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), 
             }
         }
     }
-    // The exit is recorded: the runtime may forget the container now.
-    let (e, i) = (engine.clone(), id.clone());
-    blocking(key, move || e.delete_from_runtime(&i)).await?;
     tracing::info!(container = %id, "destroyed");
     Ok(())
 }

@@ -340,9 +340,7 @@ impl Release {
 type StartedOci = (Pid, OwnedFd, Release, relay::Ends, Option<logs::Logs>);
 
 /// Opens the stdio and has the OCI runtime create the init.
-fn start_oci(
-    req: &SupervisorRequest,
-) -> Result<StartedOci, (i32, String)> {
+fn start_oci(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
     let (stdio, ends, logs) = open_stdio(req)?;
     let (init, starter) = oci::create(req, stdio)?;
     Ok((
