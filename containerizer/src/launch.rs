@@ -685,6 +685,7 @@ impl ContainerizerActor {
         // isolators', the config's): an exec into it starts from there.
         c.record.launch_info = Some(berth_state::LaunchInfo {
             seccomp_bpf: Vec::new(),
+            seccomp_oci: String::new(),
             env: env.clone(),
             ..info.clone()
         });

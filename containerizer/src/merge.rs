@@ -112,6 +112,14 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
             }
             out.seccomp_bpf = info.seccomp_bpf.clone();
         }
+        if !info.seccomp_oci.is_empty() {
+            if !out.seccomp_oci.is_empty() && out.seccomp_oci != info.seccomp_oci {
+                return Err(format!(
+                    "a seccomp profile is set by two isolators (one is {who})"
+                ));
+            }
+            out.seccomp_oci = info.seccomp_oci.clone();
+        }
         for (maps, theirs, what) in [
             (&mut out.uid_mappings, &info.uid_mappings, "uid"),
             (&mut out.gid_mappings, &info.gid_mappings, "gid"),

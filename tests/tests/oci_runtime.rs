@@ -255,6 +255,8 @@ fn agent_kill_stats_update_and_recovery(rt: &str) {
     let ps = env.ps_json(&agent);
     let sleeper = ps.iter().find(|c| c["id"] == "sleeper").expect("sleeper");
     assert_eq!(sleeper["state"], "RUNNING", "{sleeper}");
+    // The record kept the runtime across the restart.
+    assert_eq!(sleeper["runtime"], rt, "{sleeper}");
 
     // Signals reach the command through the runtime.
     client(&env, &agent, &["kill", "sleeper", "-s", "KILL"], 0);
@@ -384,6 +386,42 @@ fn runsc_reports_gvisors_kernel_and_refuses_what_gvisor_lacks() {
         "the host's kernel has fanotify"
     );
     assert_clean(&env, "runsc");
+}
+
+/// Docker's default seccomp profile refuses keyctl (EPERM); runc loads
+/// the same profile berth's own init does, so the command gets the same.
+#[test]
+fn runc_applies_the_seccomp_profile() {
+    require_runtime("runc");
+    require_tool("python3");
+    let env = TestEnv::new("oci-seccomp");
+    let probe = "import ctypes; l=ctypes.CDLL(None, use_errno=True); \
+                 r=l.syscall(250, 0, 0, 0, 0, 0); print(r, ctypes.get_errno())";
+    let native = run(&env, "native", &["--", "python3", "-c", probe]);
+    expect_code(&native, 0);
+    assert_eq!(text(&native.stdout).trim(), "-1 1", "EPERM from the filter");
+    let runc = run(&env, "runc", &["--", "python3", "-c", probe]);
+    expect_code(&runc, 0);
+    assert_eq!(text(&runc.stdout), text(&native.stdout));
+    let unconfined = run(
+        &env,
+        "runc",
+        &[
+            "--seccomp-profile",
+            "unconfined",
+            "--",
+            "python3",
+            "-c",
+            probe,
+        ],
+    );
+    expect_code(&unconfined, 0);
+    assert_ne!(
+        text(&unconfined.stdout).trim(),
+        "-1 1",
+        "no filter: the kernel's answer"
+    );
+    assert_clean(&env, "runc");
 }
 
 #[test]

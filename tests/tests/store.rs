@@ -140,6 +140,7 @@ fn full_record(name: &str) -> ContainerRecord {
             readonly_root: true,
             hidden_paths: vec!["/var/lib/berth".into()],
             runtime: "runsc".into(),
+            seccomp_oci: "{}".into(),
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),

@@ -374,6 +374,8 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
         "supervisor_pid": s.supervisor.map(|p| p.pid),
         "command": s.config.as_ref().map(|c| c.command.clone()).unwrap_or_default(),
         "init": s.config.as_ref().is_some_and(|c| c.init),
+        // Resolved at admission: `native` or the OCI runtime's name.
+        "runtime": s.config.as_ref().map(|c| c.runtime.clone()).unwrap_or_default(),
         "sandbox_dir": s.sandbox_dir,
         "termination": t.map(|t| termination_json(&s.id.clone().unwrap_or_default(), t)),
         "isolator_fields": s.isolator_fields,

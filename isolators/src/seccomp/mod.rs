@@ -72,6 +72,17 @@ pub fn compile_text(text: &str, caps: &[String]) -> Result<Vec<u8>, String> {
     compile::compile(&p)
 }
 
+/// A profile's text as the runtime-spec's `linux.seccomp` JSON for a
+/// container with capabilities `caps`: what an OCI runtime loads.
+pub fn oci_text(text: &str, caps: &[String]) -> Result<String, String> {
+    let judge = profile::Judge {
+        caps,
+        kernel: profile::running_kernel(),
+    };
+    let p = profile::parse(text, &judge)?;
+    serde_json::to_string(&p).map_err(|e| format!("encode seccomp profile: {e}"))
+}
+
 impl Isolator for SeccompIsolator {
     fn name(&self) -> &str {
         "linux/seccomp"
@@ -100,9 +111,26 @@ impl Isolator for SeccompIsolator {
         let named = if builtin { BUILTIN_KEY } else { text.as_str() };
         let key = format!("{}\n{named}", caps.join(","));
         let disk = self.disk.clone();
+        // An OCI runtime loads the profile itself, from its JSON form.
+        let oci = !matches!(req.config.runtime.as_str(), "" | "native");
         Box::pin(async move {
             if text.trim() == UNCONFINED {
                 return Ok(None);
+            }
+            if oci {
+                let json = crate::blocking(move || {
+                    let t = match builtin {
+                        true => default::profile().to_string(),
+                        false => text,
+                    };
+                    oci_text(&t, &caps)
+                        .map_err(|why| IsolatorError::invalid(&id, "seccomp profile", why))
+                })
+                .await?;
+                return Ok(Some(LaunchInfo {
+                    seccomp_oci: json,
+                    ..Default::default()
+                }));
             }
             let hit = cache
                 .lock()

@@ -113,6 +113,11 @@ pub fn build(
         // Limits are berth's cgroup isolators' (already written in the
         // cgroup at cgroupsPath): the runtime gets none to write over them.
         .resources(LinuxResources::default());
+    if !info.seccomp_oci.is_empty() {
+        let seccomp: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_str(&info.seccomp_oci).map_err(|e| format!("seccomp profile: {e}"))?;
+        linux = linux.seccomp(seccomp);
+    }
     if !info.uid_mappings.is_empty() {
         linux = linux
             .uid_mappings(id_mappings(&info.uid_mappings)?)
