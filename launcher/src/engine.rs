@@ -179,6 +179,10 @@ pub(crate) struct Engine {
     /// The supervisor binary's sealed copy, made at the first launch and
     /// shared by every later one (see [`crate::sealed`]).
     sealed: Mutex<Option<Arc<SealedExe>>>,
+    /// Containers an OCI runtime holds that no record named at recovery:
+    /// their destroy also deletes them from the runtime (no `remove`
+    /// follows an orphan's destroy).
+    runtime_orphans: Mutex<BTreeSet<String>>,
 }
 
 /// The cgroup (under the cgroup root of each hierarchy) holding the
@@ -221,6 +225,7 @@ impl Engine {
             containers: Mutex::new(HashMap::new()),
             supervisor_cgroups,
             sealed: Mutex::new(None),
+            runtime_orphans: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -800,10 +805,22 @@ impl Engine {
             // What the runtime still holds (state, cgroups, a sandbox)
             // for a container no record names is an orphan: destroyed,
             // so `delete --force`d.
-            Kind::Oci(rt) => found.extend(rt.list().map_err(|e| LaunchError::Other {
-                id: String::new(),
-                message: e.to_string(),
-            })?),
+            Kind::Oci(rt) => {
+                let listed = rt.list().map_err(|e| LaunchError::Other {
+                    id: String::new(),
+                    message: e.to_string(),
+                })?;
+                let mut orphans = self
+                    .runtime_orphans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for id in listed {
+                    if !named.contains(&id) {
+                        orphans.insert(id.clone());
+                    }
+                    found.insert(id);
+                }
+            }
             Kind::Posix => {}
         }
         for id in self.runtime.list().map_err(|source| LaunchError::Runtime {
@@ -956,6 +973,15 @@ pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), 
                 })
             }
         }
+    }
+    let orphan = engine
+        .runtime_orphans
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+    if orphan {
+        let (e, i) = (engine.clone(), id.clone());
+        blocking(key, move || e.delete_from_runtime(&i)).await?;
     }
     tracing::info!(container = %id, "destroyed");
     Ok(())

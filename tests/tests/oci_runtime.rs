@@ -272,19 +272,22 @@ fn agent_kill_stats_update_and_recovery(rt: &str) {
     assert_clean(&env, rt);
 }
 
-/// The agent is killed right after the runtime killed a container
-/// (`oci:after-kill`) and again before the runtime deletes it
-/// (`oci:before-delete`): the restarted agent finishes each destroy.
+/// The agent is killed right after the runtime created a container's
+/// init, before its start (`launch:after-fork`: the supervisor kills the
+/// waiting init), right after the runtime killed a container
+/// (`oci:after-kill`) and before the runtime deletes it
+/// (`oci:before-delete`): the restarted agent finishes each destroy and
+/// the runtime is left with nothing.
 fn failpoints_in_the_runtime_steps(rt: &str) {
     require_runtime(rt);
     let env = TestEnv::new(&format!("oci-fp-{rt}"));
-    for (n, point) in ["oci:after-kill", "oci:before-delete"].iter().enumerate() {
+    let points = ["launch:after-fork", "oci:after-kill", "oci:before-delete"];
+    for (n, point) in points.iter().enumerate() {
         let id = format!("c{n}");
         let mut agent = env.start_agent(point);
-        client(
-            &env,
-            &agent,
-            &[
+        let launch = env
+            .berth_client()
+            .args([
                 "launch",
                 "--runtime",
                 rt,
@@ -293,11 +296,14 @@ fn failpoints_in_the_runtime_steps(rt: &str) {
                 "--",
                 "sleep",
                 "1000",
-            ],
-            0,
-        );
-        // The destroy's client sees the agent die.
-        let _ = env.berth_client().args(["destroy", &id]).output().unwrap();
+            ])
+            .output()
+            .unwrap();
+        if *point != "launch:after-fork" {
+            expect_code(&launch, 0);
+            // The destroy's client sees the agent die.
+            let _ = env.berth_client().args(["destroy", &id]).output().unwrap();
+        }
         assert!(
             agent.wait_dead(Duration::from_secs(30)),
             "{point} not reached"
@@ -421,6 +427,66 @@ fn runc_applies_the_seccomp_profile() {
         "-1 1",
         "no filter: the kernel's answer"
     );
+    assert_clean(&env, "runc");
+}
+
+/// A container that runc holds under berth's root for it and that no
+/// record names (made here behind berth's back) is an orphan: the agent's
+/// recovery kills and deletes it.
+#[test]
+fn a_runc_container_no_record_names_is_deleted_at_recovery() {
+    require_runtime("runc");
+    let env = TestEnv::new("oci-orphan");
+    let root = env.runtime_dir.join("oci").join("runc");
+    std::fs::create_dir_all(&root).unwrap();
+    let bundle = env.mkdir("orphan");
+    let bin = env.mkdir("orphan/rootfs/bin");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    let out = std::process::Command::new("runc")
+        .arg("spec")
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/busybox", "sleep", "1000"]);
+    spec["linux"]["cgroupsPath"] = format!("/{}/orphan", env.cgroup_root).into();
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--detach", "--bundle"])
+        .arg(&bundle)
+        .arg("orphan")
+        // The container keeps runc's stdio: no pipe this test would wait on.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path("runc.err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        out.success(),
+        "runc run: {}",
+        std::fs::read_to_string(env.path("runc.err")).unwrap_or_default()
+    );
+    let listed = |root: &std::path::Path| {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["list", "--quiet"])
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().to_string()
+    };
+    assert_eq!(listed(&root), "orphan");
+
+    let agent = env.start_agent("");
+    assert_eq!(listed(&root), "", "agent log:\n{}", agent.log());
+    assert!(env.ps_json(&agent).is_empty());
+    agent.terminate();
     assert_clean(&env, "runc");
 }
 

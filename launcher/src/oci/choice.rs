@@ -138,17 +138,20 @@ impl Launcher for Runtimes {
             }
             groups.entry(name).or_default().push(r);
         }
-        let mut calls = vec![(
-            NATIVE.to_string(),
-            self.native
-                .recover(groups.remove(NATIVE).unwrap_or_default()),
-        )];
+        // The runtimes first: a container one of them holds is its orphan
+        // (the native launcher also sees its cgroups under berth's root).
+        let mut calls = Vec::new();
         for (name, l) in &self.oci {
             calls.push((
                 name.clone(),
                 l.recover(groups.remove(name).unwrap_or_default()),
             ));
         }
+        calls.push((
+            NATIVE.to_string(),
+            self.native
+                .recover(groups.remove(NATIVE).unwrap_or_default()),
+        ));
         // Records of a runtime no longer registered: no launcher can
         // re-attach them; their destroy goes to the native launcher.
         if !groups.is_empty() {
