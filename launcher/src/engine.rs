@@ -733,6 +733,21 @@ impl Engine {
         }
     }
 
+    /// Whether container `id`'s runtime dir says it runs under this
+    /// launcher: its `runtime` file names this OCI runtime, or (berth's
+    /// own launchers) there is none. Launchers share the runtime dir.
+    fn runs_here(&self, id: &ContainerId) -> bool {
+        let file = self
+            .runtime
+            .container_dir(id)
+            .join(crate::oci::RUNTIME_FILE);
+        let named = std::fs::read_to_string(file).ok();
+        match &self.kind {
+            Kind::Oci(rt) => named.is_some_and(|n| n.trim() == rt.name),
+            _ => named.is_none(),
+        }
+    }
+
     /// Removes the container from its OCI runtime (state, cgroups it
     /// made); nothing for berth's own launchers. Idempotent. Only at
     /// `remove`, after the isolators' cleanup: runc's delete removes the
@@ -833,7 +848,7 @@ impl Engine {
                     .container_dir(&id)
                     .join(runtime::SUPERVISOR_PID),
             );
-            if sup.is_some_and(|s| s.is_alive()) {
+            if sup.is_some_and(|s| s.is_alive()) && self.runs_here(&id) {
                 found.insert(id.to_string());
             }
         }
