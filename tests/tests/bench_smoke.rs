@@ -35,6 +35,7 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "| containerd (ctr run --rm) |",
         "| berth (embedded API) |",
         "| berth run (process) |",
+        "| berth run (agent) |",
         "### Where berth's time goes",
         "### Throughput",
         "### Recovery",
@@ -49,6 +50,8 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "berth (embedded API)",
         "runc run",
         "containerd (ctr run --rm)",
+        "berth run (process)",
+        "berth run (agent)",
     ] {
         let d = &report["lifecycle_ms"][peer];
         assert_eq!(d["n"], 3, "{peer}: {d}");
@@ -56,7 +59,7 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
     }
     assert!(report["supervisor_private_dirty_kib"].as_f64().unwrap() > 0.0);
     assert!(report["shim_private_dirty_kib"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["targets"].as_array().unwrap().len(), 8);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 10);
     // Nothing of the bench is left in any cgroup hierarchy (its roots end
     // with its pid).
     let suffix = format!("-{pid}");
