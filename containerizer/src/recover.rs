@@ -140,20 +140,25 @@ impl Handler<Recover> for ContainerizerActor {
                             ContainerizerError::Setup(format!("provisioner recover: {e}"))
                         })?;
                     }
-                    let mut statuses = Vec::new();
-                    for rec in &recs {
-                        let id = rec.id.clone().unwrap_or_default();
-                        let st = timed(
-                            &inflight,
-                            &id,
-                            CallKind::Recover,
-                            "launcher",
-                            launcher.status(id.clone()),
-                        )
-                        .await
-                        .unwrap_or(ProcessStatus::Unknown);
-                        statuses.push(st);
-                    }
+                    // Many at a time, kept in order: each is a trip to
+                    // the blocking pool, which one at a time would add up
+                    // over thousands of containers.
+                    use futures::stream::StreamExt as _;
+                    let statuses: Vec<ProcessStatus> = futures::stream::iter(recs.iter())
+                        .map(|rec| {
+                            let id = rec.id.clone().unwrap_or_default();
+                            let call = timed(
+                                &inflight,
+                                &id,
+                                CallKind::Recover,
+                                "launcher",
+                                launcher.status(id.clone()),
+                            );
+                            async move { call.await.unwrap_or(ProcessStatus::Unknown) }
+                        })
+                        .buffered(64)
+                        .collect()
+                        .await;
                     Ok((orphans, statuses))
                 };
                 Box::pin(work.into_actor(act).then(move |r, act, ctx| {
