@@ -18,6 +18,7 @@ use berth_state::{
 use futures::future::join_all;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,13 +113,15 @@ impl Handler<Recover> for ContainerizerActor {
                             orphans.push(id);
                         }
                     }
+                    let (shared, orphaned): (Arc<[ContainerRecord]>, Arc<[ContainerId]>) =
+                        (recs.clone().into(), orphans.clone().into());
                     let calls = isolators.iter().map(|h| {
                         timed(
                             &inflight,
                             &all,
                             CallKind::Recover,
                             h.name(),
-                            h.recover(recs.clone(), orphans.clone()),
+                            h.recover(shared.clone(), orphaned.clone()),
                         )
                     });
                     for (h, r) in isolators.iter().zip(join_all(calls).await) {

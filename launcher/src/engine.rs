@@ -737,6 +737,10 @@ impl Engine {
             id: String::new(),
             source,
         })? {
+            // A recorded container is no orphan, alive or not.
+            if named.contains(&id.to_string()) {
+                continue;
+            }
             let sup = read_ref(
                 &self
                     .runtime
