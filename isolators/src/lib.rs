@@ -66,6 +66,7 @@ pub mod disk;
 pub mod filesystem;
 pub mod namespaces;
 pub mod network;
+pub mod remote;
 pub mod rlimits;
 pub mod seccomp;
 pub mod userns;
