@@ -68,6 +68,7 @@ class TestPlugin(rpc.IsolatorServicer):
     def Recover(self, request, context):
         known = sorted(full_id(r.id) for r in request.containers)
         orphans = sorted(full_id(o) for o in request.orphans)
+        log("calls.log", "recover")
         log("recover.log", json.dumps({"containers": known, "orphans": orphans}))
         keep = {k.replace("/", "_") for k in known}
         for name in os.listdir(CONTAINERS):

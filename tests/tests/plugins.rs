@@ -325,3 +325,115 @@ fn after_an_agent_sigkill_the_plugin_is_given_recover_and_drops_orphans() {
     assert!(agent.terminate().success());
     assert_plugins_gone(&env);
 }
+
+/// The test plugin run by the test itself, serving on `socket`; killed
+/// when dropped.
+struct Served(std::process::Child);
+
+impl Served {
+    fn start(state: &Path, socket: &Path) -> Served {
+        let _ = std::fs::remove_file(socket);
+        let child = std::process::Command::new(python())
+            .arg(repo().join("tests/plugins/testplugin.py"))
+            .arg("--state-dir")
+            .arg(state)
+            .env("BERTH_PLUGIN_SOCKET", socket)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(Instant::now() < deadline, "the plugin never served");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Served(child)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_socket_plugin_restarted_mid_life_is_given_recover_before_any_other_call() {
+    let env = TestEnv::new("plugin-socket");
+    let state = env.mkdir("pstate");
+    let socket = env.path("tester.sock");
+    let served = Served::start(&state, &socket);
+    let dir = plugin_dir(
+        &env,
+        "tester",
+        serde_json::json!({"name": "tester", "socket": socket, "timeout_ms": 5000}),
+    );
+    let agent = start(&env, &dir);
+    assert!(
+        plugin_pids(&env).is_empty(),
+        "berth starts no socket plugin"
+    );
+    env.client_expect(
+        &agent,
+        &["launch", "--name", "one", "--", "sleep", "1000"],
+        0,
+    );
+    assert_eq!(held(&state), ["one"]);
+
+    // The plugin restarts behind berth's back, between two calls.
+    drop(served);
+    let served = Served::start(&state, &socket);
+    let before = read(state.join("calls.log")).lines().count();
+    env.client_expect(
+        &agent,
+        &["launch", "--name", "two", "--", "sleep", "1000"],
+        0,
+    );
+    let calls = read(state.join("calls.log"));
+    let fresh: Vec<&str> = calls.lines().skip(before).collect();
+    assert_eq!(
+        fresh.first().copied(),
+        Some("handshake"),
+        "a new connection begins with a handshake: {fresh:?}"
+    );
+    let recovers = read(state.join("recover.log"));
+    let last: Value = serde_json::from_str(recovers.lines().last().unwrap()).unwrap();
+    // "two" too: berth counts a container as the plugin's from before its
+    // prepare is sent (so one that dies mid-prepare is told of it).
+    assert_eq!(
+        last["containers"],
+        serde_json::json!(["one", "two"]),
+        "{recovers}"
+    );
+    assert!(
+        fresh.len() >= 3 && fresh[1] == "recover" && fresh[2].starts_with("prepare two"),
+        "Recover before anything else: {fresh:?}"
+    );
+    assert_eq!(held(&state), ["one", "two"]);
+
+    for id in ["one", "two"] {
+        env.client_expect(&agent, &["destroy", id], 0);
+        env.client_expect(&agent, &["rm", id], 0);
+    }
+    assert!(held(&state).is_empty(), "{:?}", held(&state));
+    assert!(agent.terminate().success());
+    drop(served);
+}
+
+#[test]
+fn berth_run_takes_plugins_too() {
+    let env = TestEnv::new("plugin-run");
+    let (dir, _state) = test_plugin(&env, 5000);
+    let out = env
+        .berth()
+        .args(["run", "--plugin-dir", dir.to_str().unwrap()])
+        .args(["--", "sh", "-c", "echo $PLUGIN_TEST"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.status.code()),
+        ("yes\n", Some(0)),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert_plugins_gone(&env);
+}

@@ -8,9 +8,34 @@ use super::PluginProcess;
 use berth_state::{ContainerId, ContainerRecord};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
+
+/// The connector's answer when tonic would reconnect on its own: berth
+/// makes every new connection itself, so that it begins with Handshake.
+const LOST: &str = "berth: the connection to the plugin was lost";
+
+/// Whether a call failed because the connector refused to reconnect, i.e.
+/// before its request was sent.
+fn unsent(s: &tonic::Status) -> bool {
+    let mut e: Option<&dyn std::error::Error> = Some(s);
+    while let Some(x) = e {
+        if x.to_string().contains(LOST) {
+            return true;
+        }
+        e = x.source();
+    }
+    false
+}
+
+/// A failed call.
+struct Failed {
+    why: String,
+    broken: bool,
+    unsent: bool,
+}
 
 /// Whether a failed call means the plugin is gone or unreachable rather
 /// than an answer of its own.
@@ -85,12 +110,12 @@ impl Client {
 
     /// Words for a failed gRPC call, and whether the failure may mean the
     /// plugin restarted (the session then handshakes again).
-    fn status_error(&self, call: &str, s: tonic::Status) -> (String, bool) {
+    fn status_error(&self, call: &str, s: &tonic::Status) -> (String, bool) {
         use tonic::Code;
         let (why, broken) = match s.code() {
             // A connection that broke mid-call (the plugin died) comes as
             // Unknown with the transport error as its source.
-            Code::Unavailable | Code::Unknown if died(&s) => (
+            Code::Unavailable | Code::Unknown if died(s) => (
                 format!("the plugin is unreachable or died ({})", s.message()),
                 true,
             ),
@@ -114,34 +139,61 @@ impl Client {
         )
     }
 
-    /// Runs one call under the plugin's deadline; the error says why and
-    /// whether the session must handshake again.
+    /// Runs one call under the plugin's deadline; the error says why,
+    /// whether the session must handshake again, and whether the request
+    /// never left (the connection was found lost before it was sent).
     async fn timed<T>(
         &self,
         call: &str,
         f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, (String, bool)> {
+    ) -> Result<T, Failed> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(self.status_error(call, s)),
+            Ok(Err(s)) => {
+                let (why, broken) = self.status_error(call, &s);
+                Err(Failed {
+                    why,
+                    broken,
+                    unsent: unsent(&s),
+                })
+            }
             // A hung call may hold a connection that is of no use.
-            Err(_) => Err((self.fail(call, self.no_reply()), true)),
+            Err(_) => Err(Failed {
+                why: self.fail(call, self.no_reply()),
+                broken: true,
+                unsent: false,
+            }),
         }
     }
 
-    /// Runs one call under the plugin's deadline.
-    pub async fn deadline<T>(
+    /// Makes one call on a live session under the plugin's deadline. A
+    /// request that never left because the connection was lost (the
+    /// plugin restarted since the last call) is sent once more on a new
+    /// session, which begins with Handshake and, for a new instance,
+    /// Recover: a restarted plugin never sees a call before its Recover.
+    pub async fn call<T, Fut>(
         &self,
         call: &str,
-        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, String> {
-        match self.timed(call, f).await {
-            Ok(v) => Ok(v),
-            Err((why, broken)) => {
-                if broken {
-                    self.session.lock().await.broken = true;
+        f: impl Fn(IsolatorClient<Channel>) -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut retried = false;
+        loop {
+            let c = self.ready(None).await?;
+            match self.timed(call, f(c)).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if e.broken || e.unsent {
+                        self.mark_broken().await;
+                    }
+                    if e.unsent && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(e.why);
                 }
-                Err(why)
             }
         }
     }
@@ -168,11 +220,19 @@ impl Client {
         let deadline = Instant::now() + patience;
         loop {
             let p = self.socket.clone();
+            let used = Arc::new(AtomicBool::new(false));
             let ch = Endpoint::from_static("http://berth.plugin")
                 .connect_timeout(self.timeout)
                 .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                     let p = p.clone();
+                    let again = used.swap(true, Ordering::SeqCst);
                     async move {
+                        if again {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::NotConnected,
+                                LOST,
+                            ));
+                        }
                         let s = tokio::net::UnixStream::connect(p).await?;
                         Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
                     }
@@ -215,7 +275,7 @@ impl Client {
             let hs = self
                 .timed("handshake", c.handshake(self.request(req)))
                 .await
-                .map_err(|(why, _)| why)?;
+                .map_err(|f| f.why)?;
             if hs.protocol_version != ProtocolVersion::ProtocolVersion1 as u32 {
                 return Err(self.fail(
                     "handshake",
@@ -259,11 +319,11 @@ impl Client {
             };
             let mut c = client.clone();
             let r = self.timed("recover", c.recover(self.request(req))).await;
-            if let Err((why, broken)) = r {
+            if let Err(f) = r {
                 // Recover again before the next call.
                 s.recover_due = true;
-                s.broken |= broken;
-                return Err(why);
+                s.broken |= f.broken || f.unsent;
+                return Err(f.why);
             }
             s.recover_due = false;
         }

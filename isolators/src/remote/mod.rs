@@ -52,8 +52,14 @@ impl RemoteIsolator {
         let (socket, process) = match &cfg.endpoint {
             Endpoint::Socket(s) => (s.clone(), None),
             Endpoint::Command(command) => {
+                // Root's alone: whoever reaches a plugin's socket can ask it
+                // to prepare or clean up any container.
                 let dir = runtime_dir.join("plugins");
-                std::fs::create_dir_all(&dir).map_err(|e| PluginError::Start {
+                let made = std::fs::create_dir_all(&dir).and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                });
+                made.map_err(|e| PluginError::Start {
                     name: cfg.name.clone(),
                     command: command.clone(),
                     source: e,
@@ -181,12 +187,10 @@ impl Isolator for RemoteIsolator {
         };
         let (client, id) = (self.client.clone(), req.id.clone());
         Box::pin(async move {
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client
-                    .deadline("prepare", c.prepare(client.request(msg)))
-                    .await
-            };
+            let r = client.call("prepare", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.prepare(req).await }
+            });
             let r = r.await.map_err(|m| Self::fail(&id, m))?;
             Ok(r.launch_info)
         })
@@ -202,12 +206,10 @@ impl Isolator for RemoteIsolator {
                 id: Some(id.clone()),
                 pid,
             };
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client
-                    .deadline("isolate", c.isolate(client.request(msg)))
-                    .await
-            };
+            let r = client.call("isolate", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.isolate(req).await }
+            });
             r.await.map(|_| ()).map_err(|m| Self::fail(&id, m))
         })
     }
@@ -230,12 +232,10 @@ impl Isolator for RemoteIsolator {
             resources: Some(*resources),
         };
         Box::pin(async move {
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client
-                    .deadline("update", c.update(client.request(msg)))
-                    .await
-            };
+            let r = client.call("update", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.update(req).await }
+            });
             r.await.map(|_| ()).map_err(|m| Self::fail(&id, m))
         })
     }
@@ -249,10 +249,10 @@ impl Isolator for RemoteIsolator {
             let msg = proto::UsageRequest {
                 id: Some(id.clone()),
             };
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client.deadline("usage", c.usage(client.request(msg))).await
-            };
+            let r = client.call("usage", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.usage(req).await }
+            });
             let r = r.await.map_err(|m| Self::fail(&id, m))?;
             Ok(r.statistics.unwrap_or_default())
         })
@@ -267,12 +267,10 @@ impl Isolator for RemoteIsolator {
             let msg = proto::StatusRequest {
                 id: Some(id.clone()),
             };
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client
-                    .deadline("status", c.status(client.request(msg)))
-                    .await
-            };
+            let r = client.call("status", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.status(req).await }
+            });
             let r = r.await.map_err(|m| Self::fail(&id, m))?;
             Ok(r.fields)
         })
@@ -287,12 +285,10 @@ impl Isolator for RemoteIsolator {
             let msg = proto::CleanupRequest {
                 id: Some(id.clone()),
             };
-            let r = async {
-                let mut c = client.ready(None).await?;
-                client
-                    .deadline("cleanup", c.cleanup(client.request(msg)))
-                    .await
-            };
+            let r = client.call("cleanup", |mut c| {
+                let req = client.request(msg.clone());
+                async move { c.cleanup(req).await }
+            });
             r.await.map_err(|m| Self::fail(&id, m))?;
             // Known until its cleanup succeeds: a failed one is retried,
             // and a restarted plugin is told of it meanwhile.
