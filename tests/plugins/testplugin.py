@@ -8,7 +8,8 @@ on the container's environment variable PLUGIN_TEST_MODE:
   limit    Watch reports a limitation (resource "widgets") at once;
   crash    Prepare kills the plugin process (os._exit);
   hang     Prepare never answers;
-  garbage  Prepare answers bytes that are no PrepareResponse.
+  garbage  Prepare answers bytes that are no PrepareResponse;
+  badcleanup  the first Cleanup fails (the next succeeds).
 Anything else: Prepare sets PLUGIN_TEST=yes. In DIR it keeps
 `containers/<id>` while a container is prepared and not cleaned up,
 appends each call to `calls.log` and each Recover (as JSON) to
@@ -122,6 +123,10 @@ class TestPlugin(rpc.IsolatorServicer):
     def Cleanup(self, request, context):
         cid = full_id(request.id)
         log("calls.log", f"cleanup {cid}")
+        failed = os.path.join(STATE, "cleanup-failed-" + cid.replace("/", "_"))
+        if MODES.get(cid) == "badcleanup" and not os.path.exists(failed):
+            open(failed, "w").close()
+            context.abort(grpc.StatusCode.INTERNAL, "the widget is stuck")
         try:
             os.unlink(state_file(request.id))
         except FileNotFoundError:

@@ -437,3 +437,44 @@ fn berth_run_takes_plugins_too() {
     );
     assert_plugins_gone(&env);
 }
+
+#[test]
+fn a_failed_plugin_cleanup_is_retried_like_any_failed_destroy_stage() {
+    let env = TestEnv::new("plugin-cleanup");
+    let (dir, state) = test_plugin(&env, 5000);
+    let agent = start(&env, &dir);
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            "sticky",
+            "-e",
+            "PLUGIN_TEST_MODE=badcleanup",
+            "--",
+            "sleep",
+            "1000",
+        ],
+        0,
+    );
+    let out = env.client_expect(&agent, &["destroy", "sticky"], 125);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin tester: cleanup: Internal: the widget is stuck"),
+        "{err}"
+    );
+    let c = env
+        .ps_json(&agent)
+        .into_iter()
+        .find(|c| c["id"] == "sticky")
+        .unwrap();
+    assert_eq!(c["state"], "DESTROYING", "{c}");
+    assert_eq!(held(&state), ["sticky"]);
+    // The next destroy retries the cleanup, which now succeeds.
+    let t = json(&env.client_expect(&agent, &["destroy", "sticky", "--json"], 0));
+    assert_eq!(t["reason"], "DESTROYED", "{t}");
+    assert!(held(&state).is_empty(), "{:?}", held(&state));
+    env.client_expect(&agent, &["rm", "sticky"], 0);
+    assert!(agent.terminate().success());
+    assert_plugins_gone(&env);
+}
