@@ -1,4 +1,5 @@
-//! Generates the client of the isolator plugin protocol
+//! Generates the client (the agent's) and the server (for plugins written
+//! in Rust, and the bench's no-op plugin) of the isolator plugin protocol
 //! (state/proto/berth/plugin/v1/isolator.proto) with the pure-Rust `protox`
 //! compiler (no `protoc`); the model's messages are berth-state's.
 
@@ -8,9 +9,8 @@ fn main() {
     println!("cargo:rerun-if-changed=../state/proto/berth/v1/model.proto");
     let fds = protox::compile([proto], ["../state/proto"]).expect("compile the plugin proto");
     tonic_prost_build::configure()
-        .build_server(false)
         .extern_path(".berth.v1", "::berth_state::model")
         .btree_map(".")
         .compile_fds(fds)
-        .expect("generate the plugin protocol's client");
+        .expect("generate the plugin protocol");
 }

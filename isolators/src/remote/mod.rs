@@ -28,7 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The generated protocol (client side).
+/// The generated protocol: the client berth uses, and a server trait for
+/// plugins written in Rust.
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/berth.plugin.v1.rs"));
