@@ -146,10 +146,7 @@ impl Isolator for RemoteIsolator {
                 .ready(Some(orphans))
                 .await
                 .map(|_| ())
-                .map_err(|message| IsolatorError::Failed {
-                    id: "(recovery)".into(),
-                    message,
-                })
+                .map_err(|message| IsolatorError::Plugin { message })
         })
     }
 
