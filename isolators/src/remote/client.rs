@@ -64,7 +64,13 @@ struct Session {
     had_one: bool,
     /// The plugin restarted and has not taken a Recover yet.
     recover_due: bool,
+    /// The last failed dial and why: calls queued behind it fail at once
+    /// for a while instead of each waiting out its own dial.
+    down: Option<(Instant, String)>,
 }
+
+/// How long a failed dial answers for the calls that come after it.
+const DOWN_FOR: Duration = Duration::from_millis(500);
 
 /// One plugin, as the agent reaches it.
 pub(crate) struct Client {
@@ -266,7 +272,21 @@ impl Client {
         let generation = self.process.as_ref().map_or(0, PluginProcess::generation);
         if s.client.is_none() || s.broken || s.generation != generation {
             s.client = None;
-            let mut c = self.dial().await?;
+            if let Some((at, why)) = &s.down {
+                // A restarted program is worth a dial at once.
+                if at.elapsed() < DOWN_FOR && s.generation == generation {
+                    return Err(why.clone());
+                }
+            }
+            let mut c = match self.dial().await {
+                Ok(c) => c,
+                Err(why) => {
+                    s.down = Some((Instant::now(), why.clone()));
+                    s.generation = generation;
+                    return Err(why);
+                }
+            };
+            s.down = None;
             let req = HandshakeRequest {
                 protocol_version: ProtocolVersion::ProtocolVersion1 as u32,
                 plugin_name: self.name.clone(),

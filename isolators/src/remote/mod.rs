@@ -302,6 +302,7 @@ impl Isolator for RemoteIsolator {
 /// (the plugin died) is opened again once the plugin is back; a stream
 /// that ends cleanly means no limitation will come.
 async fn watch(client: Arc<Client>, id: ContainerId) -> Limitation {
+    let mut backoff = Duration::from_millis(250);
     loop {
         let opened = async {
             let mut c = client.ready(None).await?;
@@ -317,6 +318,7 @@ async fn watch(client: Arc<Client>, id: ContainerId) -> Limitation {
         };
         match opened.await {
             Ok(mut stream) => loop {
+                backoff = Duration::from_millis(250);
                 match stream.message().await {
                     Ok(Some(proto::WatchEvent {
                         limitation: Some(l),
@@ -335,7 +337,10 @@ async fn watch(client: Arc<Client>, id: ContainerId) -> Limitation {
                 client.mark_broken().await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A plugin that stays away is asked less and less often (one
+        // watch per running container retries).
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
