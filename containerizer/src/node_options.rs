@@ -47,6 +47,9 @@ pub struct NodeOptions {
     /// The log format of containers that name none: `plain` (default) or
     /// `cri`.
     pub log_format: Option<String>,
+    /// A directory of isolator plugin files (`*.json`, one per plugin):
+    /// out-of-process isolators, run after the built-in ones.
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// 10 MiB per log file, as Docker's json-file `max-size` is commonly set.

@@ -71,6 +71,11 @@ pub struct NodeArgs {
     /// `stdout` and `stderr` files) or cri (one `container.log`).
     #[arg(long, value_name = "plain|cri", value_parser = parse_log_format)]
     pub default_log_format: Option<String>,
+    /// A directory of isolator plugin files (`NAME.json`: a `socket` to
+    /// dial or a `command` berth starts, `timeout_ms`, `order`); see the
+    /// README's "Writing an isolator plugin".
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
 }
 
 fn parse_log_format(s: &str) -> Result<String, String> {
@@ -328,6 +333,7 @@ impl NodeArgs {
             log_max_bytes: self.log_max_size,
             log_max_files: self.log_max_files,
             log_format: self.default_log_format.clone(),
+            plugin_dir: self.plugin_dir.clone(),
         }
     }
 }

@@ -57,9 +57,15 @@ pub fn import(dirs: &Dirs, layout: &Path, name: &str) -> Result<String> {
 }
 
 pub fn containerizer(dirs: &Dirs) -> Result<Containerizer> {
+    containerizer_with(dirs, berth::NodeOptions::default())
+}
+
+/// [`containerizer`] with node options (e.g. a plugin dir).
+pub fn containerizer_with(dirs: &Dirs, node: berth::NodeOptions) -> Result<Containerizer> {
     let p = ImageProvisioner::open(dirs.root.join("images"))?;
     Ok(Containerizer::builder(&dirs.root, &dirs.runtime)
         .cgroup_root(&dirs.cgroup_root)
+        .node_options(node)
         .default_isolators()
         .provisioner(p)
         .build()?)

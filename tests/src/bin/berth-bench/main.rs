@@ -9,6 +9,7 @@ mod berth;
 mod fixture;
 mod memory;
 mod peers;
+mod plugin;
 mod stats;
 
 use anyhow::Result;
@@ -75,6 +76,10 @@ struct Report {
     umoci_unpack_mb_s: f64,
     cached_provision_ms: f64,
     big_cached_provision_ms: f64,
+    /// Lifecycle p50 with a no-op remote isolator plugin minus without.
+    noop_plugin_cost_per_launch_ms: f64,
+    /// PREPARING p50 with the no-op plugin (its Prepare round trip in it).
+    noop_plugin_preparing_p50_ms: f64,
     targets: Vec<(String, String, bool)>,
 }
 
@@ -169,6 +174,36 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
         .get("PROVISIONING")
         .copied()
         .unwrap_or(0.0);
+
+    step("berth (embedded) with a no-op remote isolator plugin: lifecycle");
+    {
+        let dirs = berth::Dirs::new(base, "plugin");
+        let image = berth::import(&dirs, &layout, "berth-bench")?;
+        let served = plugin::serve(&base.join("noop-plugin"))?;
+        let node = ::berth::NodeOptions {
+            plugin_dir: Some(served.dir.clone()),
+            ..Default::default()
+        };
+        let (times, phases) = system.block_on(async {
+            let c = berth::containerizer_with(&dirs, node)?;
+            c.recover().await?;
+            berth::lifecycle(&c, &image, 1, "warm").await?;
+            berth::lifecycle(&c, &image, sz.runs, "lc").await
+        })?;
+        drop(served);
+        let with = Dist::of(&times);
+        let without = rep.lifecycle_ms["berth (embedded API)"].p50_ms;
+        rep.noop_plugin_cost_per_launch_ms = with.p50_ms - without;
+        let mut prep: Vec<f64> = phases
+            .iter()
+            .flat_map(|p| p.steps())
+            .filter(|(n, _)| *n == "PREPARING")
+            .map(|(_, ms)| ms)
+            .collect();
+        rep.noop_plugin_preparing_p50_ms = stats::median(&mut prep);
+        rep.lifecycle_ms
+            .insert("berth (embedded API) + no-op remote plugin".into(), with);
+    }
 
     step("berth run (process): lifecycle");
     let run_dirs = berth::Dirs::new(base, "run");
@@ -437,6 +472,11 @@ fn table(r: &Report) -> String {
         s,
         "\nberth/runc p50: {:.3}×; berth/containerd p50: {:.3}×\n",
         r.ratio_berth_to_runc_p50, r.ratio_berth_to_containerd_p50
+    );
+    let _ = writeln!(
+        s,
+        "A no-op remote isolator plugin (berth.plugin.v1 over a Unix socket; Prepare, Isolate, Watch, Cleanup per launch) costs {:.3} ms per launch (p50 with it minus without; its PREPARING p50 is {:.3} ms).\n",
+        r.noop_plugin_cost_per_launch_ms, r.noop_plugin_preparing_p50_ms
     );
     let _ = writeln!(
         s,
