@@ -70,8 +70,12 @@ pub(crate) struct Container {
     pub attempt: Option<Attempt>,
     pub termination_tx: Option<oneshot::Sender<ContainerTermination>>,
     pub termination: Shared<oneshot::Receiver<ContainerTermination>>,
-    /// Limitation watches to cancel when the destroy starts.
-    pub watches: Vec<SpawnHandle>,
+    /// Limitation watches (tasks of their own) to abort when the
+    /// termination is composed.
+    pub watches: Vec<tokio::task::AbortHandle>,
+    /// Names this container's watches in the messages they send: a late
+    /// one from an earlier container of the same id is dropped.
+    pub watch_epoch: u64,
     pub sandbox: PathBuf,
     /// The sandbox directory berth made at STARTING (dev, ino): opened
     /// again, it must still be that one (a parent container may swap a
@@ -104,6 +108,7 @@ impl Container {
             termination_tx: Some(termination_tx),
             termination: rx.shared(),
             watches: Vec::new(),
+            watch_epoch: 0,
             sandbox,
             sandbox_identity: None,
             stop_grace_ms: None,

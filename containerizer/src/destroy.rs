@@ -103,8 +103,8 @@ impl ContainerizerActor {
                     Ok(()) => act.timed_stage(S::Provisioner, |act| act.stage_provisioner(&i6)),
                     e => done(e),
                 })
-                .then(move |r, act, ctx| match r {
-                    Ok(()) => act.timed_stage(S::Terminate, |act| act.stage_terminate(&i5, ctx)),
+                .then(move |r, act, _| match r {
+                    Ok(()) => act.timed_stage(S::Terminate, |act| act.stage_terminate(&i5)),
                     Err(e) => Box::pin(fut::ready(Err(e))),
                 }),
         )
@@ -389,7 +389,6 @@ impl ContainerizerActor {
     fn stage_terminate(
         &mut self,
         id: &ContainerId,
-        ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<ContainerTermination, ContainerizerError>> {
         let launcher = self.launcher.clone();
         let c = match self.get_mut(id) {
@@ -397,7 +396,8 @@ impl ContainerizerActor {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let forked = c.may_have_forked();
-        let watches: Vec<SpawnHandle> = c.watches.drain(..).collect();
+        let watches: Vec<tokio::task::AbortHandle> = c.watches.drain(..).collect();
+        c.watch_epoch = 0;
         let cause = c.cause.clone().unwrap_or(Cause::Requested);
         let t = compose(&cause, c.exit.as_ref(), c.command_may_have_started());
         c.record.termination = Some(t.clone());
@@ -405,7 +405,7 @@ impl ContainerizerActor {
         let rec = c.enter(ContainerState::Terminated);
         self.publish_state(id, ContainerState::Terminated, Some(t.clone()));
         for w in watches {
-            ctx.cancel_future(w);
+            w.abort();
         }
         let cp = self.checkpoint(rec);
         let id = id.clone();

@@ -20,6 +20,7 @@ use berth_state::{
 };
 use futures::channel::oneshot;
 use futures::future::{join_all, FutureExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Launches a container; resolves once it is RUNNING (its command exec'd).
@@ -729,45 +730,51 @@ impl ContainerizerActor {
     }
 
     /// A RUNNING container is watched for its exit (from the launcher) and
-    /// for limitations (from the isolators).
+    /// for limitations (from the isolators). Each watch is a task of its
+    /// own that sends the actor a message when it fires: actix polls every
+    /// future spawned into an actor's context each time the actor wakes, so
+    /// thousands of containers' watches there made every message cost
+    /// O(containers) (most of a 1000-container recovery's CPU).
     pub(crate) fn watch(&mut self, id: &ContainerId, ctx: &mut Context<Self>) {
-        let id2 = id.clone();
-        ctx.spawn(
-            self.launcher
-                .wait(id.clone())
-                .into_actor(self)
-                .map(move |r, act, ctx| act.on_exit(&id2, r, ctx)),
-        );
+        static EPOCH: AtomicU64 = AtomicU64::new(1);
+        let epoch = EPOCH.fetch_add(1, Ordering::Relaxed);
+        let addr = ctx.address();
+        let exit = self.launcher.wait(id.clone());
+        let (a, i) = (addr.clone(), id.clone());
+        actix_rt::spawn(async move {
+            let r = exit.await;
+            a.do_send(Exited { id: i, epoch, r });
+        });
         let Ok(c) = self.get(id) else { return };
         let watches: Vec<_> = c
             .prepared
             .iter()
             .map(|&i| self.isolators[i].watch(id.clone()))
             .collect();
-        let handles: Vec<SpawnHandle> = watches
+        let handles = watches
             .into_iter()
             .map(|w| {
-                let id = id.clone();
-                ctx.spawn(w.into_actor(self).map(move |limitation, act, ctx| {
-                    act.publish_limitation(&id, &limitation);
-                    if let Ok(c) = act.get_mut(&id) {
-                        let oom = limitation.reason == TerminationReason::OomKilled;
-                        if oom && matches!(c.cause, Some(Cause::Exited)) {
-                            // The init's exit was learned first, but the
-                            // limitation (an OOM kill) is why it exited.
-                            tracing::info!(container = %id, ?limitation, "limitation explains the exit");
-                            c.cause = Some(Cause::Limited(limitation));
-                            return;
-                        }
-                    }
-                    tracing::info!(container = %id, ?limitation, "limitation; destroying");
-                    let _ = act.start_destroy(&id, Cause::Limited(limitation), ctx);
-                }))
+                let (a, id) = (addr.clone(), id.clone());
+                actix_rt::spawn(async move {
+                    let limitation = w.await;
+                    a.do_send(Limited {
+                        id,
+                        epoch,
+                        limitation,
+                    });
+                })
+                .abort_handle()
             })
             .collect();
         if let Ok(c) = self.get_mut(id) {
             c.watches = handles;
+            c.watch_epoch = epoch;
         }
+    }
+
+    /// Whether a watch's message is for the container now under `id`.
+    fn watched(&self, id: &ContainerId, epoch: u64) -> bool {
+        self.get(id).is_ok_and(|c| c.watch_epoch == epoch)
     }
 
     fn on_exit(
@@ -833,5 +840,59 @@ mod image_tests {
         assert_eq!(image_argv(&c, &img), v(&["/bin/other", "mine"]));
         c.command.clear();
         assert_eq!(image_argv(&c, &img), v(&["/bin/other"]));
+    }
+}
+
+/// A watched container's init exited (or waiting for it failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Exited {
+    id: ContainerId,
+    epoch: u64,
+    r: Result<berth_state::ExitStatus, berth_launcher::LaunchError>,
+}
+
+impl Handler<Exited> for ContainerizerActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Exited, ctx: &mut Context<Self>) {
+        // Not for a later container of the same id (nor once this one's
+        // termination is composed, when its epoch is cleared).
+        if self.watched(&m.id, m.epoch) {
+            self.on_exit(&m.id, m.r, ctx);
+        }
+    }
+}
+
+/// An isolator's watch on a container resolved with a limitation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Limited {
+    id: ContainerId,
+    epoch: u64,
+    limitation: berth_isolators::Limitation,
+}
+
+impl Handler<Limited> for ContainerizerActor {
+    type Result = ();
+
+    fn handle(&mut self, m: Limited, ctx: &mut Context<Self>) {
+        if !self.watched(&m.id, m.epoch) {
+            return;
+        }
+        let (id, limitation) = (m.id, m.limitation);
+        self.publish_limitation(&id, &limitation);
+        if let Ok(c) = self.get_mut(&id) {
+            let oom = limitation.reason == TerminationReason::OomKilled;
+            if oom && matches!(c.cause, Some(Cause::Exited)) {
+                // The init's exit was learned first, but the limitation
+                // (an OOM kill) is why it exited.
+                tracing::info!(container = %id, ?limitation, "limitation explains the exit");
+                c.cause = Some(Cause::Limited(limitation));
+                return;
+            }
+        }
+        tracing::info!(container = %id, ?limitation, "limitation; destroying");
+        let _ = self.start_destroy(&id, Cause::Limited(limitation), ctx);
     }
 }

@@ -250,6 +250,13 @@ impl ContainerizerBuilder {
             .into_iter()
             .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
             .collect();
+        // Out-of-process isolators: after the built-in ones, each in the
+        // same actor as they are. A command plugin starts here.
+        let plugins = match &self.node.plugin_dir {
+            Some(dir) => berth_isolators::remote::RemoteIsolator::load_dir(dir, &self.runtime_dir)
+                .map_err(|e| setup("isolator plugins", &e))?,
+            None => Vec::new(),
+        };
         let isolators = self
             .isolators
             .into_iter()
@@ -261,6 +268,11 @@ impl ContainerizerBuilder {
                     v
                 }
             })
+            .chain(
+                plugins
+                    .into_iter()
+                    .map(|p| Box::new(p) as Box<dyn Isolator>),
+            )
             .map(IsolatorActor::spawn)
             .collect();
         let metrics = Arc::new(Metrics::default());

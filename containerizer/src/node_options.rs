@@ -54,6 +54,9 @@ pub struct NodeOptions {
     pub runtime_args: Vec<(String, String)>,
     /// The runtime of containers that name none (default `native`).
     pub default_runtime: Option<String>,
+    /// A directory of isolator plugin files (`*.json`, one per plugin):
+    /// out-of-process isolators, run after the built-in ones.
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// 10 MiB per log file, as Docker's json-file `max-size` is commonly set.

@@ -18,6 +18,7 @@ use berth_state::{
 use futures::future::join_all;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// What recovery found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,13 +113,15 @@ impl Handler<Recover> for ContainerizerActor {
                             orphans.push(id);
                         }
                     }
+                    let (shared, orphaned): (Arc<[ContainerRecord]>, Arc<[ContainerId]>) =
+                        (recs.clone().into(), orphans.clone().into());
                     let calls = isolators.iter().map(|h| {
                         timed(
                             &inflight,
                             &all,
                             CallKind::Recover,
                             h.name(),
-                            h.recover(recs.clone(), orphans.clone()),
+                            h.recover(shared.clone(), orphaned.clone()),
                         )
                     });
                     for (h, r) in isolators.iter().zip(join_all(calls).await) {
@@ -140,20 +143,25 @@ impl Handler<Recover> for ContainerizerActor {
                             ContainerizerError::Setup(format!("provisioner recover: {e}"))
                         })?;
                     }
-                    let mut statuses = Vec::new();
-                    for rec in &recs {
-                        let id = rec.id.clone().unwrap_or_default();
-                        let st = timed(
-                            &inflight,
-                            &id,
-                            CallKind::Recover,
-                            "launcher",
-                            launcher.status(id.clone()),
-                        )
-                        .await
-                        .unwrap_or(ProcessStatus::Unknown);
-                        statuses.push(st);
-                    }
+                    // Many at a time, kept in order: each is a trip to
+                    // the blocking pool, which one at a time would add up
+                    // over thousands of containers.
+                    use futures::stream::StreamExt as _;
+                    let statuses: Vec<ProcessStatus> = futures::stream::iter(recs.iter())
+                        .map(|rec| {
+                            let id = rec.id.clone().unwrap_or_default();
+                            let call = timed(
+                                &inflight,
+                                &id,
+                                CallKind::Recover,
+                                "launcher",
+                                launcher.status(id.clone()),
+                            );
+                            async move { call.await.unwrap_or(ProcessStatus::Unknown) }
+                        })
+                        .buffered(64)
+                        .collect()
+                        .await;
                     Ok((orphans, statuses))
                 };
                 Box::pin(work.into_actor(act).then(move |r, act, ctx| {

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use berth_state::{ContainerId, ContainerRecord, LaunchInfo, ResourceStatistics, Resources};
 use futures::future::{BoxFuture, FutureExt};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 /// The actor that owns one isolator.
 pub struct IsolatorActor {
@@ -114,10 +115,12 @@ impl IsolatorHandle {
         })
     }
 
+    /// Shared, not copied: every isolator is given the same (possibly
+    /// thousands of) records.
     pub fn recover(
         &self,
-        states: Vec<ContainerRecord>,
-        orphans: Vec<ContainerId>,
+        states: Arc<[ContainerRecord]>,
+        orphans: Arc<[ContainerId]>,
     ) -> IsolatorFuture<()> {
         self.call("recover", move |i| i.recover(&states, &orphans))
     }

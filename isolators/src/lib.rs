@@ -66,6 +66,7 @@ pub mod disk;
 pub mod filesystem;
 pub mod namespaces;
 pub mod network;
+pub mod remote;
 pub mod rlimits;
 pub mod seccomp;
 pub mod userns;
@@ -141,6 +142,10 @@ pub enum IsolatorError {
     },
     #[error("isolator {isolator} is gone (its actor stopped)")]
     Gone { isolator: String },
+    /// An out-of-process plugin's failure outside any one container
+    /// (its recovery); the message names the plugin.
+    #[error("{message}")]
+    Plugin { message: String },
 }
 
 impl IsolatorError {

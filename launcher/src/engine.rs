@@ -127,9 +127,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::BufRead;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -469,46 +467,32 @@ impl Engine {
         let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair for", path))?;
         let theirs_fd = theirs.as_raw_fd();
         // The sealed copy, by its fd; argv[0] keeps `ps` readable.
-        let mut cmd = Command::new(sealed.exec_path());
-        cmd.arg0(crate::config::SUPERVISOR_BIN)
-            .arg("--control-fd")
-            .arg(theirs_fd.to_string())
-            .arg("--id")
-            .arg(id.to_string())
-            .stdin(std::process::Stdio::null());
-        match stdio {
-            Stdio::SandboxFiles | Stdio::Attached => {
-                cmd.stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
+        let (control, id_arg) = (theirs_fd.to_string(), id.to_string());
+        let argv: [&std::ffi::OsStr; 5] = [
+            crate::config::SUPERVISOR_BIN.as_ref(),
+            "--control-fd".as_ref(),
+            control.as_ref(),
+            "--id".as_ref(),
+            id_arg.as_ref(),
+        ];
+        let (stdin, stdout, stderr) = match stdio {
+            Stdio::SandboxFiles | Stdio::Attached => (None, None, None),
             Stdio::Fds {
                 stdin,
                 stdout,
                 stderr,
-            } => {
-                if let Some(i) = stdin {
-                    cmd.stdin(i);
-                }
-                cmd.stdout(stdout).stderr(stderr);
-            }
-        }
-        // SAFETY: runs between fork and exec in a possibly multi-threaded
-        // process: fcntl is async-signal-safe and nothing here allocates.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Let exactly this one fd through the exec.
-                if libc::fcntl(theirs_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(io("exec the sealed copy of supervisor", path))?;
+            } => (stdin, Some(stdout), Some(stderr)),
+        };
+        let mut child = crate::spawn::spawn(
+            &sealed.exec_path(),
+            &argv,
+            [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()],
+            theirs_fd,
+        )
+        .map_err(io("exec the sealed copy of supervisor", path))?;
         // Our copies: the supervisor has its own now; EOF must mean it died.
         drop(theirs);
-        drop(cmd);
+        drop((stdin, stdout, stderr));
 
         let sent = protocol::write_request(&mut ours, req);
         let _ = ours.set_read_timeout(Some(self.cfg.startup_timeout));
@@ -842,6 +826,10 @@ impl Engine {
             id: String::new(),
             source,
         })? {
+            // A recorded container is no orphan, alive or not.
+            if named.contains(&id.to_string()) {
+                continue;
+            }
             let sup = read_ref(
                 &self
                     .runtime

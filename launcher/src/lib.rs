@@ -25,6 +25,7 @@ mod posix;
 pub mod protocol;
 pub mod rlimits;
 pub mod sealed;
+mod spawn;
 pub mod step;
 pub mod supervisor;
 pub mod sys;

@@ -35,6 +35,9 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "| containerd (ctr run --rm) |",
         "| berth (embedded API) |",
         "| berth run (process) |",
+        "| berth run (agent) |",
+        "| berth (embedded API) + no-op remote plugin |",
+        "A no-op remote isolator plugin",
         "### Where berth's time goes",
         "### Throughput",
         "### Recovery",
@@ -49,14 +52,18 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "berth (embedded API)",
         "runc run",
         "containerd (ctr run --rm)",
+        "berth run (process)",
+        "berth run (agent)",
+        "berth (embedded API) + no-op remote plugin",
     ] {
         let d = &report["lifecycle_ms"][peer];
         assert_eq!(d["n"], 3, "{peer}: {d}");
         assert!(d["p50_ms"].as_f64().unwrap() > 0.0, "{peer}: {d}");
     }
     assert!(report["supervisor_private_dirty_kib"].as_f64().unwrap() > 0.0);
+    assert!(report["noop_plugin_preparing_p50_ms"].as_f64().unwrap() > 0.0);
     assert!(report["shim_private_dirty_kib"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["targets"].as_array().unwrap().len(), 8);
+    assert_eq!(report["targets"].as_array().unwrap().len(), 10);
     // Nothing of the bench is left in any cgroup hierarchy (its roots end
     // with its pid).
     let suffix = format!("-{pid}");

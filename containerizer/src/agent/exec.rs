@@ -7,6 +7,10 @@
 //! The DEBUG container ends with the stream: when the command exits it is
 //! destroyed and forgotten; when the client goes away first it is
 //! destroyed.
+//!
+//! The Run call (`berth run` through an agent) streams a container of
+//! its own the same way: its stdio is the stream, it is removed once it
+//! has ended and destroyed if the client goes away first.
 
 use super::api::{exec_input, exec_output, ExecInput, ExecOutput, ExecRequest};
 use crate::{Containerizer, ContainerizerError};
@@ -53,6 +57,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
         .map_err(|e| Status::internal(format!("pipe for an exec: {e}")))
 }
 
+/// The stream's first message.
+async fn first(input: &mut Streaming<ExecInput>, what: &str) -> Result<exec_input::Input, Status> {
+    input.message().await?.and_then(|m| m.input).ok_or_else(|| {
+        Status::invalid_argument(format!("the {what} stream ended before its start"))
+    })
+}
+
 /// Starts the exec named by the stream's first message and returns the
 /// output stream.
 pub(super) async fn exec(
@@ -60,11 +71,7 @@ pub(super) async fn exec(
     mut input: Streaming<ExecInput>,
     to_status: fn(ContainerizerError) -> Status,
 ) -> Result<ExecStream, Status> {
-    let first = input
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("the exec stream ended before its start"))?;
-    let Some(exec_input::Input::Start(start)) = first.input else {
+    let exec_input::Input::Start(start) = first(&mut input, "exec").await? else {
         return Err(Status::invalid_argument(
             "an exec stream must begin with `start`",
         ));
@@ -73,65 +80,142 @@ pub(super) async fn exec(
     if start.command.is_empty() {
         return Err(Status::invalid_argument("exec: no command given"));
     }
-    let id = exec_id(&parent);
+    let s = Session {
+        c,
+        id: exec_id(&parent),
+        run: false,
+        to_status,
+    };
     if start.tty {
-        return exec_tty(c, input, start, id, to_status).await;
+        let config = ContainerConfig {
+            tty: true,
+            stdin_open: start.stdin,
+            ..debug_config(&start)
+        };
+        return s.attached(input, config).await;
     }
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (stdin_r, stdin_w) = match start.stdin {
-        true => {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
+    s.piped(input, debug_config(&start), start.stdin).await
+}
+
+/// `berth run` through the agent: launches the container the stream's
+/// first message names, with the stream as its stdio. With a terminal or
+/// stdin, the supervisor owns the stdio and the agent attaches (as an
+/// in-process `berth run -t/-i` does); else the command writes into
+/// pipes the agent streams.
+pub(super) async fn run(
+    c: Containerizer,
+    mut input: Streaming<ExecInput>,
+    to_status: fn(ContainerizerError) -> Status,
+) -> Result<ExecStream, Status> {
+    let exec_input::Input::Run(req) = first(&mut input, "run").await? else {
+        return Err(Status::invalid_argument(
+            "a run stream must begin with `run`",
+        ));
+    };
+    let id = super::server::id_of(req.id)?;
+    let config = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("the run request has no config"))?;
+    let s = Session {
+        c,
+        id,
+        run: true,
+        to_status,
+    };
+    if config.tty || config.stdin_open {
+        return s.attached(input, config).await;
+    }
+    s.piped(input, config, false).await
+}
+
+/// One streamed container: an exec's DEBUG container or a run's own.
+struct Session {
+    c: Containerizer,
+    id: ContainerId,
+    /// A run reports a failure after admission (the command could not
+    /// start) as the container's exit, START_ERROR, as an in-process
+    /// `berth run` does; an exec fails the call.
+    run: bool,
+    to_status: fn(ContainerizerError) -> Status,
+}
+
+impl Session {
+    /// Launches; false when the launch failed after admission and the
+    /// container (being destroyed) is left for `finish` to report.
+    async fn launch(&self, config: ContainerConfig, stdio: Stdio) -> Result<bool, Status> {
+        match self
+            .c
+            .launch_with_stdio(self.id.clone(), config, stdio)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(_) if self.run && self.c.status(self.id.clone()).await.is_ok() => Ok(false),
+            Err(e) => Err((self.to_status)(e)),
         }
-        false => (None, None),
-    };
-    let stdio = Stdio::Fds {
-        stdin: stdin_r,
-        stdout: out_w,
-        stderr: err_w,
-    };
-    // The launch consumes the write ends: once it returns, the command
-    // holds the only ones, and EOF on ours means it (and any child) closed
-    // them.
-    c.launch_with_stdio(id.clone(), debug_config(&start), stdio)
-        .await
-        .map_err(to_status)?;
-    tracing::info!(container = %id, "exec started");
-
-    let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
-    let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
-
-    if let Some(w) = stdin_w {
-        tokio::spawn(forward_stdin(input, w));
     }
-    let pump = |fd: OwnedFd, stderr: bool| {
-        let tx = tx.clone();
-        async move {
-            let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-                return;
-            };
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        let b = buf[..n].to_vec();
-                        let o = match stderr {
-                            true => exec_output::Output::Stderr(b),
-                            false => exec_output::Output::Stdout(b),
-                        };
-                        if tx.send(out(o)).await.is_err() {
-                            return;
+
+    /// The command's stdio: pipes the agent holds and streams.
+    async fn piped(
+        self,
+        input: Streaming<ExecInput>,
+        config: ContainerConfig,
+        stdin: bool,
+    ) -> Result<ExecStream, Status> {
+        let id = self.id.clone();
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_w) = match stdin {
+            true => {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            }
+            false => (None, None),
+        };
+        let stdio = Stdio::Fds {
+            stdin: stdin_r,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        // The launch consumes the write ends: once it returns, the command
+        // holds the only ones, and EOF on ours means it (and any child)
+        // closed them.
+        let launched = self.launch(config, stdio).await?;
+        tracing::info!(container = %id, launched, "streamed container started");
+
+        let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
+        let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
+
+        if let Some(w) = stdin_w {
+            tokio::spawn(forward_stdin(input, w));
+        }
+        let pump = |fd: OwnedFd, stderr: bool| {
+            let tx = tx.clone();
+            async move {
+                let Ok(mut r) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let b = buf[..n].to_vec();
+                            let o = match stderr {
+                                true => exec_output::Output::Stderr(b),
+                                false => exec_output::Output::Stdout(b),
+                            };
+                            if tx.send(out(o)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
             }
-        }
-    };
-    let outputs = futures::future::join(pump(out_r, false), pump(err_r, true));
-    tokio::spawn(finish(c, id, outputs, tx, to_status));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        };
+        let outputs = futures::future::join(pump(out_r, false), pump(err_r, true));
+        tokio::spawn(finish(self.c, id, outputs, tx, self.to_status));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
 }
 
 fn out(o: exec_output::Output) -> Result<ExecOutput, Status> {
@@ -151,7 +235,7 @@ async fn finish(
     tokio::select! {
         _ = outputs => {}
         _ = tx.closed() => {
-            tracing::info!(container = %id, "exec client gone; destroying");
+            tracing::info!(container = %id, "streaming client gone; destroying");
             let _ = c.destroy(id.clone()).await;
         }
     }
@@ -164,79 +248,78 @@ async fn finish(
     let _ = tx.send(msg).await;
 }
 
-/// `exec -t`: the DEBUG container gets a pty from its supervisor, which
-/// waits for the agent to attach before it releases the command.
-async fn exec_tty(
-    c: Containerizer,
-    mut input: Streaming<ExecInput>,
-    start: ExecRequest,
-    id: ContainerId,
-    to_status: fn(ContainerizerError) -> Status,
-) -> Result<ExecStream, Status> {
-    use berth_launcher::attach::{self, Frame};
-    let config = ContainerConfig {
-        tty: true,
-        stdin_open: start.stdin,
-        ..debug_config(&start)
-    };
-    c.launch_with_stdio(id.clone(), config, Stdio::Attached)
+/// The supervisor owns the stdio (a pty of the container's own devpts
+/// with a terminal, pipes without), and waits for the agent to attach to
+/// it before it releases the command, so nothing is missed.
+impl Session {
+    async fn attached(
+        self,
+        mut input: Streaming<ExecInput>,
+        config: ContainerConfig,
+    ) -> Result<ExecStream, Status> {
+        use berth_launcher::attach::{self, Frame};
+        let Session { c, id, .. } = &self;
+        let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
+        if !self.launch(config, Stdio::Attached).await? {
+            let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
+            tokio::spawn(finish(self.c, self.id, async {}, tx, self.to_status));
+            return Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        }
+        tracing::info!(container = %id, "streamed container started, attaching");
+        let path = c.attach_socket(id);
+        let connected = tokio::task::spawn_blocking(move || {
+            let s = attach::connect(&path)?.into_stream();
+            s.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(s)
+        })
         .await
-        .map_err(to_status)?;
-    tracing::info!(container = %id, "exec started with a terminal");
-    let path = c.attach_socket(&id);
-    let connected = tokio::task::spawn_blocking(move || {
-        let s = attach::connect(&path)?.into_stream();
-        s.set_nonblocking(true)?;
-        tokio::net::UnixStream::from_std(s)
-    })
-    .await
-    .map_err(|e| Status::internal(format!("attach to {id}: {e}")))?;
-    let sock = match connected {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = c.destroy(id.clone()).await;
-            let _ = c.remove(id.clone()).await;
-            return Err(Status::unavailable(format!(
-                "exec {id}: its supervisor's attach socket: {e}"
-            )));
-        }
-    };
-    let (mut rd, mut wr) = sock.into_split();
-    tokio::spawn(async move {
-        while let Ok(Some(m)) = input.message().await {
-            let f = match m.input {
-                Some(exec_input::Input::Stdin(b)) => Frame::Stdin(b),
-                Some(exec_input::Input::StdinClose(true)) => Frame::StdinClose,
-                Some(exec_input::Input::Resize(r)) => Frame::Resize {
-                    rows: r.rows.min(u16::MAX as u32) as u16,
-                    cols: r.cols.min(u16::MAX as u32) as u16,
-                },
-                _ => continue,
-            };
-            if wr.write_all(&f.encode()).await.is_err() {
-                return;
+        .map_err(|e| Status::internal(format!("attach to {id}: {e}")))?;
+        let sock = match connected {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = c.destroy(id.clone()).await;
+                let _ = c.remove(id.clone()).await;
+                return Err(Status::unavailable(format!(
+                    "{id}: its supervisor's attach socket: {e}"
+                )));
             }
-        }
-    });
-    let (tx, rx) = mpsc::channel::<Result<ExecOutput, Status>>(64);
-    let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
-    let tx2 = tx.clone();
-    let outputs = async move {
-        // Until the supervisor's EXIT frame (or its end).
-        while let Ok(Some(f)) = super::server::read_frame_async(&mut rd).await {
-            let o = match f {
-                Frame::Stdout(b) => exec_output::Output::Stdout(b),
-                Frame::Stderr(b) => exec_output::Output::Stderr(b),
-                Frame::Exit(_) => return,
-                _ => continue,
-            };
-            if tx2.send(out(o)).await.is_err() {
-                return;
+        };
+        let (mut rd, mut wr) = sock.into_split();
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                let f = match m.input {
+                    Some(exec_input::Input::Stdin(b)) => Frame::Stdin(b),
+                    Some(exec_input::Input::StdinClose(true)) => Frame::StdinClose,
+                    Some(exec_input::Input::Resize(r)) => Frame::Resize {
+                        rows: r.rows.min(u16::MAX as u32) as u16,
+                        cols: r.cols.min(u16::MAX as u32) as u16,
+                    },
+                    _ => continue,
+                };
+                if wr.write_all(&f.encode()).await.is_err() {
+                    return;
+                }
             }
-        }
-    };
-    tokio::spawn(finish(c, id, outputs, tx, to_status));
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        });
+        let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
+        let tx2 = tx.clone();
+        let outputs = async move {
+            // Until the supervisor's EXIT frame (or its end).
+            while let Ok(Some(f)) = super::server::read_frame_async(&mut rd).await {
+                let o = match f {
+                    Frame::Stdout(b) => exec_output::Output::Stdout(b),
+                    Frame::Stderr(b) => exec_output::Output::Stderr(b),
+                    Frame::Exit(_) => return,
+                    _ => continue,
+                };
+                if tx2.send(out(o)).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::spawn(finish(self.c, self.id, outputs, tx, self.to_status));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
 }
 
 /// The client's stdin frames into the command's stdin, until

@@ -3,6 +3,9 @@
 //! `ps`, `wait`, … use.
 
 /// The generated API (state/proto/berth/api/v1/api.proto).
+// ExecInput's `run` (a whole config) is far larger than its stdin bytes;
+// it comes once per stream, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub mod api {
     tonic::include_proto!("berth.api.v1");
 }

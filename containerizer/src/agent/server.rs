@@ -308,6 +308,16 @@ impl Api for Service {
         Ok(Response::new(s))
     }
 
+    type RunStream = super::exec::ExecStream;
+
+    async fn run(
+        &self,
+        r: Request<tonic::Streaming<super::api::ExecInput>>,
+    ) -> Result<Response<Self::RunStream>, Status> {
+        let s = super::exec::run(self.c.clone(), r.into_inner(), status).await?;
+        Ok(Response::new(s))
+    }
+
     async fn events(
         &self,
         _: Request<EventsRequest>,

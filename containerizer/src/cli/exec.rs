@@ -8,7 +8,10 @@ use crate::agent::{client, parse_id, rpc_error};
 use crate::tty;
 use crate::{parse_env, process_exit_code, Cli};
 use anyhow::{bail, Result};
-use berth::agent::api::{exec_input, exec_output, AttachResize, ExecInput, ExecRequest};
+use berth::agent::api::{
+    exec_input, exec_output, AttachResize, ExecInput, ExecOutput, ExecRequest,
+};
+use berth::state::ContainerTermination;
 use clap::Args;
 use std::io::Write;
 
@@ -79,7 +82,40 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
         .await
         .map_err(rpc_error)?
         .into_inner();
-    while let Some(m) = out.message().await.map_err(rpc_error)? {
+    let t = relay(&mut out, std::future::pending(), || {}).await;
+    drop(_raw);
+    drop(tx);
+    let t = t?;
+    if t.exit_code == 128 || t.no_exit_status {
+        eprintln!("berth exec: {}", t.message);
+    }
+    Ok(process_exit_code(&t))
+}
+
+/// Writes a streamed container's output (Exec's or Run's) to this
+/// process's stdout and stderr until its exit, which it returns.
+/// `interrupted` runs once, when `interrupt` resolves (a signal), and the
+/// relay goes on to the exit it brings about.
+pub(crate) async fn relay(
+    out: &mut tonic::Streaming<ExecOutput>,
+    interrupt: impl std::future::Future<Output = ()>,
+    interrupted: impl FnOnce(),
+) -> Result<ContainerTermination> {
+    let mut interrupt = std::pin::pin!(interrupt);
+    let mut interrupted = Some(interrupted);
+    loop {
+        let m = tokio::select! {
+            m = out.message() => m.map_err(rpc_error)?,
+            _ = &mut interrupt, if interrupted.is_some() => {
+                if let Some(f) = interrupted.take() {
+                    f();
+                }
+                continue;
+            }
+        };
+        let Some(m) = m else {
+            bail!("the agent ended the stream without the container's exit status")
+        };
         match m.output {
             Some(exec_output::Output::Stdout(b)) => {
                 let mut o = std::io::stdout().lock();
@@ -91,16 +127,8 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
                 e.write_all(&b)?;
                 e.flush()?;
             }
-            Some(exec_output::Output::Exit(t)) => {
-                drop(_raw);
-                if t.exit_code == 128 || t.no_exit_status {
-                    eprintln!("berth exec: {}", t.message);
-                }
-                drop(tx);
-                return Ok(process_exit_code(&t));
-            }
+            Some(exec_output::Output::Exit(t)) => return Ok(t),
             Some(exec_output::Output::Started(_)) | None => {}
         }
     }
-    bail!("the agent ended the exec without its exit status")
 }

@@ -14,6 +14,7 @@ mod exec;
 #[path = "image.rs"]
 mod image;
 mod retire;
+mod run_agent;
 mod run_opts;
 mod tty;
 
@@ -65,6 +66,12 @@ struct Cli {
 struct RunCmd {
     #[command(flatten)]
     run: RunArgs,
+    /// Run the container in this process even when an agent serves
+    /// --socket (by default `berth run` hands it to that agent when one
+    /// answers and no --root, --runtime-dir, --cgroup-root or node option
+    /// says otherwise).
+    #[arg(long)]
+    in_process: bool,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
     node: run_opts::NodeArgs,
 }
@@ -329,7 +336,13 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let route = run_agent::route_of(&matches);
     // `berth run` reports its container's end itself; the internals'
     // warnings are for an agent's log (or BERTH_LOG=warn).
     let quiet = matches!(cli.command, Command::Run(_));
@@ -346,7 +359,7 @@ fn main() {
         .init();
     raise_nofile_limit();
     let system = actix_rt::System::new();
-    let code = match system.block_on(dispatch(cli)) {
+    let code = match system.block_on(dispatch(cli, route)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("berth: {e:#}");
@@ -359,9 +372,12 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn dispatch(cli: Cli) -> Result<i32> {
+async fn dispatch(cli: Cli, route: run_agent::Route) -> Result<i32> {
     match cli.command {
-        Command::Run(ref cmd) => run(&cli, &cmd.run, &cmd.node).await,
+        Command::Run(ref cmd) => match run_agent::agent_for(&cli, cmd.in_process, route).await? {
+            Some(client) => run_agent::run(client, &cmd.run).await,
+            None => run(&cli, &cmd.run, &cmd.node).await,
+        },
         Command::Agent(ref cmd) => agent::agent(&cli, cmd).await,
         Command::Launch(ref args) => agent::launch(&cli, args).await,
         Command::Ps(ref args) => agent::ps(&cli, args).await,
@@ -519,8 +535,15 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
         r.finish().await;
     }
     c.remove(id.clone()).await?;
-    if args.json {
-        println!("{}", termination_json(&id, &termination));
+    Ok(report(&id, &termination, args.json))
+}
+
+/// Tells how `berth run`'s container ended (JSON with `--json`; else a
+/// line on stderr when berth, not the command, ended it) and returns the
+/// exit code.
+fn report(id: &ContainerId, termination: &ContainerTermination, json: bool) -> i32 {
+    if json {
+        println!("{}", termination_json(id, termination));
     } else {
         // An exit code alone does not tell a command's own failure from
         // berth's ending it: say so when berth did.
@@ -540,7 +563,7 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
             );
         }
     }
-    Ok(process_exit_code(&termination))
+    process_exit_code(termination)
 }
 
 /// Registers the SIGINT and SIGTERM handlers now — before the launch, so a

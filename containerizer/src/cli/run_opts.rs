@@ -84,6 +84,11 @@ pub struct NodeArgs {
     /// own launcher) or a registered OCI runtime's name.
     #[arg(long, value_name = "NAME")]
     pub default_runtime: Option<String>,
+    /// A directory of isolator plugin files (`NAME.json`: a `socket` to
+    /// dial or a `command` berth starts, `timeout_ms`, `order`); see the
+    /// README's "Writing an isolator plugin".
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
 }
 
 fn parse_runtime_arg(s: &str) -> Result<(String, String), String> {
@@ -359,6 +364,7 @@ impl NodeArgs {
             runtime_paths: self.runtime_paths.clone(),
             runtime_args: self.runtime_args.clone(),
             default_runtime: self.default_runtime.clone(),
+            plugin_dir: self.plugin_dir.clone(),
         }
     }
 }

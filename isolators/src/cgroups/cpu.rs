@@ -72,7 +72,7 @@ impl Subsystem for Cpu {
         id: &ContainerId,
         dirs: &CgroupDirs,
         res: &Resources,
-        _update: bool,
+        update: bool,
     ) -> Result<(), IsolatorError> {
         let Some(d) = dirs.of("cpu") else {
             return Ok(());
@@ -83,6 +83,13 @@ impl Subsystem for Cpu {
         let value = if v2 { cpu_weight(shares) } else { shares };
         c.set_shares(value)
             .map_err(|e| cg_err(id, &format!("set cpu shares of {}", d.path.display()), e))?;
+        // A new cgroup has no quota and the default period: writing them
+        // anyway costs the kernel a walk of every cgroup on the node
+        // (tg_set_cfs_bandwidth checks the whole tree), which with
+        // thousands of containers was a large part of each launch.
+        if !update && res.cpu_limit == 0.0 {
+            return Ok(());
+        }
         let quota = quota_us(res.cpu_limit);
         c.set_cfs_quota_and_period(Some(quota), Some(CFS_PERIOD_US))
             .map_err(|e| cg_err(id, &format!("set cpu quota of {}", d.path.display()), e))

@@ -57,9 +57,15 @@ pub fn import(dirs: &Dirs, layout: &Path, name: &str) -> Result<String> {
 }
 
 pub fn containerizer(dirs: &Dirs) -> Result<Containerizer> {
+    containerizer_with(dirs, berth::NodeOptions::default())
+}
+
+/// [`containerizer`] with node options (e.g. a plugin dir).
+pub fn containerizer_with(dirs: &Dirs, node: berth::NodeOptions) -> Result<Containerizer> {
     let p = ImageProvisioner::open(dirs.root.join("images"))?;
     Ok(Containerizer::builder(&dirs.root, &dirs.runtime)
         .cgroup_root(&dirs.cgroup_root)
+        .node_options(node)
         .default_isolators()
         .provisioner(p)
         .build()?)
@@ -187,20 +193,35 @@ pub async fn throughput(
 
 /// `berth run --image IMAGE -- /bin/true` as a process, `runs` times.
 pub fn berth_run(dirs: &Dirs, image: &str, runs: usize) -> Result<Vec<Duration>> {
+    timed_runs(dirs, image, runs, &["--in-process"], "run")
+}
+
+/// `berth run` handed to the agent serving `dirs`' socket, `runs` times
+/// after one warm-up (which unpacks the layer into the agent's cache).
+pub fn berth_run_agent(dirs: &Dirs, image: &str, runs: usize) -> Result<Vec<Duration>> {
+    let (agent, _) = Agent::start(dirs)?;
+    let r = timed_runs(dirs, image, 1, &[], "warm")
+        .and_then(|_| timed_runs(dirs, image, runs, &[], "agent-run"));
+    agent.terminate();
+    r
+}
+
+fn timed_runs(
+    dirs: &Dirs,
+    image: &str,
+    runs: usize,
+    opts: &[&str],
+    prefix: &str,
+) -> Result<Vec<Duration>> {
     let mut v = Vec::new();
     for i in 0..runs {
+        let name = format!("{prefix}-{i}");
         let t0 = Instant::now();
         let out = dirs
             .berth()
-            .args([
-                "run",
-                "--name",
-                &format!("run-{i}"),
-                "--image",
-                image,
-                "--",
-                "/bin/true",
-            ])
+            .arg("run")
+            .args(opts)
+            .args(["--name", &name, "--image", image, "--", "/bin/true"])
             .stdout(Stdio::null())
             .output()?;
         if !out.status.success() {
@@ -248,6 +269,15 @@ impl Agent {
 
     pub fn kill9(mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (the containers stay), and waits for its exit.
+    pub fn terminate(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
