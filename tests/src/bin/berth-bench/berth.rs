@@ -150,11 +150,27 @@ pub async fn lifecycle(
     runs: usize,
     tag: &str,
 ) -> Result<(Vec<Duration>, Vec<Phases>)> {
+    lifecycle_on(c, image, runs, tag, "").await
+}
+
+/// [`lifecycle`] under the launcher `runtime` (`""`: the default,
+/// native; `runc`, `runsc`: an OCI runtime).
+pub async fn lifecycle_on(
+    c: &Containerizer,
+    image: &str,
+    runs: usize,
+    tag: &str,
+    runtime: &str,
+) -> Result<(Vec<Duration>, Vec<Phases>)> {
     let mut times = Vec::new();
     let mut phases = Vec::new();
     for i in 0..runs {
         let id = ContainerId::new(format!("{tag}-{i}"));
-        let (t, p) = one(c, id, config(image, &["/bin/true"])).await?;
+        let config = ContainerConfig {
+            runtime: runtime.into(),
+            ..config(image, &["/bin/true"])
+        };
+        let (t, p) = one(c, id, config).await?;
         times.push(t);
         phases.push(p);
     }

@@ -175,6 +175,27 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
         .copied()
         .unwrap_or(0.0);
 
+    // The same containerizer under each OCI runtime berth found on PATH:
+    // the launchers side by side (runsc is gVisor's sandbox).
+    for runtime in ["runc", "runsc"] {
+        step(&format!(
+            "berth (embedded) on the {runtime} launcher: lifecycle"
+        ));
+        let dirs = berth::Dirs::new(base, runtime);
+        let image = berth::import(&dirs, &layout, "berth-bench")?;
+        let times = system.block_on(async {
+            let c = berth::containerizer(&dirs)?;
+            c.recover().await?;
+            berth::lifecycle_on(&c, &image, 1, "warm", runtime).await?;
+            let (times, _) = berth::lifecycle_on(&c, &image, sz.runs, "lc", runtime).await?;
+            anyhow::Ok(times)
+        })?;
+        rep.lifecycle_ms.insert(
+            format!("berth (embedded API, {runtime} launcher)"),
+            Dist::of(&times),
+        );
+    }
+
     step("berth (embedded) with a no-op remote isolator plugin: lifecycle");
     {
         let dirs = berth::Dirs::new(base, "plugin");
