@@ -204,6 +204,38 @@ impl Client {
         }
     }
 
+    /// [`Client::call`] for a call that is safe to repeat (cleanup): when a
+    /// plugin berth started is down (it died under the call, or just
+    /// before it, and is being restarted), the call waits for the new
+    /// process and goes again (after its Handshake and Recover), until the
+    /// plugin's start timeout, rather than failing a destroy stage over a
+    /// restart already under way. An answer of the plugin's own (an error
+    /// it returned) is final.
+    pub async fn call_through_restart<T, Fut>(
+        &self,
+        call: &str,
+        f: impl Fn(IsolatorClient<Channel>) -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.start_timeout;
+        loop {
+            let why = match self.call(call, &f).await {
+                Ok(v) => return Ok(v),
+                Err(why) => why,
+            };
+            let down = {
+                let s = self.session.lock().await;
+                s.client.is_none() || s.broken
+            };
+            if self.process.is_none() || !down || Instant::now() >= deadline {
+                return Err(why);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Marks the session for a new handshake (a stream that broke).
     pub async fn mark_broken(&self) {
         self.session.lock().await.broken = true;

@@ -283,7 +283,7 @@ impl Isolator for RemoteIsolator {
             let msg = proto::CleanupRequest {
                 id: Some(id.clone()),
             };
-            let r = client.call("cleanup", |mut c| {
+            let r = client.call_through_restart("cleanup", |mut c| {
                 let req = client.request(msg.clone());
                 async move { c.cleanup(req).await }
             });
