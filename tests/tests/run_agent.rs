@@ -155,7 +155,10 @@ fn run_through_an_agent_relays_stdio_exit_codes_and_start_errors() {
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(text(&out.stderr).contains("entrypoint"), "{out:?}");
 
-    // -t: a terminal of the container's own, sized as ours.
+    // -t: a terminal of the container's own, sized as ours. The size
+    // follows the release (the supervisor releases the command once the
+    // agent is attached; the client's first resize frame comes right
+    // after), hence the pause before reading it.
     let mut c = run_cmd(
         &env,
         &[
@@ -165,7 +168,7 @@ fn run_through_an_agent_relays_stdio_exit_codes_and_start_errors() {
             "--",
             "sh",
             "-c",
-            "test -t 0 && test -t 1 && stty size && exit 4",
+            "test -t 0 && test -t 1 && sleep 0.5 && stty size && exit 4",
         ],
     );
     c.stdin(Stdio::null());

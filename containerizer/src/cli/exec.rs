@@ -56,27 +56,8 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
         })),
     };
     tx.send(start).await?;
-    if args.interactive {
-        tty::forward_stdin(tx.clone(), |data| ExecInput {
-            input: Some(match data {
-                Some(b) => exec_input::Input::Stdin(b),
-                None => exec_input::Input::StdinClose(true),
-            }),
-        });
-    }
     // Restored when this returns (or unwinds).
-    let _raw = match args.tty {
-        true => {
-            tty::forward_resizes(tx.clone(), |rows, cols| ExecInput {
-                input: Some(exec_input::Input::Resize(AttachResize {
-                    rows: rows.into(),
-                    cols: cols.into(),
-                })),
-            })?;
-            tty::RawMode::enter()?
-        }
-        false => None,
-    };
+    let _raw = forward_input(&tx, args.interactive, args.tty)?;
     let mut out = c
         .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -90,6 +71,34 @@ pub async fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
         eprintln!("berth exec: {}", t.message);
     }
     Ok(process_exit_code(&t))
+}
+
+/// Forwards this process's stdin (`stdin`) and, with a terminal (`tty`),
+/// its window size to a streamed container (Exec's or Run's), and puts
+/// the terminal in raw mode until the returned guard drops.
+pub(crate) fn forward_input(
+    tx: &tokio::sync::mpsc::Sender<ExecInput>,
+    stdin: bool,
+    tty: bool,
+) -> Result<Option<tty::RawMode>> {
+    if stdin {
+        tty::forward_stdin(tx.clone(), |data| ExecInput {
+            input: Some(match data {
+                Some(b) => exec_input::Input::Stdin(b),
+                None => exec_input::Input::StdinClose(true),
+            }),
+        });
+    }
+    if !tty {
+        return Ok(None);
+    }
+    tty::forward_resizes(tx.clone(), |rows, cols| ExecInput {
+        input: Some(exec_input::Input::Resize(AttachResize {
+            rows: rows.into(),
+            cols: cols.into(),
+        })),
+    })?;
+    tty::RawMode::enter()
 }
 
 /// Writes a streamed container's output (Exec's or Run's) to this

@@ -16,10 +16,10 @@
 //!   when none does.
 
 use crate::agent::{parse_id, rpc_error};
-use crate::{config_of, container_name, report, tty, Cli, RunArgs};
+use crate::{config_of, container_name, report, Cli, RunArgs};
 use anyhow::{bail, Result};
 use berth::agent::api::containerizer_client::ContainerizerClient;
-use berth::agent::api::{exec_input, AttachResize, ContainerRef, ExecInput, LaunchRequest};
+use berth::agent::api::{exec_input, ContainerRef, ExecInput, LaunchRequest};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use tonic::transport::Channel;
@@ -105,28 +105,13 @@ pub async fn run(mut c: ContainerizerClient<Channel>, args: &RunArgs) -> Result<
         })),
     })
     .await?;
-    // As an in-process run: a terminal takes stdin too.
-    if args.extra.interactive || args.extra.tty {
-        tty::forward_stdin(tx.clone(), |data| ExecInput {
-            input: Some(match data {
-                Some(b) => exec_input::Input::Stdin(b),
-                None => exec_input::Input::StdinClose(true),
-            }),
-        });
-    }
-    // Restored when this returns (or unwinds).
-    let raw = match args.extra.tty {
-        true => {
-            tty::forward_resizes(tx.clone(), |rows, cols| ExecInput {
-                input: Some(exec_input::Input::Resize(AttachResize {
-                    rows: rows.into(),
-                    cols: cols.into(),
-                })),
-            })?;
-            tty::RawMode::enter()?
-        }
-        false => None,
-    };
+    // As an in-process run: a terminal takes stdin too. Restored when
+    // this returns (or unwinds).
+    let raw = crate::exec::forward_input(
+        &tx,
+        args.extra.interactive || args.extra.tty,
+        args.extra.tty,
+    )?;
     let mut out = c
         .run(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
