@@ -331,6 +331,46 @@ fn failpoints_in_the_runtime_steps(rt: &str) {
     assert_clean(&env, rt);
 }
 
+/// `berth run` writing into a file already written to: the command's
+/// output lands after what the file held. (runsc writes a donated regular file from offset 0 over it; berth
+/// relays such stdio through the supervisor instead.)
+fn output_appends_to_a_file(rt: &str) {
+    require_runtime(rt);
+    let env = TestEnv::new(&format!("oci-file-{rt}"));
+    let file = env.path("out.txt");
+    std::fs::write(&file, "before-with-a-long-line\n").unwrap();
+    // Not O_APPEND (a shell's `>` after an earlier write): the file's
+    // offset is where the output must go.
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--runtime",
+            rt,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo out; echo err >&2",
+        ])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let got = std::fs::read_to_string(&file).unwrap();
+    assert!(got.starts_with("before-with-a-long-line\n"), "{got:?}");
+    assert!(got.contains("out\n") && got.contains("err\n"), "{got:?}");
+    assert_eq!(
+        got.len(),
+        "before-with-a-long-line\nout\nerr\n".len(),
+        "{got:?}"
+    );
+    assert_clean(&env, rt);
+}
+
 // A module per case holds one test per runtime: `exit_codes::runc`.
 macro_rules! per_runtime {
     ($case:ident: $($rt:ident),+) => {
@@ -346,6 +386,7 @@ macro_rules! per_runtime {
 }
 
 per_runtime!(exit_codes_and_output: native, runc, runsc);
+per_runtime!(output_appends_to_a_file: native, runc, runsc);
 per_runtime!(missing_command_is_a_start_error: native, runc, runsc);
 per_runtime!(image_env_user_workdir_and_volumes: native, runc, runsc);
 per_runtime!(memory_limit_is_oom_killed: native, runc, runsc);

@@ -485,7 +485,10 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
     // -t/-i: the supervisor owns the stdio, and this process attaches to
     // it like `berth attach` (the command waits for it); else the command
     // writes to our stdout and stderr directly.
-    let attached = args.extra.tty || args.extra.interactive;
+    let config = config_of(args);
+    let attached = args.extra.tty
+        || args.extra.interactive
+        || file_stdio_under_oci(&config, node.default_runtime.as_deref());
     let stdio = match attached {
         true => Stdio::Attached,
         false => Stdio::Fds {
@@ -494,9 +497,7 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
             stderr: dup_fd(2)?,
         },
     };
-    let launched = c
-        .launch_with_stdio(id.clone(), config_of(args), stdio)
-        .await;
+    let launched = c.launch_with_stdio(id.clone(), config, stdio).await;
     let relay = match (&launched, attached) {
         (Ok(()), true) => Some(tty::relay_local(
             &c.attach_socket(&id),
@@ -536,6 +537,25 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
     }
     c.remove(id.clone()).await?;
     Ok(report(&id, &termination, args.json))
+}
+
+/// Whether the container runs under an OCI runtime while this process's
+/// stdout or stderr is a regular file. Such stdio then goes through the
+/// supervisor's pipes and this process (as with `-i`), not straight to the
+/// runtime: Debian's runsc (gVisor, 2022) writes a donated regular file
+/// from offset 0 through a file description of its own, over what the file
+/// already held.
+fn file_stdio_under_oci(config: &ContainerConfig, default_runtime: Option<&str>) -> bool {
+    let runtime = match config.runtime.as_str() {
+        "" => default_runtime.unwrap_or(""),
+        r => r,
+    };
+    if runtime.is_empty() || runtime == "native" {
+        return false;
+    }
+    [1, 2].into_iter().any(|fd| {
+        nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+    })
 }
 
 /// Tells how `berth run`'s container ended (JSON with `--json`; else a
