@@ -106,7 +106,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let dir = dir.into();
         let lock = create_and_lock(&dir)?;
-        let (db, records) = match open_db(&dir) {
+        let (db, records) = match open_db_waiting_for_lock(&dir) {
             Ok(opened) => opened,
             Err(StoreError::Sled { source, .. }) => {
                 let db_dir = dir.join("db");
@@ -348,6 +348,25 @@ fn create_and_lock(dir: &Path) -> Result<Flock<File>, StoreError> {
         source,
     })?;
     lock(dir)
+}
+
+/// [`open_db`], waiting out sled's own file lock. With berth's lock held,
+/// its holder can only be the threads of a store this process just
+/// dropped, which let go a moment later: a lock is not damage, and must
+/// never send a good database aside.
+fn open_db_waiting_for_lock(dir: &Path) -> Result<(sled::Db, sled::Tree), StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open_db(dir) {
+            Err(StoreError::Sled { ref source, .. })
+                if source.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Opens sled in `<dir>/db` and checks the schema. Every failure of sled
