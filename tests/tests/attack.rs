@@ -1494,12 +1494,17 @@ fn init_pid_1_does_not_lead_to_the_hosts_supervisor_binary() {
     );
     let supervisor = berth_bin().with_file_name("berth-supervisor");
     let before = fs::read(&supervisor).expect("read the host's berth-supervisor");
+    // Through a read-only volume (on the container's /tmp: the host's root
+    // is read-only there): the build dir may itself be under /tmp, which a
+    // host-filesystem container sees as its own empty tmpfs.
+    let bin_dir = attack.parent().unwrap().display().to_string();
     for caps in [&[][..], &["--cap-add", "SYS_PTRACE"][..]] {
         let mut cmd = env.berth();
-        cmd.args(["run", "--init"])
+        cmd.args(["run", "--init", "--volume-allow-ro", &bin_dir])
+            .args(["--volume", &format!("{bin_dir}:/tmp/berth-attack-bin:ro")])
             .args(caps)
             .arg("--")
-            .arg(&attack);
+            .arg("/tmp/berth-attack-bin/exe-attack");
         let ran = run_limited(cmd, CLIENT_LIMIT).unwrap_or_else(|e| panic!("{caps:?}: {e}"));
         assert!(ran.ok(), "{caps:?}: {}{}", ran.stdout, ran.stderr);
         let said: BTreeMap<&str, &str> = ran
