@@ -407,7 +407,11 @@ fn pause_stops_a_counter_resume_continues_it_and_both_survive_an_agent_restart()
 
     ok(&["resume", &name]);
     assert_eq!(status(&env)["state"], "RUNNING");
-    std::thread::sleep(Duration::from_millis(400));
+    // On a loaded machine the thawed loop may take a while to tick.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count() <= frozen_at && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         count() > frozen_at,
         "the counter did not go on after resume"
