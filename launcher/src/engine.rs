@@ -706,7 +706,7 @@ impl Engine {
             return Ok(ProcessStatus::Exited(s));
         }
         match self.refs(id) {
-            Some(f) if f.supervisor.is_alive() => Ok(ProcessStatus::Running(f)),
+            Some(f) if self.supervisor_alive(id, &f) => Ok(ProcessStatus::Running(f)),
             _ => {
                 // It may have written the status just before exiting.
                 Ok(match self.exit_status(id)? {
@@ -714,6 +714,21 @@ impl Engine {
                     None => ProcessStatus::Unknown,
                 })
             }
+        }
+    }
+
+    /// Whether the supervisor of `id` lives: asked of the pidfd held since
+    /// fork or recovery (one poll, where reading /proc/PID/stat costs an
+    /// open, a formatted read and a close, for each of thousands of
+    /// containers at recovery), else by pid and start time.
+    fn supervisor_alive(&self, id: &ContainerId, f: &Forked) -> bool {
+        let held = self
+            .entries()
+            .get(&id.to_string())
+            .and_then(|e| e.pidfd.clone());
+        match held {
+            Some(fd) => !pidfd_exited(&fd),
+            None => f.supervisor.is_alive(),
         }
     }
 
@@ -836,7 +851,10 @@ impl Engine {
                     .container_dir(&id)
                     .join(runtime::SUPERVISOR_PID),
             );
-            if sup.is_some_and(|s| s.is_alive()) && self.runs_here(&id) {
+            // Which launcher's first: every launcher scans the whole
+            // runtime dir, and an absent `runtime` file is one failed
+            // open, where liveness is a read of /proc.
+            if self.runs_here(&id) && sup.is_some_and(|s| s.is_alive()) {
                 found.insert(id.to_string());
             }
         }
@@ -888,6 +906,22 @@ fn open_pidfd(p: &ProcessRef) -> Option<OwnedFd> {
     }
     let fd = sys::pidfd_open(p.pid).ok()?;
     p.is_alive().then_some(fd)
+}
+
+/// Whether the process behind `pidfd` has exited (a pidfd polls readable
+/// once it has), without blocking.
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(n) => n > 0,
+        // Cannot tell: say alive, as the caller's fallback reads the exit
+        // status first anyway.
+        Err(_) => false,
+    }
 }
 
 /// Runs `f` on the blocking pool.

@@ -50,7 +50,7 @@ impl Freezer {
     /// The v1 freezer hierarchy if mounted, else the cgroup2 mount.
     pub fn detect() -> Result<Freezer, FreezerError> {
         let info =
-            fs::read_to_string("/proc/self/mountinfo").map_err(|source| FreezerError::Io {
+            berth_state::cgroupfs::cgroup_mountinfo().map_err(|source| FreezerError::Io {
                 op: "read",
                 path: "/proc/self/mountinfo".into(),
                 source,

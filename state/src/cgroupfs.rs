@@ -7,10 +7,63 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The lines of `/proc/self/mountinfo` that mount a cgroup hierarchy
+/// (`cgroup` or `cgroup2`), in mountinfo's format.
+///
+/// Kept until the mount table changes: an agent with thousands of
+/// containers has as many overlay mounts, so mountinfo runs to megabytes,
+/// and the launchers, the freezer and each cgroup isolator all look for
+/// the hierarchies as the agent starts. The kernel marks an open
+/// mountinfo file readable-with-priority (POLLPRI) once any mount or
+/// unmount happens in the namespace after its open or its last poll, so a
+/// poll of the file kept open says whether the copy is stale.
+pub fn cgroup_mountinfo() -> io::Result<std::sync::Arc<str>> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsFd;
+    use std::sync::{Arc, Mutex};
+    static CACHE: Mutex<Option<(fs::File, Arc<str>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((file, lines)) = cache.as_ref() {
+        let mut fds = [nix::poll::PollFd::new(
+            file.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        let changed = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+            .map(|n| n > 0)
+            .unwrap_or(true);
+        if !changed {
+            return Ok(lines.clone());
+        }
+    }
+    // Opened before it is read: a mount made meanwhile marks this file,
+    // so the next call reads again.
+    let mut file = match cache.take() {
+        Some((mut f, _)) => {
+            f.rewind()?;
+            f
+        }
+        None => fs::File::open("/proc/self/mountinfo")?,
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let lines: String = text
+        .lines()
+        .filter(|l| {
+            l.split_once(" - ")
+                .and_then(|(_, right)| right.split(' ').next())
+                .is_some_and(|t| matches!(t, "cgroup" | "cgroup2"))
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let lines: Arc<str> = lines.into();
+    *cache = Some((file, lines.clone()));
+    Ok(lines)
+}
+
 /// The mount points of every cgroup hierarchy (v1, named v1, v2), from
 /// `/proc/self/mountinfo`.
 pub fn mounts() -> io::Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let text = cgroup_mountinfo()?;
     Ok(text
         .lines()
         .filter_map(|l| {
@@ -73,6 +126,36 @@ pub fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), (PathBuf, io::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_mountinfo_holds_only_cgroup_lines_and_is_read_again_after_a_mount() {
+        let first = cgroup_mountinfo().unwrap();
+        let fresh = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let want: Vec<&str> = fresh
+            .lines()
+            .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+            .collect();
+        assert!(!want.is_empty(), "this host mounts no cgroup hierarchy");
+        assert_eq!(first.lines().collect::<Vec<_>>(), want);
+        // A mount anywhere marks the kept file: the next call reads anew.
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let after = cgroup_mountinfo();
+        nix::mount::umount(dir.path()).unwrap();
+        let after = after.unwrap();
+        assert!(
+            !std::sync::Arc::ptr_eq(&first, &after),
+            "a stale copy was kept"
+        );
+        assert_eq!(*first, *after);
+    }
 
     #[test]
     fn removes_a_tree_bottom_up_and_is_idempotent() {

@@ -25,6 +25,7 @@
 use crate::model::{ContainerId, ProcessRef};
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -244,7 +245,16 @@ fn list_under(
             continue;
         }
         out.push(id.clone());
-        list_under(&dir.join(&name).join(nest), nest, Some(&id), out)?;
+        let child = dir.join(&name);
+        // A directory's link count is 2 + its subdirectories on cgroupfs
+        // (kernfs), tmpfs and ext4: with 2 there is nothing nested, and a
+        // stat costs far less than reading a cgroup dir's dozens of control
+        // files (thousands of containers are recovered at once). Another
+        // count (btrfs says 1) is read as usual.
+        if nest.is_empty() && fs::symlink_metadata(&child).is_ok_and(|m| m.nlink() == 2) {
+            continue;
+        }
+        list_under(&child.join(nest), nest, Some(&id), out)?;
     }
     Ok(())
 }
@@ -408,5 +418,32 @@ mod tests {
         assert_eq!(ids, vec!["a", "a/b"]);
         rt.remove_container_dir(&ContainerId::new("a")).unwrap();
         assert!(rt.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cgroup_style_trees_list_nested_ids_and_skip_files() {
+        // Nested containers are direct subdirectories; files beside them
+        // (a cgroup's control files) are not ids. Deep nesting and a
+        // leaf beside a parent both show (the link-count shortcut must
+        // never hide a child).
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b/c", "a/d", "e", "f/g"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "a/cgroup.procs",
+            "a/b/tasks",
+            "e/memory.limit_in_bytes",
+            "top.file",
+        ] {
+            fs::write(root.join(f), "").unwrap();
+        }
+        let ids: Vec<String> = list_id_tree(root, "")
+            .unwrap()
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(ids, vec!["a", "a/b", "a/b/c", "a/d", "e", "f", "f/g"]);
     }
 }

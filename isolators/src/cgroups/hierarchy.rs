@@ -70,7 +70,7 @@ pub struct Hierarchies {
 impl Hierarchies {
     /// Reads `/proc/self/mountinfo` and the v2 mount's `cgroup.controllers`.
     pub fn detect() -> std::io::Result<Hierarchies> {
-        let info = fs::read_to_string("/proc/self/mountinfo")?;
+        let info = berth_state::cgroupfs::cgroup_mountinfo()?;
         Ok(Self::parse(&info, |mount| {
             fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default()
         }))
