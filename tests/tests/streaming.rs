@@ -385,3 +385,55 @@ async fn port_forward_reaches_a_port_inside_the_pods_network_namespace() {
     );
     clean(&c).await;
 }
+
+/// The DEBUG containers of `parent` (execs) now.
+async fn execs(c: &Containerizer) -> Vec<ContainerId> {
+    let all = c.containers().await.unwrap();
+    all.into_iter()
+        .filter(|i| i.to_string().contains("/exec-"))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn an_exec_whose_client_hangs_up_is_destroyed() {
+    let env = TestEnv::new("stream-hangup");
+    let c = containerizer(&env).await;
+    let server = StreamingServer::start("127.0.0.1:0".parse().unwrap(), c.clone())
+        .await
+        .unwrap();
+    let id = ContainerId::new(format!("{}-c", env.name));
+    c.launch(id.clone(), busybox("exec sleep 600"))
+        .await
+        .unwrap();
+    let url = server.exec_url(exec(&id, &["sleep", "600"], false, false));
+    let bin = tokio::task::spawn_blocking(client).await.unwrap();
+    let mut child = tokio::process::Command::new(bin)
+        .args(["exec", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while execs(&c).await.is_empty() {
+        assert!(Instant::now() < deadline, "the exec never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = execs(&c).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exec outlived its client: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The container it ran in is untouched.
+    let st = c.status(id.clone()).await.unwrap();
+    assert!(st.termination.is_none(), "{:?}", st.termination);
+    clean(&c).await;
+}
