@@ -383,6 +383,21 @@ async fn port_forward_reaches_a_port_inside_the_pods_network_namespace() {
         "{}",
         text(&out.stderr)
     );
+
+    // Once the pod has ended, nothing is entered: its init's pid may be
+    // another process's by now.
+    c.destroy(id.clone()).await.unwrap();
+    let url = server.port_forward_url(PortForwardStream {
+        pod: id.clone(),
+        ports: vec![],
+    });
+    let out = run_client(&["portforward", &url, "-port", "8080"], b"").await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
     clean(&c).await;
 }
 

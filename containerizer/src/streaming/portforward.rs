@@ -22,6 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a connect inside the pod may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests with one stream of their pair open: a bound on what a client
+/// holds (client-go opens the pair back to back).
+const MAX_HALF_OPEN: usize = 64;
 
 /// A request's streams as they arrive.
 #[derive(Default)]
@@ -44,6 +47,10 @@ pub(super) async fn serve(c: Containerizer, mut session: Session, r: PortForward
             let _ = s.out.close().await;
             continue;
         };
+        if !pairs.contains_key(&request) && pairs.len() >= MAX_HALF_OPEN {
+            tracing::info!(pod = %r.pod, "port forward: too many half-open requests; closing");
+            break;
+        }
         let pair = pairs.entry(request.clone()).or_default();
         let slot = match s.header("streamtype") {
             Some("error") if pair.error.is_none() => &mut pair.error,

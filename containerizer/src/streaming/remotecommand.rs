@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 
 /// How long the client has to open its streams (kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams of a type not asked for that are tolerated (kubelet ignores
+/// them): a bound on what a client holds open.
+const MAX_EXTRA_STREAMS: usize = 8;
 
 /// The negotiated sub-protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,6 +114,11 @@ async fn collect(session: &mut Session, want: Want) -> Result<Streams, String> {
             Some("resize") if want.resize && resize.is_none() => &mut resize,
             t => {
                 tracing::info!(stream = s.id, streamtype = ?t, "a stream the request did not ask for");
+                if extra.len() >= MAX_EXTRA_STREAMS {
+                    return Err(format!(
+                        "the client opened over {MAX_EXTRA_STREAMS} unasked-for streams"
+                    ));
+                }
                 extra.push(s);
                 continue;
             }
