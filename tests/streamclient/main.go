@@ -3,10 +3,12 @@
 // executor) and portforward. Built offline against the client-go that
 // cri-tools vendors (see ./build); berth's tests run it.
 //
-//	berth-stream-client exec|attach URL [-tty] [-stdin] [-stdout=false] [-stderr=false] [-size WxH]
+//	berth-stream-client exec|attach URL [-tty] [-stdin] [-stdout=false] [-stderr=false] [-size WxH] [-protocol P,…]
 //	    stdio is this process's; on a non-zero exit code the client reports
 //	    "exit code N" on stderr and exits N; other errors exit 125.
-//	    -size sends one terminal size before any stdin is sent.
+//	    -size sends one terminal size before any stdin is sent; -protocol
+//	    offers only these remotecommand protocols (default: client-go's
+//	    v4, v3, v2, channel.k8s.io).
 //	berth-stream-client portforward URL -port P [-path /] [-gets N]
 //	    forwards a local port to P and GETs http://127.0.0.1:LOCAL/PATH
 //	    N times, each on a new connection, printing "STATUS BODY".
@@ -21,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -45,6 +48,7 @@ func main() {
 	port := fs.Int("port", 0, "the pod's port")
 	path := fs.String("path", "/", "the path to GET")
 	gets := fs.Int("gets", 1, "how many GETs")
+	protocols := fs.String("protocol", "", "the remotecommand protocols to offer, comma-separated")
 	fs.Parse(os.Args[3:])
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -52,7 +56,7 @@ func main() {
 	}
 	switch mode {
 	case "exec", "attach":
-		os.Exit(stream(u, *tty, *stdin, *stdout, *stderr, *size))
+		os.Exit(stream(u, *tty, *stdin, *stdout, *stderr, *size, *protocols))
 	case "portforward":
 		os.Exit(forward(u, *port, *path, *gets))
 	default:
@@ -97,8 +101,16 @@ func (g *gated) Read(p []byte) (int, error) {
 	return g.r.Read(p)
 }
 
-func stream(u *url.URL, tty, stdin, stdout, stderr bool, size string) int {
+func stream(u *url.URL, tty, stdin, stdout, stderr bool, size, protocols string) int {
 	e, err := remotecommand.NewSPDYExecutor(config, "POST", u)
+	if protocols != "" {
+		transport, upgrader, terr := spdy.RoundTripperFor(config)
+		if terr != nil {
+			fail(terr)
+		}
+		e, err = remotecommand.NewSPDYExecutorForProtocols(transport, upgrader, "POST", u,
+			strings.Split(protocols, ",")...)
+	}
 	if err != nil {
 		fail(err)
 	}

@@ -452,3 +452,82 @@ async fn an_exec_whose_client_hangs_up_is_destroyed() {
     assert!(st.termination.is_none(), "{:?}", st.termination);
     clean(&c).await;
 }
+
+#[actix_rt::test]
+async fn the_older_remotecommand_protocols_are_spoken_too() {
+    let env = TestEnv::new("stream-proto");
+    let c = containerizer(&env).await;
+    let server = StreamingServer::start("127.0.0.1:0".parse().unwrap(), c.clone())
+        .await
+        .unwrap();
+    let id = ContainerId::new(format!("{}-c", env.name));
+    c.launch(id.clone(), busybox("exec sleep 600"))
+        .await
+        .unwrap();
+    let script = "while read l; do echo out:$l; echo err:$l >&2; done; exit 3";
+    // v3 and v2: the client ends stdin with FIN; the outcome is text.
+    for p in ["v3.channel.k8s.io", "v2.channel.k8s.io"] {
+        let url = server.exec_url(exec(&id, &["sh", "-c", script], false, true));
+        let out = run_client(&["exec", &url, "-stdin", "-protocol", p], b"one\n").await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{p}: {stderr}");
+        assert_eq!(text(&out.stdout), "out:one\n", "{p}");
+        assert!(stderr.starts_with("err:one\n"), "{p}: {stderr}");
+        assert!(
+            stderr.contains("command terminated with non-zero exit code: 3"),
+            "{p}: {stderr}"
+        );
+    }
+    // v3 has the resize stream; v2 has none (and gets no stderr with a tty).
+    let cmd = ["sh", "-c", "read x; busybox stty size"];
+    let url = server.exec_url(exec(&id, &cmd, true, true));
+    let args = [
+        "exec",
+        &url,
+        "-tty",
+        "-stdin",
+        "-size",
+        "99x33",
+        "-protocol",
+        "v3.channel.k8s.io",
+    ];
+    let out = run_client(&args, b"go\n").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("33 99\r\n"),
+        "{:?}",
+        text(&out.stdout)
+    );
+    let url = server.exec_url(exec(&id, &["sh", "-c", "busybox tty"], true, false));
+    let out = run_client(
+        &["exec", &url, "-tty", "-protocol", "v2.channel.k8s.io"],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "{:?}",
+        text(&out.stdout)
+    );
+    // channel.k8s.io (v1): its client never closes stdin, so no stdin here.
+    let cmd = ["sh", "-c", "echo hello; echo oops >&2"];
+    let url = server.exec_url(exec(&id, &cmd, false, false));
+    let out = run_client(&["exec", &url, "-protocol", "channel.k8s.io"], b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
+        ("hello\n", "oops\n")
+    );
+    let url = server.exec_url(exec(&id, &["sh", "-c", "exit 5"], false, false));
+    let out = run_client(&["exec", &url, "-protocol", "channel.k8s.io"], b"").await;
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("command terminated with non-zero exit code: 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    let all = c.containers().await.unwrap();
+    assert_eq!(all, vec![id.clone()], "{all:?}");
+    clean(&c).await;
+}

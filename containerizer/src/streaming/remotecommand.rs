@@ -25,6 +25,8 @@ const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Streams of a type not asked for that are tolerated (kubelet ignores
 /// them): a bound on what a client holds open.
 const MAX_EXTRA_STREAMS: usize = 8;
+/// See [`finish`].
+const V1_ERROR_HEAD_START: Duration = Duration::from_millis(200);
 
 /// The negotiated sub-protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -259,13 +261,11 @@ fn status_json(o: &Outcome) -> serde_json::Value {
     }
 }
 
-/// Closes the output streams, reports `o` on the error stream and ends
-/// the session.
+/// Reports `o` on the error stream, closes the output streams and ends
+/// the session. The report comes first: v2+ clients wait for both, but a
+/// v1 client returns as soon as its outputs end, error read or not.
 async fn finish(s: Streams, session: Session, p: Protocol, o: Outcome) {
     if !matches!(o, Outcome::Gone) {
-        for w in s.stdout.iter().chain(s.stderr.iter()) {
-            let _ = w.close().await;
-        }
         let report = match (p, &o) {
             (Protocol::V4, o) => status_json(o).to_string().into_bytes(),
             (_, Outcome::Exited(code)) if *code != 0 => {
@@ -278,6 +278,14 @@ async fn finish(s: Streams, session: Session, p: Protocol, o: Outcome) {
             let _ = s.error.write(&report).await;
         }
         let _ = s.error.close().await;
+        if p == Protocol::V1 && !report.is_empty() {
+            // The v1 client reads the error stream and its outputs on
+            // goroutines that race; give the error a head start.
+            tokio::time::sleep(V1_ERROR_HEAD_START).await;
+        }
+        for w in s.stdout.iter().chain(s.stderr.iter()) {
+            let _ = w.close().await;
+        }
     }
     drop(s);
     session.close().await;
