@@ -531,3 +531,64 @@ async fn the_older_remotecommand_protocols_are_spoken_too() {
     assert_eq!(all, vec![id.clone()], "{all:?}");
     clean(&c).await;
 }
+
+#[actix_rt::test]
+async fn megabytes_pass_whole_both_ways() {
+    use sha2::{Digest, Sha256};
+    let env = TestEnv::new("stream-big");
+    let c = containerizer(&env).await;
+    let server = StreamingServer::start("127.0.0.1:0".parse().unwrap(), c.clone())
+        .await
+        .unwrap();
+    let id = ContainerId::new(format!("{}-pod", env.name));
+    let config = ContainerConfig {
+        network: Some(Network {
+            mode: network::Mode::None as i32,
+            cni_network: String::new(),
+        }),
+        ..busybox(
+            "mkdir /www && busybox head -c 3000000 /dev/zero | busybox tr '\\0' x > /www/big && \
+             exec busybox httpd -f -p 127.0.0.1:8080 -h /www",
+        )
+    };
+    c.launch(id.clone(), config).await.unwrap();
+
+    // 3 MB out of an exec (many DATA frames, the pipe's backpressure).
+    let cmd = [
+        "sh",
+        "-c",
+        "busybox head -c 3000000 /dev/zero | busybox tr '\\0' y",
+    ];
+    let url = server.exec_url(exec(&id, &cmd, false, false));
+    let out = run_client(&["exec", &url], b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 3_000_000);
+    assert!(out.stdout.iter().all(|b| *b == b'y'));
+
+    // 2 MB into one, checked by its digest inside.
+    let input: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let want = format!("{:x}", Sha256::digest(&input));
+    let url = server.exec_url(exec(&id, &["busybox", "sha256sum"], false, true));
+    let out = run_client(&["exec", &url, "-stdin"], &input).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{want}  -\n"));
+
+    // 3 MB through a port forward.
+    let pid = c.status(id.clone()).await.unwrap().init.unwrap().pid;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening(pid, 8080) {
+        assert!(Instant::now() < deadline, "the pod's httpd never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = server.port_forward_url(PortForwardStream {
+        pod: id.clone(),
+        ports: vec![8080],
+    });
+    let args = ["portforward", &url, "-port", "8080", "-path", "/big"];
+    let out = run_client(&args, b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = out.stdout.strip_prefix(b"200 ").expect("a 200");
+    assert_eq!(body.len(), 3_000_001);
+    assert!(body[..3_000_000].iter().all(|b| *b == b'x'));
+    clean(&c).await;
+}
