@@ -278,6 +278,30 @@ async fn attach_relays_the_containers_stdio() {
         .unwrap();
     assert_eq!(t.exit_code, 0);
 
+    // A terminal: its size comes over the resize stream.
+    let tty = ContainerId::new(format!("{}-tty", env.name));
+    let config = ContainerConfig {
+        stdin_open: true,
+        tty: true,
+        ..busybox("read x; busybox stty size")
+    };
+    c.launch(tty.clone(), config).await.unwrap();
+    let url = server.attach_url(AttachStream {
+        container: tty.clone(),
+        tty: true,
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    });
+    let args = ["attach", &url, "-tty", "-stdin", "-size", "50x20"];
+    let out = run_client(&args, b"go\n").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("20 50\r\n"),
+        "{:?}",
+        text(&out.stdout)
+    );
+
     // Attaching to an ended container is a Failure status.
     let url = server.attach_url(AttachStream {
         container: id.clone(),

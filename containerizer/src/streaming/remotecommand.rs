@@ -80,8 +80,9 @@ struct Streams {
     stdout: Option<StreamWriter>,
     stderr: Option<StreamWriter>,
     resize: Option<mpsc::Receiver<Bytes>>,
-    /// Streams of a type not asked for: held open until the end.
-    _extra: Vec<Stream>,
+    /// Streams of a type not asked for: our halves, held open until the
+    /// end (their input is dropped unread, so it never holds the session).
+    _extra: Vec<StreamWriter>,
 }
 
 /// Waits for the streams `want` names (and the error stream).
@@ -121,7 +122,7 @@ async fn collect(session: &mut Session, want: Want) -> Result<Streams, String> {
                         "the client opened over {MAX_EXTRA_STREAMS} unasked-for streams"
                     ));
                 }
-                extra.push(s);
+                extra.push(s.out);
                 continue;
             }
         };
