@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, watch};
 
 /// How long a closing session waits for the client to hang up.
 const LINGER: Duration = Duration::from_secs(5);
+/// A session that receives nothing (client-go pings every 5 s) for this
+/// long has lost its client: kubelet's default stream idle timeout.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
 
 /// What the writing task is asked to do.
 enum Out {
@@ -155,7 +158,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     tokio::pin!(linger);
     loop {
         let raw = tokio::select! {
-            r = frame::read_raw(&mut rd) => r,
+            r = tokio::time::timeout(IDLE_TIMEOUT, frame::read_raw(&mut rd)) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(session = what, "SPDY session idle for {IDLE_TIMEOUT:?}; dropped");
+                    let _ = out.send(Out::Close).await;
+                    return;
+                }
+            },
             _ = &mut linger => {
                 tracing::debug!(session = what, "the client did not hang up; dropping it");
                 return;
