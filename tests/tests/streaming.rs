@@ -433,6 +433,40 @@ async fn execs(c: &Containerizer) -> Vec<ContainerId> {
         .collect()
 }
 
+/// Starts the client on `url`, waits for the exec's DEBUG container, kills
+/// the client and waits (15 s at most) for the DEBUG container to go.
+async fn hang_up(c: &Containerizer, args: &[&str]) {
+    let bin = tokio::task::spawn_blocking(client).await.unwrap();
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while execs(c).await.is_empty() {
+        assert!(Instant::now() < deadline, "the exec never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let it run (and, chatty, write) a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = execs(c).await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?}: the exec outlived its client: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn an_exec_whose_client_hangs_up_is_destroyed() {
     let env = TestEnv::new("stream-hangup");
@@ -444,33 +478,16 @@ async fn an_exec_whose_client_hangs_up_is_destroyed() {
     c.launch(id.clone(), busybox("exec sleep 600"))
         .await
         .unwrap();
+    // A quiet command, and chatty ones that never stop writing (their
+    // output is still flowing when the client goes), with and without a
+    // terminal.
     let url = server.exec_url(exec(&id, &["sleep", "600"], false, false));
-    let bin = tokio::task::spawn_blocking(client).await.unwrap();
-    let mut child = tokio::process::Command::new(bin)
-        .args(["exec", &url])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while execs(&c).await.is_empty() {
-        assert!(Instant::now() < deadline, "the exec never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child.kill().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = execs(&c).await;
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the exec outlived its client: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    hang_up(&c, &["exec", &url]).await;
+    let chatty = ["sh", "-c", "while :; do echo chatter; done"];
+    let url = server.exec_url(exec(&id, &chatty, false, false));
+    hang_up(&c, &["exec", &url]).await;
+    let url = server.exec_url(exec(&id, &chatty, true, true));
+    hang_up(&c, &["exec", &url, "-tty", "-stdin"]).await;
     // The container it ran in is untouched.
     let st = c.status(id.clone()).await.unwrap();
     assert!(st.termination.is_none(), "{:?}", st.termination);

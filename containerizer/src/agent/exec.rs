@@ -256,10 +256,14 @@ async fn finish(
 ) {
     tokio::select! {
         _ = outputs => {}
-        _ = tx.closed() => {
-            tracing::info!(container = %id, "streaming client gone; destroying");
-            let _ = c.destroy(id.clone()).await;
-        }
+        _ = tx.closed() => {}
+    }
+    // Checked after either: output that meets a closed stream also ends
+    // `outputs`, and a command still writing would otherwise outlive
+    // its client.
+    if tx.is_closed() {
+        tracing::info!(container = %id, "streaming client gone; destroying");
+        let _ = c.destroy(id.clone()).await;
     }
     let end = c.wait(id.clone()).await;
     let _ = c.remove(id.clone()).await;
