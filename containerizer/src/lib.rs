@@ -43,6 +43,7 @@ mod node_options;
 mod pod;
 mod recover;
 mod sandbox_owner;
+pub mod streaming;
 mod termination;
 mod user;
 mod validate;

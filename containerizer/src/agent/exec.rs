@@ -16,14 +16,18 @@ use super::api::{exec_input, exec_output, ExecInput, ExecOutput, ExecRequest};
 use crate::{Containerizer, ContainerizerError};
 use berth_launcher::Stdio;
 use berth_state::{ContainerClass, ContainerConfig, ContainerId};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-pub(super) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
+pub(crate) type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
+
+/// The client's side of a stream: a gRPC stream, or the CRI streaming
+/// server's SPDY streams turned into the same messages.
+pub(crate) type ExecInputs = Pin<Box<dyn Stream<Item = Result<ExecInput, Status>> + Send>>;
 
 /// The DEBUG container's config for `r`.
 fn debug_config(r: &ExecRequest) -> ContainerConfig {
@@ -58,24 +62,41 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
 }
 
 /// The stream's first message.
-async fn first(input: &mut Streaming<ExecInput>, what: &str) -> Result<exec_input::Input, Status> {
-    input.message().await?.and_then(|m| m.input).ok_or_else(|| {
-        Status::invalid_argument(format!("the {what} stream ended before its start"))
-    })
+async fn first(input: &mut ExecInputs, what: &str) -> Result<exec_input::Input, Status> {
+    input
+        .next()
+        .await
+        .transpose()?
+        .and_then(|m| m.input)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("the {what} stream ended before its start"))
+        })
 }
 
 /// Starts the exec named by the stream's first message and returns the
 /// output stream.
 pub(super) async fn exec(
     c: Containerizer,
-    mut input: Streaming<ExecInput>,
+    input: Streaming<ExecInput>,
     to_status: fn(ContainerizerError) -> Status,
 ) -> Result<ExecStream, Status> {
+    let mut input: ExecInputs = Box::pin(input);
     let exec_input::Input::Start(start) = first(&mut input, "exec").await? else {
         return Err(Status::invalid_argument(
             "an exec stream must begin with `start`",
         ));
     };
+    exec_started(c, start, input, to_status).await
+}
+
+/// The exec `start` asks for, its stdin, terminal resizes and
+/// `stdin_close` coming from `input`.
+pub(crate) async fn exec_started(
+    c: Containerizer,
+    start: ExecRequest,
+    input: ExecInputs,
+    to_status: fn(ContainerizerError) -> Status,
+) -> Result<ExecStream, Status> {
     let parent = super::server::id_of(start.id.clone())?;
     if start.command.is_empty() {
         return Err(Status::invalid_argument("exec: no command given"));
@@ -104,9 +125,10 @@ pub(super) async fn exec(
 /// pipes the agent streams.
 pub(super) async fn run(
     c: Containerizer,
-    mut input: Streaming<ExecInput>,
+    input: Streaming<ExecInput>,
     to_status: fn(ContainerizerError) -> Status,
 ) -> Result<ExecStream, Status> {
+    let mut input: ExecInputs = Box::pin(input);
     let exec_input::Input::Run(req) = first(&mut input, "run").await? else {
         return Err(Status::invalid_argument(
             "a run stream must begin with `run`",
@@ -157,7 +179,7 @@ impl Session {
     /// The command's stdio: pipes the agent holds and streams.
     async fn piped(
         self,
-        input: Streaming<ExecInput>,
+        input: ExecInputs,
         config: ContainerConfig,
         stdin: bool,
     ) -> Result<ExecStream, Status> {
@@ -234,10 +256,14 @@ async fn finish(
 ) {
     tokio::select! {
         _ = outputs => {}
-        _ = tx.closed() => {
-            tracing::info!(container = %id, "streaming client gone; destroying");
-            let _ = c.destroy(id.clone()).await;
-        }
+        _ = tx.closed() => {}
+    }
+    // Checked after either: output that meets a closed stream also ends
+    // `outputs`, and a command still writing would otherwise outlive
+    // its client.
+    if tx.is_closed() {
+        tracing::info!(container = %id, "streaming client gone; destroying");
+        let _ = c.destroy(id.clone()).await;
     }
     let end = c.wait(id.clone()).await;
     let _ = c.remove(id.clone()).await;
@@ -254,7 +280,7 @@ async fn finish(
 impl Session {
     async fn attached(
         self,
-        mut input: Streaming<ExecInput>,
+        mut input: ExecInputs,
         config: ContainerConfig,
     ) -> Result<ExecStream, Status> {
         use berth_launcher::attach::{self, Frame};
@@ -286,7 +312,7 @@ impl Session {
         };
         let (mut rd, mut wr) = sock.into_split();
         tokio::spawn(async move {
-            while let Ok(Some(m)) = input.message().await {
+            while let Some(Ok(m)) = input.next().await {
                 let f = match m.input {
                     Some(exec_input::Input::Stdin(b)) => Frame::Stdin(b),
                     Some(exec_input::Input::StdinClose(true)) => Frame::StdinClose,
@@ -300,6 +326,9 @@ impl Session {
                     return;
                 }
             }
+            // Not shut down: the supervisor takes a client's EOF for its
+            // going away, and the command's output is still to come.
+            wr.forget();
         });
         let _ = tx.send(out(exec_output::Output::Started(id.clone()))).await;
         let tx2 = tx.clone();
@@ -324,11 +353,11 @@ impl Session {
 
 /// The client's stdin frames into the command's stdin, until
 /// `stdin_close` or the stream ends.
-async fn forward_stdin(mut input: Streaming<ExecInput>, w: OwnedFd) {
+async fn forward_stdin(mut input: ExecInputs, w: OwnedFd) {
     let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(w) else {
         return;
     };
-    while let Ok(Some(m)) = input.message().await {
+    while let Some(Ok(m)) = input.next().await {
         match m.input {
             Some(exec_input::Input::Stdin(b)) if w.write_all(&b).await.is_err() => return,
             Some(exec_input::Input::StdinClose(_)) => return,

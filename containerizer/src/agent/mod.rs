@@ -11,11 +11,11 @@ pub mod api {
 }
 
 mod client;
-mod exec;
+pub(crate) mod exec;
 mod images;
 pub mod logs;
 mod metrics_http;
-mod server;
+pub(crate) mod server;
 
 pub use client::{connect, ClientError};
 pub use metrics_http::serve_metrics;

@@ -85,7 +85,7 @@ struct Service {
 }
 
 /// The gRPC code for a containerizer error; the message is the error's.
-fn status(e: ContainerizerError) -> Status {
+pub(crate) fn status(e: ContainerizerError) -> Status {
     use ContainerizerError as E;
     let msg = e.to_string();
     match e {
@@ -164,7 +164,7 @@ fn input_frame(m: AttachInput) -> Option<Frame> {
 }
 
 /// Reads one frame from the supervisor; `None` at its end.
-pub(super) async fn read_frame_async(
+pub(crate) async fn read_frame_async(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> std::io::Result<Option<Frame>> {
     use tokio::io::AsyncReadExt;
