@@ -451,3 +451,289 @@ fn an_agent_killed_during_a_restore_destroys_the_half_restored_container() {
     destroy_and_remove(&dst, &b, &again);
     destroy_and_remove(&src, &a, &name);
 }
+
+/// A network namespace of the test's own (`ip netns add`), deleted on
+/// drop: the CNI bridges and veths live there, never on the host.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new(env: &TestEnv) -> TestNetns {
+        berth_tests::require_tool("ip");
+        let name = env.name.clone();
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name} failed");
+        // As on a node: CRIU probes TCP repair on 127.0.0.1 of its netns.
+        let st = std::process::Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .expect("run ip link set lo up");
+        assert!(st.success(), "ip -n {name} link set lo up failed");
+        TestNetns { name }
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A CNI bridge network named `cknet` (on bridge `bridge`, `subnet`) in
+/// `env`'s own config dir; the agent options that use it and allow `vol`.
+fn cni_agent_options(env: &TestEnv, bridge: &str, subnet: &str, vol: &Path) -> Vec<String> {
+    let conf_dir = env.mkdir("cni");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "cknet",
+        "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+             "ipam": {"type": "host-local", "dataDir": env.path("ipam"),
+                      "ranges": [[{"subnet": subnet}]]}}
+        ]
+    });
+    std::fs::write(conf_dir.join("10-cknet.conflist"), conflist.to_string()).unwrap();
+    vec![
+        "--criu-path".into(),
+        criu().display().to_string(),
+        "--cni-config-dir".into(),
+        conf_dir.display().to_string(),
+        "--volume-allow-rw".into(),
+        vol.display().to_string(),
+    ]
+}
+
+fn network_ip(env: &TestEnv, agent: &Agent, name: &str) -> String {
+    env.ps_json(agent)
+        .into_iter()
+        .find(|c| c["id"] == name)
+        .and_then(|c| {
+            c["isolator_fields"]["network.ip"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("no network.ip for {name}"))
+}
+
+#[test]
+fn a_container_with_a_volume_and_a_cni_network_restores_with_both() {
+    berth_tests::require_tool("busybox");
+    let src = TestEnv::new("ck-cni-src");
+    let dst = TestEnv::new("ck-cni-dst");
+    import_busybox(&src);
+    import_busybox(&dst);
+    let ns = TestNetns::new(&src);
+    // Shared storage of both "nodes".
+    let vol = src.mkdir("vol");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // This thread's children (the agents, their supervisors and
+            // CNI plugins) are in the test's netns.
+            let f = std::fs::File::open(Path::new("/run/netns").join(&ns.name)).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let opts = cni_agent_options(&src, "ckbr0", "10.232.0.0/24", &vol);
+            let a = src.start_agent_with("", &opts.iter().map(String::as_str).collect::<Vec<_>>());
+            let opts = cni_agent_options(&dst, "ckbr1", "10.233.0.0/24", &vol);
+            let b = dst.start_agent_with("", &opts.iter().map(String::as_str).collect::<Vec<_>>());
+
+            let name = format!("{}-c", src.name);
+            let volume = format!("{}:/data", vol.display());
+            // Writes its eth0 address and a tick into the volume, 10 a second.
+            src.client_expect(
+                &a,
+                &[
+                    "launch",
+                    "--name",
+                    &name,
+                    "--image",
+                    "busybox",
+                    "--network",
+                    "cknet",
+                    "--volume",
+                    &volume,
+                    "--",
+                    "sh",
+                    "-c",
+                    "i=0; while true; do i=$((i+1)); \
+                     busybox ip -4 -o addr show eth0 > /data/ip.new && mv /data/ip.new /data/ip; \
+                     echo $i > /data/tick; echo $i; sleep 0.1; done",
+                ],
+                0,
+            );
+            let ip_a = network_ip(&src, &a, &name);
+            assert!(ip_a.starts_with("10.232.0."), "{ip_a}");
+            wait_until(
+                "the source to write its address",
+                Duration::from_secs(20),
+                || std::fs::read_to_string(vol.join("ip")).is_ok_and(|s| s.contains(&ip_a)),
+            );
+            let images = src.path("images");
+            src.client_expect(
+                &a,
+                &["checkpoint", &name, "--image-dir", images.to_str().unwrap()],
+                0,
+            );
+            wait_until("the source to terminate", Duration::from_secs(20), || {
+                state(&src, &a, &name) == "TERMINATED"
+            });
+            let tick: u64 = std::fs::read_to_string(vol.join("tick"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+
+            let moved = format!("{}-r", dst.name);
+            dst.client_expect(
+                &b,
+                &[
+                    "restore",
+                    "--name",
+                    &moved,
+                    "--from",
+                    images.to_str().unwrap(),
+                ],
+                0,
+            );
+            let ip_b = network_ip(&dst, &b, &moved);
+            assert!(ip_b.starts_with("10.233.0."), "{ip_b}");
+            // The restored processes write through the new container's
+            // volume mount, from its new network namespace.
+            wait_until(
+                "the restored container to write its address",
+                Duration::from_secs(20),
+                || std::fs::read_to_string(vol.join("ip")).is_ok_and(|s| s.contains(&ip_b)),
+            );
+            let after: u64 = std::fs::read_to_string(vol.join("tick"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(after > tick, "the tick goes on from {tick}: {after}");
+            let first = printed(&dst, &moved);
+            assert_eq!(first.first(), Some(&(tick + 1)), "{first:?} after {tick}");
+
+            destroy_and_remove(&dst, &b, &moved);
+            src.client_expect(&a, &["rm", &name], 0);
+            // Both agents' IPAM leases are given back.
+            for env in [&src, &dst] {
+                let leases: Vec<String> = std::fs::read_dir(env.path("ipam").join("cknet"))
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter(|n| n.starts_with("10."))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert!(leases.is_empty(), "IPAM leases left: {leases:?}");
+            }
+            drop((a, b));
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    });
+}
+
+/// Attack: the container plants symlinks to a host canary (absolute and
+/// climbing out), a FIFO and a link swapped in for a directory in its
+/// rootfs before the checkpoint. Saving the rootfs changes (tar of the
+/// upper dir) and unpacking them into the new container's follow none
+/// of them and never block on the FIFO: the canary is neither read into
+/// the checkpoint nor written, and the restored rootfs has the links as
+/// links and the FIFO as a FIFO.
+#[test]
+fn planted_links_and_fifos_in_the_rootfs_travel_as_they_are() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let src = TestEnv::new("ck-attack-src");
+    let dst = TestEnv::new("ck-attack-dst");
+    import_busybox(&src);
+    import_busybox(&dst);
+    let canary_dir = src.mkdir("canary");
+    let canary = canary_dir.join("secret");
+    std::fs::write(&canary, "host secret\n").unwrap();
+    let before = std::fs::metadata(&canary).unwrap();
+    let a = agent(&src, "");
+    let b = agent(&dst, "");
+    let name = format!("{}-c", src.name);
+    let c = canary.display().to_string();
+    let d = canary_dir.display().to_string();
+    let script = format!(
+        "ln -s {c} /abs && ln -s ../../../../../../../../../..{c} /rel && \
+         busybox mkfifo /fifo && mkdir -p /etc2 && rmdir /etc2 && ln -s {d} /etc2 && \
+         echo planted; while true; do sleep 0.1; done"
+    );
+    src.client_expect(
+        &a,
+        &[
+            "launch",
+            "--name",
+            &name,
+            "--image",
+            "busybox",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        0,
+    );
+    wait_until("the links to be planted", Duration::from_secs(20), || {
+        std::fs::read_to_string(src.state_dir.join("sandboxes").join(&name).join("stdout"))
+            .is_ok_and(|s| s.contains("planted"))
+    });
+    let images = src.path("images");
+    src.client_expect(
+        &a,
+        &["checkpoint", &name, "--image-dir", images.to_str().unwrap()],
+        0,
+    );
+    let moved = format!("{}-r", dst.name);
+    dst.client_expect(
+        &b,
+        &[
+            "restore",
+            "--name",
+            &moved,
+            "--from",
+            images.to_str().unwrap(),
+        ],
+        0,
+    );
+    let r = rootfs(&dst, &moved);
+    assert_eq!(std::fs::read_link(r.join("abs")).unwrap(), canary);
+    assert_eq!(
+        std::fs::read_link(r.join("rel"))
+            .unwrap()
+            .display()
+            .to_string(),
+        format!("../../../../../../../../../..{c}")
+    );
+    assert_eq!(std::fs::read_link(r.join("etc2")).unwrap(), canary_dir);
+    assert!(std::fs::symlink_metadata(r.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // The canary is as it was, and its text is nowhere in the checkpoint.
+    let after = std::fs::metadata(&canary).unwrap();
+    assert_eq!(
+        (after.mtime(), after.uid(), after.mode(), after.len()),
+        (before.mtime(), before.uid(), before.mode(), before.len())
+    );
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "host secret\n");
+    assert_eq!(std::fs::read_dir(&canary_dir).unwrap().count(), 1);
+    let tar = std::fs::read(images.join("rootfs-upper.tar")).unwrap();
+    assert!(
+        !tar.windows(11).any(|w| w == b"host secret"),
+        "the canary was read into the checkpoint"
+    );
+    assert_eq!(state(&dst, &b, &moved), "RUNNING");
+    destroy_and_remove(&dst, &b, &moved);
+    src.client_expect(&a, &["rm", &name], 0);
+}
