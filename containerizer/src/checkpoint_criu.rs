@@ -234,9 +234,11 @@ impl ContainerizerActor {
             return refuse("it is a nested container (a pod member or an exec)");
         }
         let config = c.record.config.clone().unwrap_or_default();
-        if !config.runtime.is_empty() && config.runtime != berth_launcher::oci::NATIVE {
+        // runc drives CRIU itself (`runc checkpoint`/`restore`); gVisor's
+        // checkpoints are its own, not CRIU's.
+        if !["", berth_launcher::oci::NATIVE, "runc"].contains(&config.runtime.as_str()) {
             return refuse(&format!(
-                "it runs under runtime {:?}; only berth's native launcher checkpoints",
+                "it runs under runtime {:?}; only berth's native launcher and runc checkpoint",
                 config.runtime
             ));
         }

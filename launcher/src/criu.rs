@@ -203,8 +203,57 @@ pub fn dump(
     })
 }
 
-/// Runs criu with `args`; a failure quotes the last lines of its log
-/// `log` (in `dir`, where it stays).
+/// Dumps a container of OCI runtime `rt` (runc) with `RUNTIME --criu
+/// PATH checkpoint --leave-running`, paused around it as a native one is
+/// frozen; without `leave_running` it is killed while still paused, so
+/// nothing runs past the dump.
+pub fn dump_oci(
+    rt: &crate::oci::OciRuntime,
+    id: &str,
+    mut spec: DumpSpec,
+    timeout: Duration,
+) -> Result<Dumped, String> {
+    let dir = spec.image_dir.display().to_string();
+    let mut args = rt.global_args();
+    args.extend([
+        "--criu".to_string(),
+        spec.criu.display().to_string(),
+        "checkpoint".into(),
+        "--image-path".into(),
+        dir.clone(),
+        "--work-path".into(),
+        dir,
+        "--leave-running".into(),
+        id.to_string(),
+    ]);
+    let started = std::time::Instant::now();
+    rt.set_frozen(id, true).map_err(|e| e.to_string())?;
+    let result = (|| {
+        if let Some(f) = spec.while_frozen.take() {
+            f()?;
+        }
+        run(&rt.path, &args, &spec.image_dir, DUMP_LOG, timeout)
+    })();
+    let frozen = started.elapsed();
+    if result.is_ok() && !spec.leave_running {
+        // runc's `kill --all` of a paused container freezes, kills and
+        // thaws it itself: nothing runs past the dump.
+        rt.kill(id, libc::SIGKILL, true)
+            .map_err(|e| format!("kill after the dump: {e}"))?;
+    } else {
+        rt.set_frozen(id, false)
+            .map_err(|e| format!("resume after the dump: {e}"))?;
+    }
+    result?;
+    Ok(Dumped {
+        stdio: Vec::new(),
+        external_netns: false,
+        frozen,
+    })
+}
+
+/// Runs `program` (criu, or a runtime driving it) with `args`; a failure
+/// quotes the last lines of CRIU's log `log` (in `dir`, where it stays).
 pub fn run(
     criu: &Path,
     args: &[String],
@@ -230,9 +279,8 @@ pub fn run(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "{} {} did not finish within {timeout:?}; its log: {}",
+                    "{} did not finish within {timeout:?}; its log: {}",
                     criu.display(),
-                    args[0],
                     dir.join(log).display()
                 ));
             }
@@ -246,9 +294,12 @@ pub fn run(
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
     }
+    let op = match log {
+        DUMP_LOG => "dump",
+        _ => "restore",
+    };
     Err(format!(
-        "criu {} failed ({status}); log {}: {}",
-        args[0],
+        "criu {op} failed ({status}); log {}: {}",
         dir.join(log).display(),
         log_tail(&dir.join(log)).unwrap_or(stderr)
     ))

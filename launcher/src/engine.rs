@@ -389,11 +389,8 @@ impl Engine {
             .map(|d| d.display().to_string())
             .collect();
         let restore = spec.restore.as_ref();
-        if restore.is_some() && !matches!(self.kind, Kind::Linux(_)) {
-            return Err(other(
-                &id,
-                "only berth's native launcher restores a checkpoint with CRIU",
-            ));
+        if restore.is_some() && matches!(self.kind, Kind::Posix) {
+            return Err(other(&id, "the posix launcher cannot restore a checkpoint"));
         }
         let inherited = matches!(spec.stdio, Stdio::Fds { .. });
         let stdin_inherited = matches!(spec.stdio, Stdio::Fds { stdin: Some(_), .. });
@@ -741,10 +738,14 @@ impl Engine {
         spec: crate::criu::DumpSpec,
     ) -> Result<crate::criu::Dumped, LaunchError> {
         let _span = tracing::info_span!("launcher.checkpoint", container = %id).entered();
+        if let Kind::Oci(rt) = &self.kind {
+            return crate::criu::dump_oci(rt, &id.to_string(), spec, CRIU_TIMEOUT)
+                .map_err(|m| other(id, m));
+        }
         let (Kind::Linux(freezer), Some(dir)) = (&self.kind, self.freezer_dir(id)) else {
             return Err(other(
                 id,
-                "checkpoint: only containers of berth's native launcher can be checkpointed",
+                "checkpoint: the posix launcher cannot checkpoint a container",
             ));
         };
         let init = self

@@ -737,3 +737,93 @@ fn planted_links_and_fifos_in_the_rootfs_travel_as_they_are() {
     destroy_and_remove(&dst, &b, &moved);
     src.client_expect(&a, &["rm", &name], 0);
 }
+
+/// Under runc (`--runtime runc`): runc drives CRIU (`runc --criu PATH
+/// checkpoint`/`restore`), berth pauses around the dump and saves the
+/// rootfs changes as for its own containers; the restored container's
+/// init is its supervisor's child.
+#[test]
+fn a_runc_counter_moves_to_another_agent_and_continues() {
+    berth_tests::require_tool("runc");
+    let src = TestEnv::new("ck-runc-src");
+    let dst = TestEnv::new("ck-runc-dst");
+    import_busybox(&src);
+    import_busybox(&dst);
+    let a = agent(&src, "");
+    let b = agent(&dst, "");
+    let name = format!("{}-c", src.name);
+    src.client_expect(
+        &a,
+        &[
+            "launch",
+            "--name",
+            &name,
+            "--runtime",
+            "runc",
+            "--image",
+            "busybox",
+            "--",
+            "sh",
+            "-c",
+            COUNTER,
+        ],
+        0,
+    );
+    wait_until("the counter to pass 5", Duration::from_secs(20), || {
+        printed(&src, &name).len() >= 5
+    });
+    let images = src.path("images");
+    src.client_expect(
+        &a,
+        &["checkpoint", &name, "--image-dir", images.to_str().unwrap()],
+        0,
+    );
+    assert!(images.join("dump.log").is_file(), "CRIU's log stays");
+    wait_until("the source to terminate", Duration::from_secs(20), || {
+        state(&src, &a, &name) == "TERMINATED"
+    });
+    let last = *printed(&src, &name).last().unwrap();
+
+    let moved = format!("{}-r", dst.name);
+    dst.client_expect(
+        &b,
+        &[
+            "restore",
+            "--name",
+            &moved,
+            "--from",
+            images.to_str().unwrap(),
+        ],
+        0,
+    );
+    wait_until(
+        "the restored counter to print",
+        Duration::from_secs(20),
+        || printed(&dst, &moved).len() >= 3,
+    );
+    let after = printed(&dst, &moved);
+    assert_eq!(after[0], last + 1, "{after:?} after {last}");
+    assert_eq!(
+        std::fs::read_to_string(rootfs(&dst, &moved).join("before"))
+            .unwrap()
+            .trim(),
+        "kept"
+    );
+    let c = dst
+        .ps_json(&b)
+        .into_iter()
+        .find(|c| c["id"] == moved.as_str())
+        .unwrap();
+    assert_eq!(c["runtime"], "runc");
+    let (pid, sup) = (
+        c["pid"].as_i64().unwrap(),
+        c["supervisor_pid"].as_i64().unwrap(),
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == format!("PPid:\t{sup}")),
+        "the restored init is the supervisor's child: {status}"
+    );
+    destroy_and_remove(&dst, &b, &moved);
+    src.client_expect(&a, &["rm", &name], 0);
+}

@@ -174,7 +174,8 @@ fn supervise(mut control: UnixStream) -> i32 {
     let oci = !req.oci_runtime.is_empty();
     let restored = !req.criu_image_dir.is_empty();
     let started = match (oci, restored) {
-        (_, true) => start_criu(&req),
+        (false, true) => start_criu(&req),
+        (true, true) => start_oci_restore(&req),
         (false, false) => start_init(&req).map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
         (true, false) => start_oci(&req),
     };
@@ -359,6 +360,14 @@ fn start_oci(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
         ends,
         logs,
     ))
+}
+
+/// Opens the stdio and has the runtime restore the container (`restore
+/// --detach`, the stdio as the runtime's own as for `create`).
+fn start_oci_restore(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
+    let (stdio, ends, logs) = open_stdio(req)?;
+    let init = oci::restore(req, stdio)?;
+    Ok((init, oci::no_status_pipe()?, Release::Restored, ends, logs))
 }
 
 /// Opens the stdio and has CRIU restore the init.
