@@ -569,9 +569,10 @@ impl Handler<Census> for ContainerizerActor {
     type Result = MessageResult<Census>;
 
     fn handle(&mut self, _: Census, _: &mut Context<Self>) -> Self::Result {
-        // Every state, zero included (STARTING … TERMINATED).
+        // Every state, zero included (STARTING … TERMINATED, CHECKPOINTING).
         let mut states: Vec<(ContainerState, u64)> = (ContainerState::Starting as i32
             ..=ContainerState::Terminated as i32)
+            .chain([ContainerState::Checkpointing as i32])
             .filter_map(|v| ContainerState::try_from(v).ok())
             .map(|s| (s, 0))
             .collect();

@@ -168,6 +168,12 @@ fn a_counter_moves_to_another_agent_and_continues_with_its_rootfs() {
     );
     eprintln!("restore: {:?}", started.elapsed());
     assert_eq!(state(&dst, &b, &moved), "RUNNING");
+    let listed = dst.ps_json(&b);
+    assert_eq!(
+        listed[0]["restored_from"],
+        images.display().to_string(),
+        "{listed:?}"
+    );
     wait_until(
         "the restored counter to print",
         Duration::from_secs(20),
