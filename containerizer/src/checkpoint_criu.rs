@@ -248,6 +248,12 @@ impl ContainerizerActor {
         if config.tty {
             return refuse("it has a tty (-t)");
         }
+        if config.init || config.pod {
+            // Its pid 1 is berth's reaper, run from the supervisor's
+            // sealed copy with the host's libraries mapped: CRIU cannot
+            // look those up in the container's mounts.
+            return refuse("its pid 1 is berth's init (--init or a pod)");
+        }
         let info = c.record.launch_info.clone().unwrap_or_default();
         if !info.uid_mappings.is_empty() {
             return refuse("it has a user namespace of its own");

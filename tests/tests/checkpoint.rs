@@ -300,6 +300,31 @@ fn leave_running_keeps_the_source_and_refusals_are_clear() {
         text(&out.stderr)
     );
 
+    // berth's --init as pid 1: refused with the reason.
+    let init = format!("{}-i", env.name);
+    env.client_expect(
+        &a,
+        &[
+            "launch", "--name", &init, "--init", "--image", "busybox", "--", "sleep", "60",
+        ],
+        0,
+    );
+    let out = env.client_expect(
+        &a,
+        &[
+            "checkpoint",
+            &init,
+            "--image-dir",
+            env.path("i").to_str().unwrap(),
+        ],
+        125,
+    );
+    assert!(
+        text(&out.stderr).contains("berth's init"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // An established TCP connection: CRIU refuses; its log is kept and
     // quoted; the container runs on (thawed).
     let tcp = format!("{}-t", env.name);
@@ -349,7 +374,7 @@ fn leave_running_keeps_the_source_and_refusals_are_clear() {
             .unwrap();
     assert_eq!(frozen.trim(), "THAWED");
 
-    for n in [&name, &host, &tcp] {
+    for n in [&name, &host, &init, &tcp] {
         destroy_and_remove(&env, &a, n);
     }
 }
