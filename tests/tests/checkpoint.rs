@@ -107,7 +107,25 @@ fn a_counter_moves_to_another_agent_and_continues_with_its_rootfs() {
     let a = agent(&src, "");
     let b = agent(&dst, "");
     let name = format!("{}-c", src.name);
-    launch_counter(&src, &a, &name);
+    src.client_expect(
+        &a,
+        &[
+            "launch",
+            "--name",
+            &name,
+            "--image",
+            "busybox",
+            "--network",
+            "none",
+            "--memory",
+            "48M",
+            "--",
+            "sh",
+            "-c",
+            COUNTER,
+        ],
+        0,
+    );
     wait_until("the counter to pass 5", Duration::from_secs(20), || {
         printed(&src, &name).len() >= 5
     });
@@ -173,6 +191,22 @@ fn a_counter_moves_to_another_agent_and_continues_with_its_rootfs() {
         listed[0]["restored_from"],
         images.display().to_string(),
         "{listed:?}"
+    );
+    // Its processes are in the new container's cgroups, with its limits.
+    let pid = listed[0]["pid"].as_i64().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mem = dst.cgroup_dir("memory").join(&moved);
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| l.ends_with(&format!(":memory:/{}/{moved}", dst.cgroup_root))),
+        "{cgroups}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (48u64 << 20).to_string()
     );
     wait_until(
         "the restored counter to print",
