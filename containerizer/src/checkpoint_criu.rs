@@ -289,13 +289,8 @@ impl Handler<Checkpoint> for ContainerizerActor {
                     ),
                 });
             }
-            let criu = criu::resolve(self.criu_path.as_deref()).map_err(|why| {
-                ContainerizerError::Unsupported {
-                    id: id.to_string(),
-                    option: "checkpoint".into(),
-                    backing: why,
-                }
-            })?;
+            let criu = criu::resolve(self.criu_path.as_deref())
+                .map_err(|why| stage(&id, "criu checkpoint", why))?;
             Ok((c.record.clone(), criu))
         });
         let (record, criu_bin) = match checked {
@@ -413,13 +408,7 @@ impl Handler<Restore> for ContainerizerActor {
         } = msg;
         let criu = match criu::resolve(self.criu_path.as_deref()) {
             Ok(c) => c,
-            Err(why) => {
-                return Box::pin(fut::ready(Err(ContainerizerError::Unsupported {
-                    id: id.to_string(),
-                    option: "restore".into(),
-                    backing: why,
-                })))
-            }
+            Err(why) => return Box::pin(fut::ready(Err(stage(&id, "criu restore", why)))),
         };
         let Some(config) = manifest.config.clone() else {
             return Box::pin(fut::ready(Err(ContainerizerError::InvalidConfig {

@@ -898,3 +898,30 @@ fn a_runc_counter_moves_to_another_agent_and_continues() {
     destroy_and_remove(&dst, &b, &moved);
     src.client_expect(&a, &["rm", &name], 0);
 }
+
+/// A --criu-path that is no binary is named, before the container is
+/// touched.
+#[test]
+fn a_missing_criu_is_named() {
+    let env = TestEnv::new("ck-nocriu");
+    import_busybox(&env);
+    let missing = env.path("no/criu");
+    let a = env.start_agent_with("", &["--criu-path", missing.to_str().unwrap()]);
+    let name = format!("{}-c", env.name);
+    launch_counter(&env, &a, &name);
+    let out = env.client_expect(
+        &a,
+        &[
+            "checkpoint",
+            &name,
+            "--image-dir",
+            env.path("images").to_str().unwrap(),
+        ],
+        125,
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(state(&env, &a, &name), "RUNNING");
+    assert!(!env.path("images").exists(), "nothing made");
+    destroy_and_remove(&env, &a, &name);
+}
