@@ -413,36 +413,61 @@ fn leave_running_keeps_the_source_and_refusals_are_clear() {
     }
 }
 
+/// The agent SIGKILLed with CHECKPOINTING durable (`checkpoint:before-dump`)
+/// and with the container frozen, its rootfs saved (`checkpoint:frozen`):
+/// the next agent finds it RUNNING (thawed) and a new checkpoint works.
 #[test]
-fn an_agent_killed_while_the_container_is_frozen_for_a_checkpoint_thaws_it_on_recovery() {
+fn an_agent_killed_during_a_checkpoint_leaves_the_source_running() {
     let env = TestEnv::new("ck-fp-dump");
     import_busybox(&env);
-    let mut a = agent(&env, "checkpoint:frozen");
     let name = format!("{}-c", env.name);
+    let a = agent(&env, "");
     launch_counter(&env, &a, &name);
     wait_until("the counter to print", Duration::from_secs(20), || {
         printed(&env, &name).len() >= 3
     });
-    let images = env.path("images");
-    let out = env
-        .berth_client()
-        .args(["checkpoint", &name, "--image-dir", images.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the agent died mid-checkpoint");
-    assert!(
-        a.wait_dead(Duration::from_secs(10)),
-        "the failpoint killed the agent"
-    );
     drop(a);
+    for point in ["checkpoint:before-dump", "checkpoint:frozen"] {
+        let mut a = agent(&env, point);
+        let images = env.path(point.replace(':', "-"));
+        let out = env
+            .berth_client()
+            .args(["checkpoint", &name, "--image-dir", images.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the agent died mid-checkpoint"
+        );
+        assert!(
+            a.wait_dead(Duration::from_secs(10)),
+            "{point}: the failpoint killed the agent"
+        );
+        drop(a);
+        let a = agent(&env, "");
+        assert_eq!(state(&env, &a, &name), "RUNNING", "{point}");
+        let n = printed(&env, &name).len();
+        wait_until(
+            &format!("the source to go on (thawed) after {point}"),
+            Duration::from_secs(20),
+            || printed(&env, &name).len() > n + 2,
+        );
+        drop(a);
+    }
     let a = agent(&env, "");
-    assert_eq!(state(&env, &a, &name), "RUNNING");
-    let n = printed(&env, &name).len();
-    wait_until(
-        "the source to go on (thawed)",
-        Duration::from_secs(20),
-        || printed(&env, &name).len() > n + 2,
+    let images = env.path("after");
+    env.client_expect(
+        &a,
+        &[
+            "checkpoint",
+            &name,
+            "--image-dir",
+            images.to_str().unwrap(),
+            "--leave-running",
+        ],
+        0,
     );
+    assert_eq!(state(&env, &a, &name), "RUNNING");
     destroy_and_remove(&env, &a, &name);
 }
 
