@@ -2,7 +2,11 @@
 //! berth never needs `protoc` on the machine.
 
 fn main() {
-    let protos = ["proto/berth/v1/model.proto", "proto/berth/v1/launch.proto"];
+    let protos = [
+        "proto/berth/v1/model.proto",
+        "proto/berth/v1/launch.proto",
+        "proto/berth/v1/criu.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

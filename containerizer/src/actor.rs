@@ -83,6 +83,8 @@ pub(crate) struct Container {
     pub sandbox_identity: Option<berth_state::safe_path::Identity>,
     /// A `stop`'s grace between SIGTERM and SIGKILL, over the config's.
     pub stop_grace_ms: Option<u64>,
+    /// Set for a container made by `berth restore`.
+    pub restore: Option<crate::checkpoint_criu::RestorePlan>,
 }
 
 impl Container {
@@ -112,6 +114,7 @@ impl Container {
             sandbox,
             sandbox_identity: None,
             stop_grace_ms: None,
+            restore: None,
         }
     }
 
@@ -178,6 +181,8 @@ pub struct ContainerizerActor {
     /// Calls into isolators, provisioner, fetcher and launcher under way,
     /// with their deadlines.
     pub(crate) inflight: Arc<crate::inflight::InFlight>,
+    /// The agent's `--criu-path` (else `criu` on PATH).
+    pub(crate) criu_path: Option<PathBuf>,
 }
 
 impl Actor for ContainerizerActor {
@@ -481,6 +486,8 @@ pub struct ContainerStatus {
     pub config: ContainerConfig,
     /// Facts from the isolators (e.g. `network.ip`).
     pub isolator_fields: StatusFields,
+    /// The checkpoint image dir it was restored from (`berth restore`).
+    pub restored_from: String,
 }
 
 /// The status of one container.
@@ -509,6 +516,7 @@ impl Handler<Status> for ContainerizerActor {
             termination: c.record.termination.clone(),
             config: c.record.config.clone().unwrap_or_default(),
             isolator_fields: StatusFields::new(),
+            restored_from: c.record.restored_from.clone(),
         };
         let live = !matches!(c.state(), ContainerState::Terminated);
         let calls: Vec<_> = if live {
@@ -561,9 +569,10 @@ impl Handler<Census> for ContainerizerActor {
     type Result = MessageResult<Census>;
 
     fn handle(&mut self, _: Census, _: &mut Context<Self>) -> Self::Result {
-        // Every state, zero included (STARTING … TERMINATED).
+        // Every state, zero included (STARTING … TERMINATED, CHECKPOINTING).
         let mut states: Vec<(ContainerState, u64)> = (ContainerState::Starting as i32
             ..=ContainerState::Terminated as i32)
+            .chain([ContainerState::Checkpointing as i32])
             .filter_map(|v| ContainerState::try_from(v).ok())
             .map(|s| (s, 0))
             .collect();

@@ -75,6 +75,16 @@ impl Handler<Launch> for ContainerizerActor {
         if let Err(e) = self.admit(msg) {
             return ready(Err(e));
         }
+        self.launch_chain(id)
+    }
+}
+
+impl ContainerizerActor {
+    /// The launch steps of an admitted container, to RUNNING.
+    pub(crate) fn launch_chain(
+        &mut self,
+        id: ContainerId,
+    ) -> ResponseActFuture<Self, Result<(), ContainerizerError>> {
         bump(&self.metrics.containers_launched);
         let started = Instant::now();
         Box::pin(
@@ -91,7 +101,7 @@ impl Handler<Launch> for ContainerizerActor {
 
 impl ContainerizerActor {
     /// STARTING, the part that needs no waiting: validate and admit.
-    fn admit(&mut self, msg: Launch) -> Result<(), ContainerizerError> {
+    pub(crate) fn admit(&mut self, msg: Launch) -> Result<(), ContainerizerError> {
         let Launch {
             id,
             mut config,
@@ -305,10 +315,22 @@ impl ContainerizerActor {
                     "provisioner",
                     p.provision(id2.clone(), image, backend),
                 );
+                let saved_rootfs = self
+                    .get(&id)
+                    .ok()
+                    .and_then(|c| c.restore.as_ref())
+                    .and_then(|r| r.rootfs_tar());
                 Box::pin(
                     async move {
                         let provisioned =
                             provision.await.map_err(|e| stage(&id2, "provision", e))?;
+                        if let Some(tar) = saved_rootfs {
+                            // A restore: the checkpointed rootfs changes go
+                            // into the new (unused) upper dir first.
+                            crate::checkpoint_criu::unpack_rootfs(&id2, tar, &provisioned.rootfs)
+                                .await?;
+                            crate::failpoint::hit("restore:after-rootfs");
+                        }
                         // The user is resolved in the image's own passwd and
                         // group files (file I/O: on the blocking pool).
                         let spec = Some(config_user)
@@ -691,6 +713,10 @@ impl ContainerizerActor {
             ..info.clone()
         });
         c.run_as = user.as_ref().map(|(uid, gid, _)| (*uid, *gid));
+        let restore = match &c.restore {
+            Some(plan) => Some(plan.spec(id, &c.record.rootfs, &info)?),
+            None => None,
+        };
         Ok(LaunchSpec {
             id: id.clone(),
             argv,
@@ -711,6 +737,7 @@ impl ContainerizerActor {
                     max_files: config.log_max_files,
                 },
             },
+            restore,
         })
     }
 

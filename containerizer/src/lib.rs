@@ -30,6 +30,7 @@
 mod actor;
 pub mod agent;
 mod checkpoint;
+mod checkpoint_criu;
 mod claim;
 mod destroy;
 mod error;
@@ -57,6 +58,7 @@ pub use berth_state::{
     ContainerConfig, ContainerId, ContainerState, ContainerTermination, ResourceStatistics,
     Resources, TerminationReason,
 };
+pub use checkpoint_criu::Checkpointed;
 pub use claim::{cgroup_claim_path, CGROUP_CLAIMS_DIR};
 pub use error::ContainerizerError;
 pub use fetcher::{CacheOutcome, FetchCache, Fetcher, NoFetcher, UriFetcher, DEFAULT_CACHE_SIZE};
@@ -295,6 +297,7 @@ impl ContainerizerBuilder {
             default_network: default_network.clone(),
             default_logs: self.node.logs(),
             inflight: inflight.clone(),
+            criu_path: self.node.criu_path.clone(),
         };
         Ok(Containerizer {
             addr: actor.start(),
@@ -389,6 +392,56 @@ impl Containerizer {
         grace: std::time::Duration,
     ) -> Result<ContainerTermination, ContainerizerError> {
         self.ask(actor::Stop(id, grace)).await?
+    }
+
+    /// Checkpoints a RUNNING container with CRIU into `image_dir` (made,
+    /// must be empty; state CHECKPOINTING meanwhile); then destroys it
+    /// unless `leave_running`.
+    pub async fn checkpoint(
+        &self,
+        id: ContainerId,
+        image_dir: PathBuf,
+        leave_running: bool,
+    ) -> Result<Checkpointed, ContainerizerError> {
+        self.ask(checkpoint_criu::Checkpoint {
+            id,
+            image_dir,
+            leave_running,
+        })
+        .await?
+    }
+
+    /// Launches container `id` from a checkpoint's `image_dir`: the
+    /// checkpointed config and image, its rootfs changes, its processes
+    /// restored by CRIU. Resolves once it runs.
+    pub async fn restore(
+        &self,
+        id: ContainerId,
+        image_dir: PathBuf,
+    ) -> Result<(), ContainerizerError> {
+        if !image_dir.is_absolute() {
+            return Err(ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why: format!(
+                    "restore image dir {} is not an absolute path",
+                    image_dir.display()
+                ),
+            });
+        }
+        let dir = image_dir.clone();
+        let manifest = tokio::task::spawn_blocking(move || checkpoint_criu::read_manifest(&dir))
+            .await
+            .map_err(|e| ContainerizerError::Setup(e.to_string()))?
+            .map_err(|why| ContainerizerError::InvalidConfig {
+                id: id.to_string(),
+                why: format!("restore: {why}"),
+            })?;
+        self.ask(checkpoint_criu::Restore {
+            id,
+            image_dir,
+            manifest,
+        })
+        .await?
     }
 
     /// Freezes every process of a RUNNING container (state PAUSED).

@@ -57,6 +57,9 @@ pub struct NodeOptions {
     /// A directory of isolator plugin files (`*.json`, one per plugin):
     /// out-of-process isolators, run after the built-in ones.
     pub plugin_dir: Option<PathBuf>,
+    /// The criu binary for checkpoint and restore (default: `criu` on
+    /// PATH, looked up when used).
+    pub criu_path: Option<PathBuf>,
 }
 
 /// 10 MiB per log file, as Docker's json-file `max-size` is commonly set.

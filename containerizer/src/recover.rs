@@ -213,7 +213,16 @@ impl ContainerizerActor {
             PathBuf::from(&rec.sandbox_dir)
         };
         let names = rec.prepared_isolators.clone();
-        let state = ContainerState::try_from(rec.state).unwrap_or(ContainerState::Unspecified);
+        let mut rec = rec;
+        let mut state = ContainerState::try_from(rec.state).unwrap_or(ContainerState::Unspecified);
+        // A checkpoint the agent died in: the container is RUNNING again
+        // (CRIU dumps with --leave-running; the image dir is the
+        // operator's to retry), thawed below unless it was paused.
+        let interrupted_checkpoint = state == ContainerState::Checkpointing;
+        if interrupted_checkpoint {
+            state = ContainerState::Running;
+            rec.state = state as i32;
+        }
         let mut c = Container::new(id.clone(), rec, sandbox);
         c.prepared = self
             .isolators
@@ -274,6 +283,16 @@ impl ContainerizerActor {
         match cause {
             None => {
                 tracing::info!(container = %id, "recovered running container");
+                let paused = self.get(&id).is_ok_and(|c| c.record.paused);
+                if interrupted_checkpoint && !paused {
+                    let thaw = self.launcher.set_frozen(id.clone(), false);
+                    let id2 = id.clone();
+                    actix_rt::spawn(async move {
+                        if let Err(e) = thaw.await {
+                            tracing::error!(container = %id2, error = %e, "thaw after an interrupted checkpoint");
+                        }
+                    });
+                }
                 self.watch(&id, ctx);
                 summary.running.push(id);
             }

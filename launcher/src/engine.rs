@@ -101,6 +101,20 @@ macro_rules! impl_launcher {
                 }))
             }
 
+            fn checkpoint(
+                &self,
+                id: berth_state::ContainerId,
+                spec: $crate::criu::DumpSpec,
+            ) -> futures::future::BoxFuture<
+                'static,
+                Result<$crate::criu::Dumped, $crate::LaunchError>,
+            > {
+                let e = self.engine.clone();
+                Box::pin($crate::engine::blocking(id.to_string(), move || {
+                    e.checkpoint(&id, spec)
+                }))
+            }
+
             fn set_frozen(
                 &self,
                 id: berth_state::ContainerId,
@@ -156,6 +170,9 @@ struct Entry {
     /// writing the exit status).
     own_pid_ns: bool,
 }
+
+/// How long a dump may take (CRIU is killed past it).
+const CRIU_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn new_pid_ns(info: Option<&berth_state::LaunchInfo>) -> bool {
     info.is_some_and(|i| {
@@ -371,6 +388,10 @@ impl Engine {
             .filter(|d| d.is_dir() || std::fs::create_dir_all(d).is_ok())
             .map(|d| d.display().to_string())
             .collect();
+        let restore = spec.restore.as_ref();
+        if restore.is_some() && matches!(self.kind, Kind::Posix) {
+            return Err(other(&id, "the posix launcher cannot restore a checkpoint"));
+        }
         let inherited = matches!(spec.stdio, Stdio::Fds { .. });
         let stdin_inherited = matches!(spec.stdio, Stdio::Fds { stdin: Some(_), .. });
         let req = SupervisorRequest {
@@ -411,6 +432,14 @@ impl Engine {
                 .map(|o| o.create_args.clone())
                 .unwrap_or_default(),
             oci_bundle: oci.map(|o| o.bundle).unwrap_or_default(),
+            criu_image_dir: restore
+                .map(|r| r.image_dir.display().to_string())
+                .unwrap_or_default(),
+            criu_path: restore
+                .map(|r| r.criu.display().to_string())
+                .unwrap_or_default(),
+            criu_args: restore.map(|r| r.args.clone()).unwrap_or_default(),
+            criu_stdio: restore.map(|r| r.stdio.clone()).unwrap_or_default(),
         };
 
         let own_pid_ns = !matches!(self.kind, Kind::Posix) && new_pid_ns(Some(&spec.launch_info));
@@ -699,6 +728,32 @@ impl Engine {
                 .map_err(|e| other(id, e.to_string())),
             (Kind::Posix, _) => Err(other(id, "the posix launcher cannot pause or resume")),
         }
+    }
+
+    /// Dumps the container's processes with CRIU, frozen by its freezer
+    /// cgroup meanwhile (left frozen unless `leave_running`).
+    pub(crate) fn checkpoint(
+        &self,
+        id: &ContainerId,
+        spec: crate::criu::DumpSpec,
+    ) -> Result<crate::criu::Dumped, LaunchError> {
+        let _span = tracing::info_span!("launcher.checkpoint", container = %id).entered();
+        if let Kind::Oci(rt) = &self.kind {
+            return crate::criu::dump_oci(rt, &id.to_string(), spec, CRIU_TIMEOUT)
+                .map_err(|m| other(id, m));
+        }
+        let (Kind::Linux(freezer), Some(dir)) = (&self.kind, self.freezer_dir(id)) else {
+            return Err(other(
+                id,
+                "checkpoint: the posix launcher cannot checkpoint a container",
+            ));
+        };
+        let init = self
+            .refs(id)
+            .map(|f| f.init)
+            .filter(|i| i.pid > 0 && i.is_alive())
+            .ok_or_else(|| other(id, "checkpoint: its init is not running"))?;
+        crate::criu::dump(freezer, &dir, init.pid, spec, CRIU_TIMEOUT).map_err(|m| other(id, m))
     }
 
     pub(crate) fn status(&self, id: &ContainerId) -> Result<ProcessStatus, LaunchError> {

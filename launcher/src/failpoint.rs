@@ -10,7 +10,10 @@
 //!   `destroy:after-cleanup`, `destroy:after-provisioner`,
 //!   `destroy:after-remove-runtime-dir`;
 //! - under an OCI runtime: `oci:after-kill` (the runtime killed the
-//!   container, berth not yet told), `oci:before-delete`.
+//!   container, berth not yet told), `oci:before-delete`;
+//! - CRIU: `checkpoint:before-dump` (CHECKPOINTING durable),
+//!   `checkpoint:frozen` (the container frozen, its rootfs saved),
+//!   `restore:after-rootfs` (the checkpoint's rootfs changes unpacked).
 //!
 //! Unset (the normal case) costs one lookup of a cached empty list.
 

@@ -14,6 +14,7 @@ pub mod attach;
 pub mod capabilities;
 pub mod cgroup_view;
 pub mod config;
+pub mod criu;
 pub mod failpoint;
 pub mod freezer;
 pub mod idmapped_rootfs;
@@ -88,6 +89,21 @@ pub struct LaunchSpec {
     pub init: bool,
     /// With [`Stdio::SandboxFiles`]: tty, stdin and the log files.
     pub io: StdioOptions,
+    /// Set: the init is restored by CRIU from a checkpoint, not forked
+    /// (the native launcher only).
+    pub restore: Option<RestoreSpec>,
+}
+
+/// How the supervisor restores a checkpointed init ([`criu`]).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreSpec {
+    pub criu: PathBuf,
+    /// CRIU's images (`berth checkpoint --image-dir`).
+    pub image_dir: PathBuf,
+    /// The root and the external mounts ([`criu::restore_args`]).
+    pub args: Vec<String>,
+    /// The dumped init's stdio keys ([`criu::Dumped::stdio`]).
+    pub stdio: Vec<String>,
 }
 
 /// How the supervisor handles the command's stdio.
@@ -230,6 +246,22 @@ pub trait Launcher: Send + Sync + 'static {
                 oci::NATIVE
             )),
         }
+    }
+
+    /// Dumps the container's processes with CRIU ([`criu::dump`]). The
+    /// default cannot: only berth's native launcher checkpoints.
+    fn checkpoint(
+        &self,
+        id: ContainerId,
+        _spec: criu::DumpSpec,
+    ) -> BoxFuture<'static, Result<criu::Dumped, LaunchError>> {
+        let name = self.name();
+        Box::pin(async move {
+            Err(LaunchError::Other {
+                id: id.to_string(),
+                message: format!("the {name} launcher cannot checkpoint a container"),
+            })
+        })
     }
 
     /// Freezes (`true`) or thaws every process of the container (`berth

@@ -27,6 +27,7 @@ fn spec(dir: &std::path::Path, id: &str, argv: &[&str]) -> LaunchSpec {
         stdio: Stdio::SandboxFiles,
         init: false,
         io: Default::default(),
+        restore: None,
     }
 }
 

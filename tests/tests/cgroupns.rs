@@ -223,6 +223,7 @@ async fn a_cgroup2_hierarchy_shows_the_containers_own_cgroup() {
         stdio: Stdio::SandboxFiles,
         init: false,
         io: Default::default(),
+        restore: None,
     };
     l.fork(spec).await.expect("fork");
     l.release(id.clone()).await.expect("release");

@@ -53,6 +53,7 @@ fn shell(env: &TestEnv, id: &str, script: &str, launch_info: LaunchInfo) -> Laun
         stdio: Stdio::SandboxFiles,
         init: false,
         io: Default::default(),
+        restore: None,
     }
 }
 

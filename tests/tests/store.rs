@@ -181,6 +181,7 @@ fn full_record(name: &str) -> ContainerRecord {
             limitation_reason: TerminationReason::OomKilled as i32,
         }),
         paused: true,
+        restored_from: "/var/lib/checkpoints/c1".into(),
     }
 }
 

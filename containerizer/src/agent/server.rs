@@ -2,10 +2,11 @@
 
 use super::api::containerizer_server::{Containerizer as Api, ContainerizerServer};
 use super::api::{
-    attach_input, attach_output, AttachExit, AttachInput, AttachOutput, ContainerRef,
-    ContainerStatus, DebugResponse, Empty, Event, EventsRequest, ImageRef, ImagesResponse,
-    ImportImageRequest, InFlightCall, KillRequest, LaunchRequest, LaunchResponse, ListRequest,
-    ListResponse, LogChunk, LogsRequest, PullImageRequest, StopRequest, UpdateRequest,
+    attach_input, attach_output, AttachExit, AttachInput, AttachOutput, CheckpointRequest,
+    CheckpointResponse, ContainerRef, ContainerStatus, DebugResponse, Empty, Event, EventsRequest,
+    ImageRef, ImagesResponse, ImportImageRequest, InFlightCall, KillRequest, LaunchRequest,
+    LaunchResponse, ListRequest, ListResponse, LogChunk, LogsRequest, PullImageRequest,
+    RestoreRequest, StopRequest, UpdateRequest,
 };
 use super::images;
 use super::logs::{LogQuery, LogReader};
@@ -117,6 +118,7 @@ fn to_api(s: crate::ContainerStatus) -> ContainerStatus {
         termination: s.termination,
         config: Some(s.config),
         isolator_fields: s.isolator_fields,
+        restored_from: s.restored_from,
     }
 }
 
@@ -238,6 +240,44 @@ impl Api for Service {
         let id = id_of(r.id)?;
         let grace = std::time::Duration::from_millis(r.grace_ms.unwrap_or(DEFAULT_STOP_GRACE_MS));
         Ok(Response::new(self.c.stop(id, grace).await.map_err(status)?))
+    }
+
+    async fn checkpoint(
+        &self,
+        r: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        let done = self
+            .c
+            .checkpoint(id, r.image_dir.into(), r.leave_running)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(CheckpointResponse {
+            image_dir: done.image_dir.display().to_string(),
+            frozen_ms: done.frozen.as_millis() as u64,
+        }))
+    }
+
+    async fn restore(
+        &self,
+        r: Request<RestoreRequest>,
+    ) -> Result<Response<LaunchResponse>, Status> {
+        let r = r.into_inner();
+        let id = id_of(r.id)?;
+        self.c
+            .restore(id.clone(), r.image_dir.into())
+            .await
+            .map_err(status)?;
+        let pid = self
+            .c
+            .status(id.clone())
+            .await
+            .ok()
+            .and_then(|s| s.init)
+            .map(|p| p.pid)
+            .unwrap_or(0);
+        Ok(Response::new(LaunchResponse { id: Some(id), pid }))
     }
 
     async fn pause(&self, r: Request<ContainerRef>) -> Result<Response<Empty>, Status> {

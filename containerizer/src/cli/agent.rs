@@ -379,6 +379,8 @@ fn status_json(s: &api::ContainerStatus) -> serde_json::Value {
         "sandbox_dir": s.sandbox_dir,
         "termination": t.map(|t| termination_json(&s.id.clone().unwrap_or_default(), t)),
         "isolator_fields": s.isolator_fields,
+        // `berth restore`'s image dir; empty for a launched container.
+        "restored_from": s.restored_from,
     })
 }
 

@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 mod agent;
+mod checkpoint;
 mod exec;
 #[path = "image.rs"]
 mod image;
@@ -114,6 +115,12 @@ enum Command {
     Exec(Box<exec::ExecArgs>),
     /// Freezes every process of a running container (state PAUSED).
     Pause(agent::IdArgs),
+    /// Checkpoints a running container with CRIU into --image-dir (state
+    /// CHECKPOINTING meanwhile); destroys it unless --leave-running.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Makes a new container from a checkpoint's image dir (the same
+    /// config and image, its rootfs changes, its processes).
+    Restore(checkpoint::RestoreArgs),
     /// Thaws a paused container.
     Resume(agent::IdArgs),
     /// Forgets a terminated container.
@@ -387,6 +394,8 @@ async fn dispatch(cli: Cli, route: run_agent::Route) -> Result<i32> {
         Command::Stop(ref args) => agent::stop(&cli, args).await,
         Command::Exec(ref args) => exec::exec(&cli, args).await,
         Command::Pause(ref args) => agent::set_paused(&cli, args, true).await,
+        Command::Checkpoint(ref args) => checkpoint::checkpoint(&cli, args).await,
+        Command::Restore(ref args) => checkpoint::restore(&cli, args).await,
         Command::Resume(ref args) => agent::set_paused(&cli, args, false).await,
         Command::Rm(ref args) => agent::remove(&cli, args).await,
         Command::Stats(ref args) => agent::stats(&cli, args).await,

@@ -89,6 +89,10 @@ pub struct NodeArgs {
     /// README's "Writing an isolator plugin".
     #[arg(long, value_name = "DIR")]
     pub plugin_dir: Option<PathBuf>,
+    /// The criu binary `berth checkpoint` and `berth restore` use
+    /// (default: criu on PATH; CRIU 4.1 or later on kernels 6.13+).
+    #[arg(long, value_name = "PATH")]
+    pub criu_path: Option<PathBuf>,
 }
 
 fn parse_runtime_arg(s: &str) -> Result<(String, String), String> {
@@ -365,6 +369,7 @@ impl NodeArgs {
             runtime_args: self.runtime_args.clone(),
             default_runtime: self.default_runtime.clone(),
             plugin_dir: self.plugin_dir.clone(),
+            criu_path: self.criu_path.clone(),
         }
     }
 }

@@ -229,4 +229,12 @@ impl Launcher for Runtimes {
     ) -> BoxFuture<'static, Result<(), LaunchError>> {
         self.of(&id).set_frozen(id, frozen)
     }
+
+    fn checkpoint(
+        &self,
+        id: ContainerId,
+        spec: crate::criu::DumpSpec,
+    ) -> BoxFuture<'static, Result<crate::criu::Dumped, LaunchError>> {
+        self.of(&id).checkpoint(id, spec)
+    }
 }

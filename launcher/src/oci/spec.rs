@@ -349,6 +349,7 @@ mod tests {
             stdio: Default::default(),
             init: false,
             io: Default::default(),
+            restore: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! freely after fork.
 
 mod child;
+mod criu;
 mod logs;
 mod oci;
 mod reaper;
@@ -171,9 +172,12 @@ fn supervise(mut control: UnixStream) -> i32 {
     };
 
     let oci = !req.oci_runtime.is_empty();
-    let started = match oci {
-        false => start_init(&req).map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
-        true => start_oci(&req),
+    let restored = !req.criu_image_dir.is_empty();
+    let started = match (oci, restored) {
+        (false, true) => start_criu(&req),
+        (true, true) => start_oci_restore(&req),
+        (false, false) => start_init(&req).map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
+        (true, false) => start_oci(&req),
     };
     let (init, status_r, release, ends, logs) = match started {
         Ok(v) => v,
@@ -187,8 +191,11 @@ fn supervise(mut control: UnixStream) -> i32 {
 
     // The init reports READY, or an error, or dies.
     let mut first = [0u8; 1];
-    // A runtime's init is ready once `create` returned.
-    let ready = oci || matches!(status_r.read(&mut first), Ok(1) if first[0] == protocol::READY);
+    // A runtime's init is ready once `create` returned, a restored one
+    // once CRIU did.
+    let ready = oci
+        || restored
+        || matches!(status_r.read(&mut first), Ok(1) if first[0] == protocol::READY);
     if !ready {
         let mut rest = Vec::new();
         let _ = status_r.read_to_end(&mut rest);
@@ -321,6 +328,8 @@ type Started = (Pid, OwnedFd, OwnedFd, relay::Ends, Option<logs::Logs>);
 enum Release {
     Pipe(OwnedFd),
     Oci(oci::Starter),
+    /// A restored init runs from the moment CRIU returns.
+    Restored,
 }
 
 impl Release {
@@ -332,6 +341,7 @@ impl Release {
                 Ok(())
             }
             Release::Oci(s) => s.start(),
+            Release::Restored => Ok(()),
         }
     }
 }
@@ -350,6 +360,21 @@ fn start_oci(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
         ends,
         logs,
     ))
+}
+
+/// Opens the stdio and has the runtime restore the container (`restore
+/// --detach`, the stdio as the runtime's own as for `create`).
+fn start_oci_restore(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
+    let (stdio, ends, logs) = open_stdio(req)?;
+    let init = oci::restore(req, stdio)?;
+    Ok((init, oci::no_status_pipe()?, Release::Restored, ends, logs))
+}
+
+/// Opens the stdio and has CRIU restore the init.
+fn start_criu(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
+    let (stdio, ends, logs) = open_stdio(req)?;
+    let init = criu::restore(req, stdio)?;
+    Ok((init, oci::no_status_pipe()?, Release::Restored, ends, logs))
 }
 
 /// Opens the stdio, enters the pid namespace and forks the init.

@@ -119,6 +119,79 @@ pub(super) fn create(
     Ok((Pid::from_raw(pid), Starter { cmd: start }))
 }
 
+/// Runs `RUNTIME --criu PATH restore --detach` of the checkpoint in
+/// `criu_image_dir` with the new bundle (the runtime maps the dumped
+/// stdio pipes onto its own fds, and the mounts and namespaces from the
+/// bundle); the restored init's pid, re-parented to us when the runtime
+/// exits.
+pub(super) fn restore(req: &SupervisorRequest, stdio: Stdio) -> Result<Pid, (i32, String)> {
+    let rt = PathBuf::from(&req.runtime_dir);
+    let pid_file = rt.join(PID_FILE);
+    let _ = std::fs::remove_file(&pid_file);
+    let mut argv = base(req, &rt);
+    argv.extend([
+        "--criu".into(),
+        req.criu_path.clone(),
+        "restore".into(),
+        "--detach".into(),
+        "--bundle".into(),
+        req.oci_bundle.clone(),
+        "--pid-file".into(),
+        pid_file.display().to_string(),
+        "--image-path".into(),
+        req.criu_image_dir.clone(),
+        "--work-path".into(),
+        req.criu_image_dir.clone(),
+        req.container_id.clone(),
+    ]);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(stdio.stdin);
+    if let Some((out, err)) = stdio.files {
+        cmd.stdout(out).stderr(err);
+    }
+    // SAFETY: between fork and exec: sigprocmask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let status = cmd.status().map_err(|e| {
+        (
+            e.raw_os_error().unwrap_or(0),
+            format!("run {}: {e}", argv[0]),
+        )
+    })?;
+    if !status.success() {
+        let dir = Path::new(&req.criu_image_dir);
+        return Err((
+            libc::ENOEXEC,
+            format!(
+                "{} restore failed ({status}): {}; CRIU's log {}: {}",
+                req.oci_runtime,
+                last_error(&rt.join(LOG_FILE)),
+                dir.join(crate::criu::RESTORE_LOG).display(),
+                crate::criu::log_tail(&dir.join(crate::criu::RESTORE_LOG)).unwrap_or_default()
+            ),
+        ));
+    }
+    std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+        .map(Pid::from_raw)
+        .ok_or((
+            libc::ENOENT,
+            format!(
+                "{} restore left no pid in {}",
+                req.oci_runtime,
+                pid_file.display()
+            ),
+        ))
+}
+
 /// The last error the runtime logged (runc: `level=error msg="…"`; runsc:
 /// its last line), else the log's last line.
 fn last_error(log: &Path) -> String {

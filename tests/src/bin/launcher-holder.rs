@@ -36,6 +36,7 @@ fn main() {
         stdio: Default::default(),
         init: false,
         io: Default::default(),
+        restore: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
