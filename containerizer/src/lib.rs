@@ -31,6 +31,7 @@ mod actor;
 pub mod agent;
 mod checkpoint;
 mod claim;
+pub mod cri;
 mod destroy;
 mod error;
 pub use berth_launcher::failpoint;
