@@ -87,6 +87,7 @@ fn full_record(name: &str) -> ContainerRecord {
             log_format: "cri".into(),
             log_max_bytes: 1 << 20,
             log_max_files: 3,
+            supplemental_groups: vec![1234, 5678],
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

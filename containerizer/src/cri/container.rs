@@ -187,6 +187,9 @@ impl Service {
             )));
         }
         let config = r.launch.clone().unwrap_or_default();
+        if !r.log_path.is_empty() {
+            super::logs::create_dest(&r.log_path).await?;
+        }
         r.started = true;
         self.store
             .put_container(r.clone())

@@ -94,7 +94,7 @@ struct Copy {
     resume: bool,
 }
 
-fn open_dest(path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_dest(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -166,6 +166,16 @@ async fn step(copy: Copy) -> Copy {
     })
     .await
     .expect("the CRI log copy does not panic")
+}
+
+/// Creates (or opens) the CRI log file `path` now, so it exists when the
+/// call that made it answers (kubelet and critest open it at once).
+pub(crate) async fn create_dest(path: &str) -> Result<(), tonic::Status> {
+    let p = PathBuf::from(path);
+    tokio::task::spawn_blocking(move || open_dest(&p).map(drop))
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .map_err(|e| tonic::Status::internal(format!("CRI log {path}: cannot create it: {e}")))
 }
 
 impl Service {

@@ -145,6 +145,11 @@ impl RuntimeService for Service {
         r: Request<api::ReopenContainerLogRequest>,
     ) -> Result<Response<api::ReopenContainerLogResponse>, Status> {
         let rec = self.container_of(&r.into_inner().container_id)?;
+        if !rec.log_path.is_empty() {
+            // The new file exists when the call answers; the relay
+            // writes on into it.
+            super::logs::create_dest(&rec.log_path).await?;
+        }
         if !self.logs.reopen(&rec.id) {
             return Err(Status::failed_precondition(format!(
                 "ReopenContainerLog: container {} is not running (or has no log path)",

@@ -74,6 +74,15 @@ pub(crate) fn apply(
         ));
     }
     config.user = user(sc);
+    config.supplemental_groups = sc
+        .supplemental_groups
+        .iter()
+        .map(|&g| {
+            u32::try_from(g).map_err(|_| {
+                Status::invalid_argument(format!("supplemental group {g} is not a group id"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     config.read_only_rootfs = sc.readonly_rootfs;
     config.seccomp_profile = seccomp(sc)?;
     if sc.privileged {
