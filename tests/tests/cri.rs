@@ -695,3 +695,39 @@ fn images_are_pulled_through_a_mirror_then_listed_and_removed() {
         assert_eq!(fs.image_filesystems.len(), 1);
     });
 }
+
+/// `drop: [ALL]` leaves no capability at all (not berth's default set),
+/// and supplementary groups reach the command and its execs.
+#[test]
+fn a_security_context_drops_every_capability_and_adds_groups() {
+    let env = TestEnv::new("cri-secctx");
+    import_busybox(&env);
+    let _agent = start(&env, &[]);
+    let logs = env.mkdir("pod-logs");
+    let pc = pod_config("sec", &logs);
+    rt().block_on(async {
+        let mut c = cri(&env).await;
+        let pod = c.run_pod(&pc).await;
+        let mut cc = container_config("capless", &["sleep", "1000"]);
+        cc.linux = Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                capabilities: Some(api::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                supplemental_groups: vec![1234, 5678],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = c.create(&pod, &pc, cc).await;
+        c.start(&id).await;
+        let script = "while read k v; do case $k in CapBnd:|CapEff:|Groups:) echo $k $v;; esac; done < /proc/self/status";
+        let r = c.exec(&id, &["sh", "-c", script], 10).await.unwrap();
+        let out = text(&r.stdout);
+        assert!(out.contains("CapEff: 0000000000000000\n"), "{out}");
+        assert!(out.contains("CapBnd: 0000000000000000\n"), "{out}");
+        assert!(out.contains("1234") && out.contains("5678"), "{out}");
+        c.remove_pod(&pod).await;
+    });
+}
