@@ -178,8 +178,48 @@ impl Service {
                     ))
                 })?;
         }
+        let port_mappings = config
+            .port_mappings
+            .iter()
+            .map(|m| {
+                let protocol = match api::Protocol::try_from(m.protocol) {
+                    Ok(api::Protocol::Tcp) => "tcp",
+                    Ok(api::Protocol::Udp) => "udp",
+                    Ok(api::Protocol::Sctp) => "sctp",
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "RunPodSandbox: port mapping protocol {} is unknown",
+                            m.protocol
+                        )))
+                    }
+                };
+                let port_ok = |p: i32| (1..=65535).contains(&p);
+                if !port_ok(m.container_port) || (m.host_port != 0 && !port_ok(m.host_port)) {
+                    return Err(Status::invalid_argument(format!(
+                        "RunPodSandbox: port mapping {}:{} is not within 1-65535",
+                        m.host_port, m.container_port
+                    )));
+                }
+                Ok(berth_state::PortMapping {
+                    protocol: protocol.into(),
+                    container_port: m.container_port,
+                    host_port: m.host_port,
+                    host_ip: m.host_ip.clone(),
+                })
+            })
+            // A mapping without a host port forwards nothing (kubelet
+            // sends them for the record).
+            .filter(|m| m.as_ref().map_or(true, |m| m.host_port != 0))
+            .collect::<Result<Vec<_>, _>>()?;
         let berth = ContainerConfig {
             pod: true,
+            port_mappings: if network.mode == berth_state::network::Mode::Cni as i32 {
+                port_mappings
+            } else {
+                // On the host's network (or none) the ports are the
+                // host's already (or unreachable).
+                Vec::new()
+            },
             hostname: if ns.network == NamespaceMode::Node as i32 {
                 String::new()
             } else {
