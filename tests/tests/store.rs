@@ -94,6 +94,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 host_port: 5353,
                 host_ip: "127.0.0.1".into(),
             }],
+            host_ipc: true,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

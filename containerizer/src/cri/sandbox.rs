@@ -213,6 +213,7 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()?;
         let berth = ContainerConfig {
             pod: true,
+            host_ipc: ns.ipc == NamespaceMode::Node as i32,
             port_mappings: if network.mode == berth_state::network::Mode::Cni as i32 {
                 port_mappings
             } else {
