@@ -662,6 +662,21 @@ impl ContainerizerActor {
                 }
             })?,
         };
+        // The config's supplementary groups join the user's own.
+        let user = match user {
+            Some((uid, gid, mut groups)) => {
+                for g in &config.supplemental_groups {
+                    if !groups.contains(g) {
+                        groups.push(*g);
+                    }
+                }
+                Some((uid, gid, groups))
+            }
+            None if !config.supplemental_groups.is_empty() => {
+                Some((0, 0, config.supplemental_groups.clone()))
+            }
+            None => None,
+        };
         if let (Some((uid, gid, groups)), false) = (&user, info.uid_mappings.is_empty()) {
             // Ids the user namespace does not map cannot be taken inside.
             let unmapped = |maps: &[berth_state::IdMapping], id: u32| {

@@ -32,6 +32,7 @@ pub mod agent;
 mod checkpoint;
 mod checkpoint_criu;
 mod claim;
+pub mod cri;
 mod destroy;
 mod error;
 pub use berth_launcher::failpoint;

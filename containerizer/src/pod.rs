@@ -25,6 +25,7 @@ pub(crate) fn adopt_parent(parent: &ContainerConfig, config: &mut ContainerConfi
     config.cap_add = parent.cap_add.clone();
     config.cap_drop = parent.cap_drop.clone();
     config.userns = parent.userns.clone();
+    config.supplemental_groups = parent.supplemental_groups.clone();
     if config.rlimits.is_empty() {
         config.rlimits = parent.rlimits.clone();
     }

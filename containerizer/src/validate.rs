@@ -80,6 +80,12 @@ pub(crate) fn validate(
                 .into(),
         ));
     }
+    if config.host_ipc && id.parent.is_some() {
+        return Err(invalid(
+            "host_ipc is for a top-level container (a pod): a nested one shares its parent's IPC namespace"
+                .into(),
+        ));
+    }
     for (k, _) in config.env.iter() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("environment variable name {k:?}")));

@@ -83,6 +83,10 @@ impl Isolator for IpcNamespace {
         true
     }
     fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        // The host's asked for (validated: top-level only).
+        if req.config.host_ipc && req.id.parent.is_none() {
+            return Box::pin(async { Ok(None) });
+        }
         clone_ns(req, Namespace::Ipc)
     }
 }

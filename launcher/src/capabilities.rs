@@ -24,7 +24,7 @@ pub fn number(name: &str) -> Option<u32> {
     NAMES.iter().position(|n| *n == full).map(|i| i as u32)
 }
 
-/// The bit mask of `names`; empty `names` means [`DEFAULT`].
+/// The bit mask of `names`; empty `names` means [`DEFAULT`], `[NONE]` none.
 pub fn mask(names: &[String]) -> Result<u64, UnknownCapability> {
     let mut m = 0u64;
     if names.is_empty() {
@@ -33,7 +33,10 @@ pub fn mask(names: &[String]) -> Result<u64, UnknownCapability> {
         }
         return Ok(m);
     }
-    for n in names {
+    for n in names
+        .iter()
+        .filter(|n| *n != berth_state::capabilities::NONE)
+    {
         let bit = number(n).ok_or_else(|| UnknownCapability(n.clone()))?;
         m |= 1 << bit;
     }

@@ -35,6 +35,12 @@ pub struct PullOptions {
     /// agent's `berth_image_pulled_bytes` metric); blobs the store
     /// already has are not downloaded, so not counted.
     pub downloaded: Option<Arc<AtomicU64>>,
+    /// `user`, `password` for the registry (else `BERTH_REGISTRY_AUTH`).
+    pub credentials: Option<(String, String)>,
+    /// Registry mirrors: the upstream host a reference names (`gcr.io`,
+    /// `docker.io` for Docker Hub) → the base URL pulled from instead
+    /// (`http://127.0.0.1:5000`). The image keeps its upstream name.
+    pub mirrors: std::collections::BTreeMap<String, String>,
 }
 
 /// Adds what it reads to a counter.
@@ -225,6 +231,21 @@ impl Registry {
     }
 }
 
+/// The mirror of the registry a reference names (`None`: Docker Hub,
+/// which the mirrors may name `docker.io`).
+fn mirror_of<'a>(
+    mirrors: &'a std::collections::BTreeMap<String, String>,
+    registry: Option<&str>,
+) -> Option<&'a String> {
+    let key = registry.unwrap_or("docker.io");
+    mirrors.get(key).or_else(|| match key {
+        "docker.io" => mirrors
+            .get("registry-1.docker.io")
+            .or_else(|| mirrors.get("index.docker.io")),
+        _ => None,
+    })
+}
+
 /// Pulls `reference` into the store and tags it with its full name.
 pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Imported> {
     let r = Reference::parse(reference)?;
@@ -243,15 +264,22 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Import
     } else {
         "https"
     };
-    let credentials = std::env::var("BERTH_REGISTRY_AUTH").ok().and_then(|s| {
-        s.split_once(':')
-            .map(|(u, p)| (u.to_string(), p.to_string()))
+    let mirror = mirror_of(&opts.mirrors, r.registry.as_deref());
+    let base = match mirror {
+        Some(m) => m.trim_end_matches('/').to_string(),
+        None => format!("{scheme}://{host}"),
+    };
+    let credentials = opts.credentials.clone().or_else(|| {
+        std::env::var("BERTH_REGISTRY_AUTH").ok().and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        })
     });
     let mut reg = Registry {
         agent: ureq::AgentBuilder::new()
             .timeout_connect(std::time::Duration::from_secs(30))
             .build(),
-        base: format!("{scheme}://{host}"),
+        base,
         host: host.clone(),
         repository,
         auth: None,
@@ -348,5 +376,25 @@ mod tests {
         assert!(
             is_loopback("127.0.0.1:5000") && is_loopback("localhost") && !is_loopback("quay.io")
         );
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::mirror_of;
+
+    #[test]
+    fn a_mirror_is_chosen_by_the_upstream_registry() {
+        let m: std::collections::BTreeMap<String, String> = [
+            ("gcr.io".to_string(), "http://127.0.0.1:5000".to_string()),
+            ("docker.io".to_string(), "http://127.0.0.1:5001".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            mirror_of(&m, Some("gcr.io")).unwrap(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(mirror_of(&m, None).unwrap(), "http://127.0.0.1:5001");
+        assert!(mirror_of(&m, Some("quay.io")).is_none());
     }
 }

@@ -19,6 +19,11 @@ pub const DEFAULT: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// A capability list naming only this is the empty set: an empty list
+/// means [`DEFAULT`] (`LaunchInfo.capabilities`), so dropping every
+/// capability (`--cap-drop ALL`) needs a name of its own.
+pub const NONE: &str = "NONE";
+
 /// Every capability name, in number order (`CAP_CHOWN` = 0 …).
 pub const ALL: &[&str] = &[
     "CAP_CHOWN",
@@ -97,7 +102,7 @@ pub fn adjust(base: &[String], add: &[String], drop: &[String]) -> Result<Vec<St
     let mut set: Vec<String> = if base.is_empty() {
         DEFAULT.iter().map(|s| s.to_string()).collect()
     } else {
-        base.to_vec()
+        base.iter().filter(|c| *c != NONE).cloned().collect()
     };
     if drop_all {
         set.clear();
@@ -109,12 +114,24 @@ pub fn adjust(base: &[String], add: &[String], drop: &[String]) -> Result<Vec<St
             set.push(c.to_string());
         }
     }
+    if set.is_empty() {
+        set.push(NONE.to_string());
+    }
     Ok(set)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_every_capability_is_the_empty_set_not_the_default() {
+        let none = adjust(&[], &[], &["ALL".to_string()]).unwrap();
+        assert_eq!(none, [NONE]);
+        // And adding to it starts from nothing.
+        let kill = adjust(&none, &["KILL".to_string()], &[]).unwrap();
+        assert_eq!(kill, ["CAP_KILL"]);
+    }
 
     #[test]
     fn adjust_drops_then_adds() {

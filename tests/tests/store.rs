@@ -87,6 +87,14 @@ fn full_record(name: &str) -> ContainerRecord {
             log_format: "cri".into(),
             log_max_bytes: 1 << 20,
             log_max_files: 3,
+            supplemental_groups: vec![1234, 5678],
+            port_mappings: vec![berth_state::PortMapping {
+                protocol: "udp".into(),
+                container_port: 53,
+                host_port: 5353,
+                host_ip: "127.0.0.1".into(),
+            }],
+            host_ipc: true,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {

@@ -74,6 +74,7 @@ pub(super) async fn pull(
         insecure,
         progress: false,
         downloaded: Some(metrics.image_pulled_bytes.clone()),
+        ..Default::default()
     };
     let pulled =
         blocking(move || berth_provisioner::pull::pull(p.store(), &reference, &opts)).await;

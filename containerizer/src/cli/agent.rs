@@ -275,6 +275,44 @@ fn id_ref(id: &ContainerId) -> ContainerRef {
     }
 }
 
+/// `berth agent`'s Kubernetes CRI options.
+#[derive(Args, Debug, Clone)]
+pub struct CriArgs {
+    /// Also serve the Kubernetes CRI (runtime.v1 RuntimeService and
+    /// ImageService) on this Unix socket (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Option<std::path::PathBuf>,
+    /// Where the CRI streaming server (Exec, Attach, PortForward) is to
+    /// listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub cri_stream_addr: std::net::SocketAddr,
+    /// The CNI network CRI pods join (a config's name in --cni-config-dir);
+    /// default: a network namespace with only `lo`.
+    #[arg(long, value_name = "NAME")]
+    pub cri_network: Option<String>,
+    /// Pull images of registry UPSTREAM (as references name it: `gcr.io`,
+    /// `docker.io` for Docker Hub) from URL instead; repeatable.
+    #[arg(long, value_name = "UPSTREAM=URL", value_parser = parse_mirror)]
+    pub registry_mirror: Vec<(String, String)>,
+}
+
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    let (host, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--registry-mirror {s:?}: expected UPSTREAM=URL"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "--registry-mirror {s:?}: UPSTREAM must be a registry host such as gcr.io"
+        ));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "--registry-mirror {s:?}: URL must start with http:// or https://"
+        ));
+    }
+    Ok((host.to_string(), url.to_string()))
+}
+
 /// The long-lived containerizer: recovers every checkpointed container,
 /// then serves the API until SIGINT/SIGTERM. Containers keep running when
 /// it stops; the next agent recovers them.
@@ -290,6 +328,15 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
         ),
         None => None,
     };
+    // CRI pods' resolv.conf, hostname and hosts files are mounted into
+    // their members from the CRI server's own directory.
+    let mut node = node.clone();
+    if cmd.cri.cri_socket.is_some() {
+        let files = cli.root.join("cri").join("pod-files");
+        std::fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
+        node.volume_allow_ro.push(files);
+    }
+    let node = &node;
     let c = crate::containerizer(cli, node).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
@@ -326,9 +373,39 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
         }
         actix_rt::spawn(berth::agent::serve_metrics(listener, c.clone()))
     });
-    let served = berth::agent::serve(c, Some(images), &cli.socket, shutdown).await;
+    // One signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cri = cmd.cri.cri_socket.clone().map(|socket| {
+        eprintln!("berth agent: serving the CRI on {}", socket.display());
+        let opts = berth::cri::CriOptions {
+            socket,
+            stream_addr: cmd.cri.cri_stream_addr,
+            mirrors: cmd.cri.registry_mirror.iter().cloned().collect(),
+            network: cmd.cri.cri_network.clone(),
+        };
+        let mut stop = stop_rx.clone();
+        let (c, images, root) = (c.clone(), images.clone(), cli.root.clone());
+        actix_rt::spawn(async move {
+            berth::cri::serve(c, images, &root, opts, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    });
+    let served = berth::agent::serve(c, Some(images), &cli.socket, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     if let Some(task) = metrics {
         task.abort();
+    }
+    if let Some(task) = cri {
+        match task.await {
+            Ok(Err(e)) => eprintln!("berth agent: the CRI server failed: {e}"),
+            Err(e) => eprintln!("berth agent: the CRI server failed: {e}"),
+            Ok(Ok(())) => {}
+        }
     }
     served.with_context(|| format!("serving on {}", cli.socket.display()))?;
     let _ = std::fs::remove_file(&cli.socket);

@@ -87,6 +87,7 @@ pub async fn dispatch(root: &Path, cmd: ImageCommand) -> Result<i32> {
                 insecure,
                 progress: std::io::stderr().is_terminal(),
                 downloaded: None,
+                ..Default::default()
             };
             let i = blocking(move || {
                 Ok(berth::provisioner::pull::pull(

@@ -84,6 +84,8 @@ pub(crate) struct AgentCmd {
     /// 127.0.0.1:9464; default: none).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
+    #[command(flatten, next_help_heading = "Kubernetes CRI")]
+    pub(crate) cri: agent::CriArgs,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
     pub(crate) node: run_opts::NodeArgs,
 }

@@ -73,6 +73,35 @@ pub fn load(dir: &Path, name: &str) -> Result<NetworkList, String> {
 }
 
 impl NetworkList {
+    /// Gives `ports` to the plugins that declare the `portMappings`
+    /// capability, as their `runtimeConfig` (the CNI conventions).
+    pub fn set_port_mappings(&mut self, ports: &[berth_state::PortMapping]) {
+        if ports.is_empty() {
+            return;
+        }
+        let mappings: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                let mut m = json!({
+                    "hostPort": p.host_port,
+                    "containerPort": p.container_port,
+                    "protocol": if p.protocol.is_empty() { "tcp" } else { p.protocol.as_str() },
+                });
+                if !p.host_ip.is_empty() {
+                    m["hostIP"] = json!(p.host_ip);
+                }
+                m
+            })
+            .collect();
+        if let Some(plugins) = self.0["plugins"].as_array_mut() {
+            for p in plugins {
+                if p["capabilities"]["portMappings"] == json!(true) {
+                    p["runtimeConfig"]["portMappings"] = json!(mappings);
+                }
+            }
+        }
+    }
+
     fn plugins(&self) -> Vec<Value> {
         self.0["plugins"].as_array().cloned().unwrap_or_default()
     }
@@ -218,6 +247,24 @@ mod tests {
         assert!(load(t.path(), "b")
             .unwrap_err()
             .contains("no CNI network named"));
+    }
+
+    #[test]
+    fn port_mappings_go_to_the_plugins_that_ask_for_them() {
+        let mut l = NetworkList(json!({"name": "n", "plugins": [
+            {"type": "bridge"},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]}));
+        l.set_port_mappings(&[berth_state::PortMapping {
+            container_port: 80,
+            host_port: 8080,
+            ..Default::default()
+        }]);
+        assert!(l.0["plugins"][0].get("runtimeConfig").is_none());
+        assert_eq!(
+            l.0["plugins"][1]["runtimeConfig"]["portMappings"],
+            json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
+        );
     }
 
     #[test]

@@ -191,11 +191,19 @@ impl Isolator for CniNetwork {
             return Box::pin(async { Ok(None) });
         }
         let net = req.config.network.clone().unwrap_or_default();
+        let ports = req.config.port_mappings.clone();
         let cfg = self.config.clone();
         let p = Paths::new(&cfg, &req.id);
         Box::pin(async move {
             let mode = network::Mode::try_from(net.mode)
                 .map_err(|_| IsolatorError::invalid(&p.id, "network", "unknown mode"))?;
+            if mode != network::Mode::Cni && !ports.is_empty() {
+                return Err(IsolatorError::invalid(
+                    &p.id,
+                    "network",
+                    "port mappings need a CNI network (a plugin such as portmap forwards them)",
+                ));
+            }
             if mode == network::Mode::Host {
                 return Ok(None);
             }
@@ -209,10 +217,13 @@ impl Isolator for CniNetwork {
             crate::blocking(move || {
                 // A missing or bad config fails before anything exists.
                 let list = match mode {
-                    network::Mode::Cni => Some(
-                        cni::load(&cfg.config_dir, &net.cni_network)
-                            .map_err(|e| IsolatorError::invalid(&p.id, "network", e))?,
-                    ),
+                    network::Mode::Cni => {
+                        let mut list = cni::load(&cfg.config_dir, &net.cni_network)
+                            .map_err(|e| IsolatorError::invalid(&p.id, "network", e))?;
+                        // Kept in the state, so DEL gets them too.
+                        list.set_port_mappings(&ports);
+                        Some(list)
+                    }
                     _ => None,
                 };
                 std::fs::create_dir_all(&cfg.netns_dir)

@@ -145,7 +145,10 @@ fn capabilities(names: &[String]) -> Result<LinuxCapabilities, String> {
         names.to_vec()
     };
     let mut set = HashSet::new();
-    for n in &names {
+    for n in names
+        .iter()
+        .filter(|n| *n != berth_state::capabilities::NONE)
+    {
         let upper = n.to_ascii_uppercase();
         let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
         set.insert(Capability::from_str(bare).map_err(|_| format!("unknown capability {n:?}"))?);
