@@ -34,6 +34,7 @@ mod sandbox;
 mod security;
 mod stats;
 pub mod store;
+mod streaming;
 
 use crate::{Containerizer, ContainerizerError};
 use berth_provisioner::ImageProvisioner;
@@ -65,6 +66,8 @@ pub(crate) struct Cri {
     pub store: store::Store,
     pub opts: CriOptions,
     pub logs: logs::Relays,
+    /// Hands out the Exec, Attach and PortForward URLs, and serves them.
+    pub streaming: crate::streaming::StreamingServer,
     /// Serialises the calls that change one pod's set of containers
     /// (create, remove, stop and remove of the pod).
     pub changes: tokio::sync::Mutex<()>,
@@ -89,6 +92,7 @@ impl Service {
         images: ImageProvisioner,
         root: &Path,
         opts: CriOptions,
+        streaming: crate::streaming::StreamingServer,
     ) -> Result<Service, store::StoreError> {
         let store = store::Store::open(&root.join("cri"))?;
         let s = Service(Arc::new(Cri {
@@ -97,6 +101,7 @@ impl Service {
             store,
             opts,
             logs: logs::Relays::default(),
+            streaming,
             changes: tokio::sync::Mutex::new(()),
         }));
         for r in s.store.containers() {
@@ -118,7 +123,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let socket = opts.socket.clone();
-    let service = Service::open(c, images, root, opts)
+    let streaming = crate::streaming::StreamingServer::start(opts.stream_addr, c.clone())
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("CRI streaming server on {}: {e}", opts.stream_addr),
+            )
+        })?;
+    eprintln!(
+        "berth agent: CRI streaming (exec, attach, port-forward) on http://{}",
+        streaming.addr()
+    );
+    let service = Service::open(c, images, root, opts, streaming)
         .await
         .map_err(std::io::Error::other)?;
     if let Some(dir) = socket.parent() {

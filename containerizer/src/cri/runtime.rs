@@ -1,7 +1,7 @@
 //! The CRI RuntimeService: each call goes to its area's file; the calls
-//! about the runtime itself (Version, Status, RuntimeConfig, …) are here,
-//! and the streaming calls (Exec, Attach, PortForward), whose server is
-//! not part of this agent yet, say so.
+//! about the runtime itself (Version, Status, RuntimeConfig, …) are here;
+//! the streaming calls (Exec, Attach, PortForward) answer with a URL of
+//! the streaming server (streaming.rs).
 
 use super::api::{self, runtime_service_server::RuntimeService};
 use super::Service;
@@ -11,14 +11,6 @@ use tonic::{Request, Response, Status};
 
 /// The CRI version this server speaks.
 const CRI_VERSION: &str = "v1";
-
-/// A streaming call (Exec, Attach, PortForward): its URL would come from
-/// the streaming server, which this agent does not run yet.
-fn no_streaming(call: &str) -> Status {
-    Status::unimplemented(format!(
-        "{call}: berth's CRI streaming server is not built yet; use ExecSync for commands"
-    ))
-}
 
 type Events = Pin<Box<dyn Stream<Item = Result<api::ContainerEventResponse, Status>> + Send>>;
 
@@ -170,23 +162,29 @@ impl RuntimeService for Service {
 
     async fn exec(
         &self,
-        _: Request<api::ExecRequest>,
+        r: Request<api::ExecRequest>,
     ) -> Result<Response<api::ExecResponse>, Status> {
-        Err(no_streaming("Exec"))
+        Ok(Response::new(
+            Service::exec_url(self, r.into_inner()).await?,
+        ))
     }
 
     async fn attach(
         &self,
-        _: Request<api::AttachRequest>,
+        r: Request<api::AttachRequest>,
     ) -> Result<Response<api::AttachResponse>, Status> {
-        Err(no_streaming("Attach"))
+        Ok(Response::new(
+            Service::attach_url(self, r.into_inner()).await?,
+        ))
     }
 
     async fn port_forward(
         &self,
-        _: Request<api::PortForwardRequest>,
+        r: Request<api::PortForwardRequest>,
     ) -> Result<Response<api::PortForwardResponse>, Status> {
-        Err(no_streaming("PortForward"))
+        Ok(Response::new(
+            Service::port_forward_url(self, r.into_inner()).await?,
+        ))
     }
 
     async fn container_stats(
