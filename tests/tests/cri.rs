@@ -731,3 +731,157 @@ fn a_security_context_drops_every_capability_and_adds_groups() {
         c.remove_pod(&pod).await;
     });
 }
+
+/// The client-go program of the streaming suite (tests/streamclient),
+/// built once per test binary.
+fn stream_client() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("streamclient/build");
+        let out = std::process::Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            text(&out.stderr)
+        );
+        PathBuf::from(text(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// Exec, Attach and PortForward through the URLs the CRI hands out, with
+/// kubelet's own client library (SPDY): stdin, both outputs and the exit
+/// code of an exec; a GET through a port forward into the pod's network
+/// namespace; and the requests that are refused, with why.
+#[test]
+fn exec_and_port_forward_go_through_the_urls_the_cri_hands_out() {
+    let env = TestEnv::new("cri-stream");
+    import_busybox(&env);
+    let _agent = start(&env, &[]);
+    let logs = env.mkdir("pod-logs");
+    let client = stream_client();
+    rt().block_on(async {
+        let mut c = cri(&env).await;
+        let pc = pod_config("stream", &logs);
+        let pod = c.run_pod(&pc).await;
+        let www = "mkdir -p /www && echo hello-from-the-pod > /www/index.html && \
+                   exec httpd -f -p 127.0.0.1:8080 -h /www";
+        let id = c
+            .create(&pod, &pc, container_config("web", &["sh", "-c", www]))
+            .await;
+        c.start(&id).await;
+
+        let url =
+            c.rt.exec(api::ExecRequest {
+                container_id: id.clone(),
+                cmd: ["sh", "-c", "read x; echo got $x; echo oops >&2; exit 3"]
+                    .map(String::from)
+                    .to_vec(),
+                tty: false,
+                stdin: true,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .url;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let out = std::process::Command::new(&client)
+            .args(["exec", &url, "-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                use std::io::Write;
+                ch.stdin.take().unwrap().write_all(b"there\n")?;
+                ch.wait_with_output()
+            })
+            .expect("run the stream client");
+        assert_eq!(text(&out.stdout), "got there\n", "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+        // The port forward: the pod's own loopback, which the host cannot
+        // reach any other way.
+        let mut url =
+            c.rt.port_forward(api::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080],
+            })
+            .await
+            .expect("PortForward")
+            .into_inner()
+            .url;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = std::process::Command::new(&client)
+                .args(["portforward", &url, "-port", "8080", "-path", "/index.html"])
+                .output()
+                .unwrap();
+            if text(&out.stdout).contains("hello-from-the-pod") {
+                break;
+            }
+            // httpd may not listen yet: a URL is good once, so ask anew.
+            assert!(
+                Instant::now() < deadline,
+                "no page through the port forward: {} {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let r =
+                c.rt.port_forward(api::PortForwardRequest {
+                    pod_sandbox_id: pod.clone(),
+                    port: vec![8080],
+                })
+                .await
+                .expect("PortForward");
+            url = r.into_inner().url;
+        }
+
+        // Refused, naming why.
+        let exec = |container_id: &str, tty: bool, stderr: bool| api::ExecRequest {
+            container_id: container_id.into(),
+            cmd: vec!["true".into()],
+            tty,
+            stdin: false,
+            stdout: true,
+            stderr,
+        };
+        let e = c.rt.exec(exec(&id, true, true)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("tty and stderr"), "{e:?}");
+        let e = c.rt.exec(exec("feedface", false, true)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        assert!(e.message().contains("feedface"), "{e:?}");
+        let e =
+            c.rt.attach(api::AttachRequest {
+                container_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        let e =
+            c.rt.port_forward(api::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![70000],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("70000"), "{e:?}");
+
+        c.rt.remove_container(api::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        c.remove_pod(&pod).await;
+    });
+}
