@@ -36,7 +36,7 @@ mod stats;
 pub mod store;
 mod streaming;
 
-use crate::{Containerizer, ContainerizerError};
+use crate::Containerizer;
 use berth_provisioner::ImageProvisioner;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -173,20 +173,8 @@ pub async fn serve(
     r
 }
 
-/// The gRPC code for a containerizer error.
-pub(crate) fn status(e: ContainerizerError) -> Status {
-    use ContainerizerError as E;
-    let msg = e.to_string();
-    match e {
-        E::UnknownContainer(_) => Status::not_found(msg),
-        E::AlreadyExists(_) => Status::already_exists(msg),
-        E::InvalidConfig { .. } => Status::invalid_argument(msg),
-        E::Unsupported { .. } => Status::unimplemented(msg),
-        E::NotRunning { .. } | E::NotTerminated { .. } => Status::failed_precondition(msg),
-        E::Gone => Status::unavailable(msg),
-        _ => Status::internal(msg),
-    }
-}
+/// The gRPC code for a containerizer error: the berth API's mapping.
+pub(crate) use crate::agent::server::status;
 
 pub(crate) fn store_status(e: store::StoreError) -> Status {
     Status::internal(e.to_string())

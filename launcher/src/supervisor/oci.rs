@@ -44,6 +44,32 @@ impl Starter {
     }
 }
 
+/// Runs the runtime's `argv` on the container's stdio and waits for it.
+fn run_runtime(argv: &[String], stdio: Stdio) -> Result<std::process::ExitStatus, (i32, String)> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(stdio.stdin);
+    if let Some((out, err)) = stdio.files {
+        cmd.stdout(out).stderr(err);
+    }
+    // SAFETY: between fork and exec: sigprocmask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The supervisor blocks SIGCHLD for its signalfd: the runtime,
+            // and the container after it, start with no signal blocked.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd.status().map_err(|e| {
+        (
+            e.raw_os_error().unwrap_or(0),
+            format!("run {}: {e}", argv[0]),
+        )
+    })
+}
+
 fn base(req: &SupervisorRequest, rt: &Path) -> Vec<String> {
     let mut v = vec![req.oci_runtime.clone()];
     v.extend(req.oci_args.iter().cloned());
@@ -70,28 +96,7 @@ pub(super) fn create(
         pid_file.display().to_string(),
         req.container_id.clone(),
     ]);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(stdio.stdin);
-    if let Some((out, err)) = stdio.files {
-        cmd.stdout(out).stderr(err);
-    }
-    // SAFETY: between fork and exec: sigprocmask is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            // The supervisor blocks SIGCHLD for its signalfd: the runtime,
-            // and the container after it, start with no signal blocked.
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let status = cmd.status().map_err(|e| {
-        (
-            e.raw_os_error().unwrap_or(0),
-            format!("run {}: {e}", argv[0]),
-        )
-    })?;
+    let status = run_runtime(&argv, stdio)?;
     if !status.success() {
         return Err((
             libc::ENOEXEC,
@@ -144,26 +149,7 @@ pub(super) fn restore(req: &SupervisorRequest, stdio: Stdio) -> Result<Pid, (i32
         req.criu_image_dir.clone(),
         req.container_id.clone(),
     ]);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(stdio.stdin);
-    if let Some((out, err)) = stdio.files {
-        cmd.stdout(out).stderr(err);
-    }
-    // SAFETY: between fork and exec: sigprocmask is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let status = cmd.status().map_err(|e| {
-        (
-            e.raw_os_error().unwrap_or(0),
-            format!("run {}: {e}", argv[0]),
-        )
-    })?;
+    let status = run_runtime(&argv, stdio)?;
     if !status.success() {
         let dir = Path::new(&req.criu_image_dir);
         return Err((
