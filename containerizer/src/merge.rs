@@ -135,9 +135,15 @@ pub fn merge(infos: &[(String, LaunchInfo)]) -> Result<LaunchInfo, String> {
         }
         // Hardening adds up: any isolator may ask for it.
         out.readonly_root |= info.readonly_root;
-        for p in &info.hidden_paths {
-            if !out.hidden_paths.contains(p) {
-                out.hidden_paths.push(p.clone());
+        for (mine, theirs) in [
+            (&mut out.hidden_paths, &info.hidden_paths),
+            (&mut out.masked_paths, &info.masked_paths),
+            (&mut out.readonly_paths, &info.readonly_paths),
+        ] {
+            for p in theirs {
+                if !mine.contains(p) {
+                    mine.push(p.clone());
+                }
             }
         }
         out.pre_exec_commands

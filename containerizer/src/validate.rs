@@ -35,6 +35,19 @@ pub(crate) fn validate(
     }
     berth_state::capabilities::adjust(&[], &config.cap_add, &config.cap_drop)
         .map_err(|e| invalid(format!("--cap-add/--cap-drop: {e}")))?;
+    for (what, paths) in [
+        ("masked path", &config.masked_paths),
+        ("read-only path", &config.readonly_paths),
+    ] {
+        if let Some(p) = paths
+            .iter()
+            .find(|p| !p.starts_with('/') || p.contains('\0'))
+        {
+            return Err(invalid(format!(
+                "{what} {p:?} must be an absolute path inside the container"
+            )));
+        }
+    }
     if config.read_only_rootfs && config.image.is_empty() {
         return Err(invalid(
             "read-only rootfs needs an image (the host's root is read-only unless --host-rootfs rw)"

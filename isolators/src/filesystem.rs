@@ -56,6 +56,8 @@ impl Isolator for LinuxFilesystem {
         let sandbox = req.sandbox_dir.display().to_string();
         let mut info = LaunchInfo {
             clone_namespaces: vec![Namespace::Mount as i32],
+            masked_paths: req.config.masked_paths.clone(),
+            readonly_paths: req.config.readonly_paths.clone(),
             ..Default::default()
         };
         match &req.rootfs {

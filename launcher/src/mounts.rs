@@ -17,6 +17,7 @@ use crate::step::{StepError, StepResult};
 use crate::sys;
 use berth_state::safe_path::{self, Identity};
 use berth_state::{DeviceNode, IdMapping, Mount};
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
 use std::fs;
@@ -73,6 +74,10 @@ pub struct FsPlan<'a> {
     pub readonly_root: bool,
     /// Host paths hidden from a host-filesystem container.
     pub hidden: &'a [String],
+    /// The container's own paths to mask and to make read-only, after
+    /// berth's (paths inside the root).
+    pub masked: &'a [String],
+    pub readonly: &'a [String],
     /// Size of /dev/shm in bytes (0 = 64 MiB).
     pub shm_size: u64,
     /// Namespaced sysctls to write under the new /proc/sys.
@@ -300,6 +305,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     for p in READONLY_PATHS {
         readonly(&at(p)?)?;
     }
+    own_masks(&root_fd, plan, &dev_null)?;
 
     if let Some(thermal) = at("/sys/devices/system/cpu")
         .ok()
@@ -980,6 +986,65 @@ fn mask(path: &Path, dev_null: &Path) -> StepResult {
             &format!("mask {} (bind /dev/null)", path.display()),
         )
     }
+}
+
+/// The container's own masked and read-only paths. The image (or, on the
+/// host's filesystem, anyone) may have put symlinks on the way: each is
+/// resolved inside the root (`RESOLVE_IN_ROOT`) to an `O_PATH` fd, and
+/// the mount goes on that fd. A path that does not exist is skipped, as
+/// for the defaults.
+fn own_masks(root_fd: &OwnedFd, plan: &FsPlan<'_>, dev_null: &Path) -> StepResult {
+    let resolve = |p: &str| -> StepResult<Option<OwnedFd>> {
+        let shown = Path::new(p);
+        match safe_path::open_in_root(
+            root_fd.as_fd(),
+            shown,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            0,
+            shown,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(StepError::invalid(format!("resolve {p}"), e.to_string())),
+        }
+    };
+    let fd_path = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    for p in plan.masked {
+        let Some(fd) = resolve(p)? else { continue };
+        let st = safe_path::stat(fd.as_fd(), Path::new(p))
+            .map_err(|e| StepError::invalid(format!("mask {p}"), e.to_string()))?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let at = fd_path(&fd);
+        let what = format!("mask {p}");
+        match is_dir {
+            true => mnt(
+                Some(Path::new("tmpfs")),
+                &at,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0"),
+                &what,
+            )?,
+            false => mnt(Some(dev_null), &at, None, MsFlags::MS_BIND, None, &what)?,
+        }
+    }
+    for p in plan.readonly {
+        let Some(fd) = resolve(p)? else { continue };
+        let at = fd_path(&fd);
+        mnt(
+            Some(&at),
+            &at,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            &format!("bind {p} read-only"),
+        )?;
+        // The fd names what lay under the new bind: resolve again to
+        // reach the bind itself.
+        let Some(top) = resolve(p)? else { continue };
+        set_readonly_recursive(&fd_path(&top))?;
+    }
+    Ok(())
 }
 
 /// Hides host paths: a directory under an empty tmpfs (returned, to be

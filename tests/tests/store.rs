@@ -95,6 +95,8 @@ fn full_record(name: &str) -> ContainerRecord {
                 host_ip: "127.0.0.1".into(),
             }],
             host_ipc: true,
+            masked_paths: vec!["/secret".into()],
+            readonly_paths: vec!["/data".into()],
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -149,6 +151,8 @@ fn full_record(name: &str) -> ContainerRecord {
             hidden_paths: vec!["/var/lib/berth".into()],
             runtime: "runsc".into(),
             seccomp_oci: "{}".into(),
+            masked_paths: vec!["/secret".into()],
+            readonly_paths: vec!["/data".into()],
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),

@@ -84,6 +84,8 @@ pub(crate) fn apply(
         })
         .collect::<Result<_, _>>()?;
     config.read_only_rootfs = sc.readonly_rootfs;
+    config.masked_paths = sc.masked_paths.clone();
+    config.readonly_paths = sc.readonly_paths.clone();
     config.seccomp_profile = seccomp(sc)?;
     if sc.privileged {
         config.cap_add = vec!["ALL".into()];

@@ -99,11 +99,14 @@ pub fn build(
         "/proc/interrupts".to_string(),
         "/sys/devices/virtual/powercap".into(),
     ]);
+    masked.extend(info.masked_paths.iter().cloned());
+    let mut readonly = oci_spec::runtime::get_default_readonly_paths();
+    readonly.extend(info.readonly_paths.iter().cloned());
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(info))
         .cgroups_path(PathBuf::from(cgroups_path))
         .masked_paths(masked)
-        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .readonly_paths(readonly)
         .sysctl(
             info.sysctls
                 .clone()

@@ -137,6 +137,8 @@ fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepR
             sandbox_identity: super::sandbox_identity(req),
             readonly_root: info.readonly_root,
             hidden: &info.hidden_paths,
+            masked: &info.masked_paths,
+            readonly: &info.readonly_paths,
             shm_size: info.shm_size_bytes,
             sysctls: &sysctls,
             devices: &info.devices,
