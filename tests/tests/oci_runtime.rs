@@ -306,7 +306,8 @@ fn failpoints_in_the_runtime_steps(rt: &str) {
         }
         assert!(
             agent.wait_dead(Duration::from_secs(30)),
-            "{point} not reached"
+            "{point} not reached; the agent's log:\n{}",
+            agent.log()
         );
         assert!(agent.log().contains(&format!("failpoint {point} reached")));
         let agent = env.start_agent("");
