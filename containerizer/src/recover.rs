@@ -96,8 +96,34 @@ impl Handler<Recover> for ContainerizerActor {
                 let sandboxes = act.sandboxes.clone();
                 let inflight = act.inflight.clone();
                 let work = async move {
+                    let t0 = std::time::Instant::now();
+                    let phase = |what: &str| {
+                        tracing::info!(target: "berth::recovery", took_ms = t0.elapsed().as_secs_f64() * 1e3, "{what}");
+                    };
                     remove_orphan_sandboxes(sandboxes, known).await;
+                    phase("orphan sandboxes scanned");
                     let all = String::new();
+                    // The provisioner's recovery needs only the ids: it
+                    // runs beside the launcher's and the isolators'.
+                    let provisioned = async {
+                        if let Some(p) = provisioner {
+                            let known = recs.iter().filter_map(|r| r.id.clone()).collect();
+                            timed(
+                                &inflight,
+                                &all,
+                                CallKind::Recover,
+                                "provisioner",
+                                p.recover(known),
+                            )
+                            .await
+                            .map_err(|e| {
+                                ContainerizerError::Setup(format!("provisioner recover: {e}"))
+                            })?;
+                        }
+                        phase("provisioner recovered");
+                        Ok::<(), ContainerizerError>(())
+                    };
+                    let launched = async {
                     let mut orphans = timed(
                         &inflight,
                         &all,
@@ -107,6 +133,7 @@ impl Handler<Recover> for ContainerizerActor {
                     )
                     .await
                     .map_err(|e| ContainerizerError::Setup(format!("launcher recover: {e}")))?;
+                    phase("launcher recovered");
                     // A container whose record is unreadable is cleaned as an orphan.
                     for id in corrupt_ids {
                         if !orphans.contains(&id) {
@@ -129,39 +156,38 @@ impl Handler<Recover> for ContainerizerActor {
                             ContainerizerError::Setup(format!("isolator {} recover: {e}", h.name()))
                         })?;
                     }
-                    if let Some(p) = provisioner {
-                        let known = recs.iter().filter_map(|r| r.id.clone()).collect();
-                        timed(
-                            &inflight,
-                            &all,
-                            CallKind::Recover,
-                            "provisioner",
-                            p.recover(known),
-                        )
-                        .await
-                        .map_err(|e| {
-                            ContainerizerError::Setup(format!("provisioner recover: {e}"))
-                        })?;
-                    }
-                    // Many at a time, kept in order: each is a trip to
-                    // the blocking pool, which one at a time would add up
-                    // over thousands of containers.
-                    use futures::stream::StreamExt as _;
-                    let statuses: Vec<ProcessStatus> = futures::stream::iter(recs.iter())
-                        .map(|rec| {
-                            let id = rec.id.clone().unwrap_or_default();
-                            let call = timed(
-                                &inflight,
-                                &id,
-                                CallKind::Recover,
-                                "launcher",
-                                launcher.status(id.clone()),
-                            );
-                            async move { call.await.unwrap_or(ProcessStatus::Unknown) }
-                        })
-                        .buffered(64)
-                        .collect()
-                        .await;
+                    phase("isolators recovered");
+                    Ok::<_, ContainerizerError>(orphans)
+                    };
+                    let (orphans, provisioned) = futures::join!(launched, provisioned);
+                    let orphans = orphans?;
+                    provisioned?;
+                    // In one batch per launcher: one trip to the blocking
+                    // pool each, where one per container adds up over
+                    // thousands.
+                    let ids: Vec<ContainerId> =
+                        recs.iter().map(|r| r.id.clone().unwrap_or_default()).collect();
+                    let n = ids.len();
+                    let asked = launcher.statuses(ids);
+                    let statuses: Vec<ProcessStatus> = match timed(
+                        &inflight,
+                        &all,
+                        CallKind::Recover,
+                        "launcher",
+                        async move { Ok::<_, ContainerizerError>(asked.await) },
+                    )
+                    .await
+                    {
+                        Ok(v) => v
+                            .into_iter()
+                            .map(|r| r.unwrap_or(ProcessStatus::Unknown))
+                            .collect(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "launcher statuses at recovery");
+                            vec![ProcessStatus::Unknown; n]
+                        }
+                    };
+                    phase("statuses read");
                     Ok((orphans, statuses))
                 };
                 Box::pin(work.into_actor(act).then(move |r, act, ctx| {
@@ -171,9 +197,11 @@ impl Handler<Recover> for ContainerizerActor {
                             return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>
                         }
                     };
+                    let t0 = std::time::Instant::now();
                     for (rec, st) in records.into_iter().zip(statuses) {
                         act.adopt(rec, st, &mut summary, ctx);
                     }
+                    tracing::info!(target: "berth::recovery", took_ms = t0.elapsed().as_secs_f64() * 1e3, "adopted");
                     for (key, why) in &summary.corrupt {
                         act.adopt_corrupt(key, why);
                     }

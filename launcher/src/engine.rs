@@ -81,6 +81,34 @@ macro_rules! impl_launcher {
                 }))
             }
 
+            fn statuses(
+                &self,
+                ids: Vec<berth_state::ContainerId>,
+            ) -> futures::future::BoxFuture<
+                'static,
+                Vec<Result<$crate::ProcessStatus, $crate::LaunchError>>,
+            > {
+                let e = self.engine.clone();
+                let n = ids.len();
+                Box::pin(async move {
+                    let all = $crate::engine::blocking(String::new(), move || {
+                        Ok(ids.iter().map(|id| e.status(id)).collect::<Vec<_>>())
+                    })
+                    .await;
+                    match all {
+                        Ok(v) => v,
+                        Err(err) => (0..n)
+                            .map(|_| {
+                                Err($crate::LaunchError::Other {
+                                    id: String::new(),
+                                    message: err.to_string(),
+                                })
+                            })
+                            .collect(),
+                    }
+                })
+            }
+
             fn wait(
                 &self,
                 id: berth_state::ContainerId,
@@ -828,41 +856,80 @@ impl Engine {
         records: Vec<ContainerRecord>,
     ) -> Result<Vec<ContainerId>, LaunchError> {
         let _span = tracing::info_span!("launcher.recover").entered();
-        let mut named = BTreeSet::new();
-        for r in records {
-            let Some(id) = r.id else { continue };
-            named.insert(id.to_string());
-            let dir = self.runtime.container_dir(&id);
-            // The supervisor's own files first; the record second.
-            let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID)).or(r.supervisor);
-            let init = read_ref(&dir.join(runtime::INIT_PID))
-                .or(r.init)
-                .unwrap_or_default();
-            let Some(supervisor) = supervisor else {
-                continue;
-            };
-            match open_pidfd(&supervisor) {
-                Some(fd) => {
-                    tracing::info!(container = %id, supervisor = supervisor.pid, "re-attached");
-                    self.entries().insert(
-                        id.to_string(),
-                        Entry {
-                            forked: Forked { supervisor, init },
-                            control: None,
-                            pidfd: Some(Arc::new(fd)),
-                            own_pid_ns: !matches!(self.kind, Kind::Posix)
-                                && new_pid_ns(r.launch_info.as_ref()),
-                        },
-                    );
+        let named: BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| r.id.as_ref().map(|i| i.to_string()))
+            .collect();
+        // Thousands of containers come back at once: the re-attach (two
+        // pid files and a pidfd each) is split over the cores, beside the
+        // scan for what no record names.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = records.len().div_ceil(threads).max(512);
+        let (attached, found) = std::thread::scope(|s| {
+            let scan = s.spawn(|| self.unrecorded(&named));
+            let parts: Vec<_> = records
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .filter_map(|r| r.id.clone().map(|id| (self.reattach(&id, r), id)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let attached: Vec<_> = parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("re-attach thread panicked"))
+                .collect();
+            (attached, scan.join().expect("orphan scan thread panicked"))
+        });
+        let mut entries = self.entries();
+        for (entry, id) in attached {
+            match entry {
+                Some(Some(e)) => {
+                    tracing::info!(container = %id, supervisor = e.forked.supervisor.pid, "re-attached");
+                    entries.insert(id.to_string(), e);
                 }
-                None => {
+                Some(None) => {
                     // Dead (or its pid now belongs to someone else): forget
                     // any stale memory; status/wait read the exit file.
-                    self.entries().remove(&id.to_string());
+                    entries.remove(&id.to_string());
                     tracing::info!(container = %id, "supervisor gone");
                 }
+                None => {}
             }
         }
+        drop(entries);
+        let orphans = found?
+            .difference(&named)
+            .filter_map(|s| ContainerId::parse(s).ok())
+            .collect::<Vec<_>>();
+        tracing::info!(orphans = orphans.len(), "recovered");
+        Ok(orphans)
+    }
+
+    /// The entry of a recorded container whose supervisor lives
+    /// (`Some(Some)`), or `Some(None)` when it is gone; `None` when no
+    /// supervisor was ever known.
+    fn reattach(&self, id: &ContainerId, r: &ContainerRecord) -> Option<Option<Entry>> {
+        let dir = self.runtime.container_dir(id);
+        // The supervisor's own files first; the record second.
+        let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID)).or(r.supervisor)?;
+        let init = read_ref(&dir.join(runtime::INIT_PID))
+            .or(r.init)
+            .unwrap_or_default();
+        Some(open_pidfd(&supervisor).map(|fd| Entry {
+            forked: Forked { supervisor, init },
+            control: None,
+            pidfd: Some(Arc::new(fd)),
+            own_pid_ns: !matches!(self.kind, Kind::Posix) && new_pid_ns(r.launch_info.as_ref()),
+        }))
+    }
+
+    /// What this launcher finds on the host: its cgroups, its runtime's
+    /// containers (those no record names are its orphans), and the live
+    /// supervisors of unrecorded runtime dirs it launched.
+    fn unrecorded(&self, named: &BTreeSet<String>) -> Result<BTreeSet<String>, LaunchError> {
         let mut found = BTreeSet::new();
         match &self.kind {
             Kind::Linux(freezer) => found.extend(
@@ -913,12 +980,7 @@ impl Engine {
                 found.insert(id.to_string());
             }
         }
-        let orphans = found
-            .difference(&named)
-            .filter_map(|s| ContainerId::parse(s).ok())
-            .collect::<Vec<_>>();
-        tracing::info!(orphans = orphans.len(), "recovered");
-        Ok(orphans)
+        Ok(found)
     }
 }
 

@@ -227,6 +227,19 @@ pub trait Launcher: Send + Sync + 'static {
     /// What is known of the container's processes now.
     fn status(&self, id: ContainerId) -> BoxFuture<'static, Result<ProcessStatus, LaunchError>>;
 
+    /// [`status`](Launcher::status) of each of `ids`, in their order:
+    /// recovery asks this of thousands of containers at once. The default
+    /// asks `status` of each, 64 at a time; a launcher whose status is a
+    /// blocking call answers them all in one trip to the blocking pool.
+    fn statuses(
+        &self,
+        ids: Vec<ContainerId>,
+    ) -> BoxFuture<'static, Vec<Result<ProcessStatus, LaunchError>>> {
+        use futures::stream::StreamExt as _;
+        let calls: Vec<_> = ids.into_iter().map(|id| self.status(id)).collect();
+        Box::pin(futures::stream::iter(calls).buffered(64).collect())
+    }
+
     /// Resolves when the init has exited, with its status (learned without
     /// polling). Resolves at once for a container that already exited.
     fn wait(&self, id: ContainerId) -> BoxFuture<'static, Result<ExitStatus, LaunchError>>;

@@ -23,9 +23,13 @@
 //! launch path (pid files) and on every checkpoint (the record mirror).
 
 use crate::model::{ContainerId, ProcessRef};
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -209,32 +213,55 @@ impl RuntimeDir {
 /// that are not valid ids are skipped. A missing `dir` is an empty tree.
 pub fn list_id_tree(dir: &Path, nest: &str) -> Result<Vec<ContainerId>, RuntimeError> {
     let mut out = Vec::new();
-    list_under(dir, nest, None, &mut out)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let top = match Dir::open(dir, flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(Errno::ENOENT) => return Ok(out),
+        Err(e) => {
+            return Err(RuntimeError::Io {
+                op: "read dir",
+                path: dir.to_path_buf(),
+                source: e.into(),
+            })
+        }
+    };
+    list_under(top, dir, nest, None, &mut out)?;
     Ok(out)
 }
 
+// Each level is opened relative to its parent's fd: thousands of
+// containers are listed at every recovery, and a lookup of one name
+// beneath an open dir costs a fraction of a walk of the whole path.
 fn list_under(
-    dir: &Path,
+    mut dir: Dir,
+    path: &Path,
     nest: &str,
     parent: Option<&ContainerId>,
     out: &mut Vec<ContainerId>,
 ) -> Result<(), RuntimeError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(RuntimeError::Io {
-                op: "read dir",
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
+    let io_err = |e: Errno| RuntimeError::Io {
+        op: "read dir",
+        path: path.to_path_buf(),
+        source: e.into(),
     };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    let fd = dir.as_raw_fd();
+    for e in dir.iter() {
+        let e = e.map_err(io_err)?;
+        // d_type is set by tmpfs, ext4, xfs, btrfs and cgroupfs; an
+        // unknown type is asked for.
+        let is_dir = match e.file_type() {
+            Some(t) => t == Type::Directory,
+            None => fstatat(Some(fd), e.file_name(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR),
+        };
+        let Ok(name) = e.file_name().to_str() else {
+            continue;
+        };
+        if is_dir && name != "." && name != ".." {
+            names.push(name.to_string());
+        }
+    }
     names.sort();
     for name in names {
         let id = match parent {
@@ -245,16 +272,34 @@ fn list_under(
             continue;
         }
         out.push(id.clone());
-        let child = dir.join(&name);
         // A directory's link count is 2 + its subdirectories on cgroupfs
         // (kernfs), tmpfs and ext4: with 2 there is nothing nested, and a
         // stat costs far less than reading a cgroup dir's dozens of control
         // files (thousands of containers are recovered at once). Another
         // count (btrfs says 1) is read as usual.
-        if nest.is_empty() && fs::symlink_metadata(&child).is_ok_and(|m| m.nlink() == 2) {
+        if nest.is_empty()
+            && fstatat(Some(fd), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_nlink == 2)
+        {
             continue;
         }
-        list_under(&child.join(nest), nest, Some(&id), out)?;
+        let sub = if nest.is_empty() {
+            name.clone()
+        } else {
+            format!("{name}/{nest}")
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        match Dir::openat(Some(fd), sub.as_str(), flags, Mode::empty()) {
+            Ok(d) => list_under(d, &path.join(&sub), nest, Some(&id), out)?,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) => {
+                return Err(RuntimeError::Io {
+                    op: "read dir",
+                    path: path.join(&sub),
+                    source: e.into(),
+                })
+            }
+        }
     }
     Ok(())
 }

@@ -216,13 +216,26 @@ impl Store {
     /// Every record, in id order. A record that cannot be decoded is an
     /// `Err` naming its container id; the others still load.
     pub fn list(&self) -> Result<Vec<LoadedRecord>, StoreError> {
-        let mut out = Vec::new();
+        let mut raw = Vec::new();
         for kv in self.records.iter() {
             let (k, v) = kv.map_err(self.sled_err("iterate"))?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            out.push(decode(&key, &v));
+            raw.push((String::from_utf8_lossy(&k).into_owned(), v));
         }
-        Ok(out)
+        // A recovery decodes thousands of records: over the cores, in order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = raw.len().div_ceil(threads).max(512);
+        Ok(std::thread::scope(|s| {
+            let parts: Vec<_> = raw
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|(k, v)| decode(k, v)).collect::<Vec<_>>())
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().expect("record decode thread panicked"))
+                .collect()
+        }))
     }
 
     /// The raw stored bytes of a record: for tests that damage one, and
@@ -266,20 +279,22 @@ impl Store {
         let mut restored = 0;
         for id in mirror.list()? {
             let dir = mirror.container_dir(&id);
-            // A write cut short by a crash leaves its temp file; the
-            // container dir it alone kept is gone with it.
-            let prefix = format!(".{}.tmp.", runtime::RECORD);
-            if let Ok(entries) = fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with(&prefix) {
-                        let _ = fs::remove_file(e.path());
-                    }
-                }
-            }
             let f = dir.join(runtime::RECORD);
             let bytes = match fs::read(&f) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A write cut short by a crash leaves its temp file; the
+                    // container dir it alone kept is gone with it. (Beside
+                    // a record, one goes with the container's dir: not
+                    // looked for, as that is a dir read per container.)
+                    let prefix = format!(".{}.tmp.", runtime::RECORD);
+                    if let Ok(entries) = fs::read_dir(&dir) {
+                        for e in entries.flatten() {
+                            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                                let _ = fs::remove_file(e.path());
+                            }
+                        }
+                    }
                     // Only removed when empty: the supervisor's files stay.
                     let _ = fs::remove_dir(&dir);
                     continue;

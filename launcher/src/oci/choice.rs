@@ -70,18 +70,23 @@ impl Runtimes {
 
     /// The launcher of container `id`.
     fn of(&self, id: &ContainerId) -> Arc<dyn Launcher> {
+        self.by_name(&self.name_of(id))
+    }
+
+    /// The name of container `id`'s launcher (NATIVE when none is known).
+    fn name_of(&self, id: &ContainerId) -> String {
         let key = id.to_string();
         if let Some(name) = self.chosen().get(&key) {
-            return self.by_name(name);
+            return name.clone();
         }
         let file = self.runtime_dir.container_dir(id).join(RUNTIME_FILE);
         match std::fs::read_to_string(file) {
             Ok(name) => {
                 let name = name.trim().to_string();
                 self.chosen().insert(key, name.clone());
-                self.by_name(&name)
+                name
             }
-            Err(_) => self.native.clone(),
+            Err(_) => NATIVE.to_string(),
         }
     }
 }
@@ -162,10 +167,14 @@ impl Launcher for Runtimes {
         }
         let chosen = self.chosen.clone();
         Box::pin(async move {
+            // Side by side: each is its own blocking scan (and a runtime's
+            // is mostly waiting on its `list`); results stay in order.
+            let (names, calls): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
+            let results = futures::future::join_all(calls).await;
             let mut orphans = Vec::new();
             let mut have = BTreeSet::new();
-            for (name, call) in calls {
-                for id in call.await? {
+            for (name, found) in names.into_iter().zip(results) {
+                for id in found? {
                     let key = id.to_string();
                     if named.contains(&key) || !have.insert(key.clone()) {
                         continue;
@@ -210,6 +219,48 @@ impl Launcher for Runtimes {
 
     fn status(&self, id: ContainerId) -> BoxFuture<'static, Result<ProcessStatus, LaunchError>> {
         self.of(&id).status(id)
+    }
+
+    fn statuses(
+        &self,
+        ids: Vec<ContainerId>,
+    ) -> BoxFuture<'static, Vec<Result<ProcessStatus, LaunchError>>> {
+        // One batch per launcher, each keeping its ids' places.
+        let mut groups: BTreeMap<String, (Vec<usize>, Vec<ContainerId>)> = BTreeMap::new();
+        let n = ids.len();
+        for (i, id) in ids.into_iter().enumerate() {
+            let name = self.name_of(&id);
+            let g = groups.entry(name).or_default();
+            g.0.push(i);
+            g.1.push(id);
+        }
+        let calls: Vec<_> = groups
+            .into_iter()
+            .map(|(name, (places, ids))| (places, self.by_name(&name).statuses(ids)))
+            .collect();
+        Box::pin(async move {
+            let (places, calls): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
+            let mut out: Vec<Option<Result<ProcessStatus, LaunchError>>> =
+                (0..n).map(|_| None).collect();
+            for (places, got) in places
+                .into_iter()
+                .zip(futures::future::join_all(calls).await)
+            {
+                for (i, r) in places.into_iter().zip(got) {
+                    out[i] = Some(r);
+                }
+            }
+            out.into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(LaunchError::Other {
+                            id: String::new(),
+                            message: "the launcher answered fewer statuses than asked".into(),
+                        })
+                    })
+                })
+                .collect()
+        })
     }
 
     fn wait(&self, id: ContainerId) -> BoxFuture<'static, Result<ExitStatus, LaunchError>> {
