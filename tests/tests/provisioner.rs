@@ -183,6 +183,30 @@ fn layered_image_runs_with_its_config_through_berth_run() {
     let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ls.as_array().map(|a| a.len()), Some(3), "{ls}");
 
+    // A listing whose reader has gone (`berth image ls | head -0`) ends
+    // by SIGPIPE, as other tools do, not with a panic on the write.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let out = env
+        .berth()
+        .args(["image", "ls"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}, stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = run(env.berth().args(["run", "--image", "layered:latest"]));
     assert_eq!(text(&out.stdout), EXPECTED, "stderr: {}", text(&out.stderr));
 

@@ -367,6 +367,27 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     raise_nofile_limit();
+    // A listing piped into `head` ends as other tools do once the reader
+    // has gone (SIGPIPE), not with a panic on the failed write. Only for
+    // commands that read: one that launches or streams stdin handles the
+    // broken pipe itself.
+    if matches!(
+        cli.command,
+        Command::Ps(_)
+            | Command::Stats(_)
+            | Command::Events(_)
+            | Command::Debug(_)
+            | Command::Logs(_)
+            | Command::Image(_)
+    ) {
+        // SAFETY: before any thread is started; restores the default action.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let system = actix_rt::System::new();
     let code = match system.block_on(dispatch(cli, route)) {
         Ok(code) => code,
