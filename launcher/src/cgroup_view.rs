@@ -43,8 +43,17 @@ pub struct CgroupView {
 impl CgroupView {
     /// The view for cgroup dirs `joined` (host paths), from this process's
     /// mountinfo and the host's `/sys/fs/cgroup` links.
-    pub fn read(joined: &[String]) -> std::io::Result<CgroupView> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    /// `mountinfo`: the launcher's cgroup lines when this process's mount
+    /// namespace is a copy of its (`None`: read our own).
+    pub fn read(joined: &[String], mountinfo: Option<&str>) -> std::io::Result<CgroupView> {
+        let own;
+        let mountinfo = match mountinfo {
+            Some(m) => m,
+            None => {
+                own = fs::read_to_string("/proc/self/mountinfo")?;
+                own.as_str()
+            }
+        };
         let mut links = Vec::new();
         if let Ok(entries) = fs::read_dir(CGROUP_DIR) {
             for e in entries.flatten() {
@@ -60,7 +69,7 @@ impl CgroupView {
             }
         }
         links.sort();
-        Ok(plan(&mountinfo, joined, &links))
+        Ok(plan(mountinfo, joined, &links))
     }
 
     /// Whether the cgroup2 fs goes on `/sys/fs/cgroup` itself (no tmpfs).

@@ -202,6 +202,15 @@ struct Entry {
 /// How long a dump may take (CRIU is killed past it).
 const CRIU_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether the init's mount namespace is made from the launcher's (it
+/// joins none): its cgroup mounts are then the launcher's.
+fn copied_mount_ns(info: &berth_state::LaunchInfo) -> bool {
+    !info
+        .join_namespaces
+        .iter()
+        .any(|j| j.namespace == berth_state::Namespace::Mount as i32)
+}
+
 fn new_pid_ns(info: Option<&berth_state::LaunchInfo>) -> bool {
     info.is_some_and(|i| {
         i.clone_namespaces
@@ -226,6 +235,12 @@ pub(crate) struct Engine {
     /// their destroy also deletes them from the runtime (no `remove`
     /// follows an orphan's destroy).
     runtime_orphans: Mutex<BTreeSet<String>>,
+    /// The host's cgroup mountinfo lines, read once at the start (as the
+    /// isolators detect the hierarchies once): every init whose mount
+    /// namespace copies ours is handed them (see the request's
+    /// `cgroup_mountinfo`). A reread per launch would cost what it saves:
+    /// each launch's rootfs mount marks the mountinfo changed.
+    cgroup_lines: String,
 }
 
 /// The cgroup (under the cgroup root of each hierarchy) holding the
@@ -253,6 +268,7 @@ impl Engine {
                 id: String::new(),
                 source,
             })?;
+        let kind_is_posix = matches!(kind, Kind::Posix);
         let supervisor_cgroups = match kind {
             Kind::Linux(_) | Kind::Oci(_) => berth_state::cgroupfs::mounts()
                 .unwrap_or_default()
@@ -269,6 +285,12 @@ impl Engine {
             supervisor_cgroups,
             sealed: Mutex::new(None),
             runtime_orphans: Mutex::new(BTreeSet::new()),
+            cgroup_lines: match kind_is_posix {
+                true => String::new(),
+                false => berth_state::cgroupfs::cgroup_mountinfo()
+                    .map(|l| l.to_string())
+                    .unwrap_or_default(),
+            },
         })
     }
 
@@ -460,6 +482,10 @@ impl Engine {
                 .map(|o| o.create_args.clone())
                 .unwrap_or_default(),
             oci_bundle: oci.map(|o| o.bundle).unwrap_or_default(),
+            cgroup_mountinfo: match copied_mount_ns(&spec.launch_info) {
+                true => self.cgroup_lines.clone(),
+                false => String::new(),
+            },
             criu_image_dir: restore
                 .map(|r| r.image_dir.display().to_string())
                 .unwrap_or_default(),

@@ -92,6 +92,9 @@ pub struct FsPlan<'a> {
     /// The init has unshared a cgroup namespace of its own (after joining
     /// `cgroups`): `/sys/fs/cgroup` then shows only those cgroups.
     pub new_cgroupns: bool,
+    /// The launcher's cgroup mountinfo lines (see the request's
+    /// `cgroup_mountinfo`); `None`: read this process's own.
+    pub cgroup_mountinfo: Option<&'a str>,
     /// The cgroup dirs (host paths) the init joined.
     pub cgroups: &'a [String],
 }
@@ -144,7 +147,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
     // The hierarchies to show, read before /sys is covered.
     let cgroup_view = match plan.new_cgroupns {
         true => Some(
-            CgroupView::read(plan.cgroups)
+            CgroupView::read(plan.cgroups, plan.cgroup_mountinfo)
                 .map_err(|e| StepError::io("read /proc/self/mountinfo", e))?,
         ),
         false => None,

@@ -146,6 +146,8 @@ fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepR
             // namespace is rooted at the container's own cgroups.
             new_cgroupns: plan.unshare.contains(CloneFlags::CLONE_NEWCGROUP),
             cgroups: &req.cgroups,
+            cgroup_mountinfo: (!req.cgroup_mountinfo.is_empty())
+                .then_some(req.cgroup_mountinfo.as_str()),
             userns: userns.as_ref().map(|fd| mounts::Userns {
                 fd: fd.as_fd(),
                 uid_mappings: &info.uid_mappings,
