@@ -372,6 +372,32 @@ fn output_appends_to_a_file(rt: &str) {
     assert_clean(&env, rt);
 }
 
+/// `--network none`: the network isolator's netns, joined by the runtime
+/// through the spec's namespace path: only `lo`, none of the host's
+/// interfaces. (It was refused as a nested container.)
+fn network_none_is_the_isolators_netns(rt: &str) {
+    require_runtime(rt);
+    let env = TestEnv::new(&format!("oci-netnone-{rt}"));
+    import_busybox(&env);
+    let out = run(
+        &env,
+        rt,
+        &[
+            "--network",
+            "none",
+            "--image",
+            "busybox",
+            "--",
+            "/bin/sh",
+            "-c",
+            "busybox tail -n +3 /proc/net/dev | busybox cut -d: -f1 | busybox tr -d ' '",
+        ],
+    );
+    expect_code(&out, 0);
+    assert_eq!(text(&out.stdout), "lo\n", "{}", text(&out.stderr));
+    assert_clean(&env, rt);
+}
+
 // A module per case holds one test per runtime: `exit_codes::runc`.
 macro_rules! per_runtime {
     ($case:ident: $($rt:ident),+) => {
@@ -396,6 +422,7 @@ per_runtime!(memory_limit_is_oom_killed: native, runc, runsc);
 per_runtime!(pids_limit_holds: native, runc);
 per_runtime!(agent_kill_stats_update_and_recovery: native, runc, runsc);
 per_runtime!(failpoints_in_the_runtime_steps: runc, runsc);
+per_runtime!(network_none_is_the_isolators_netns: native, runc, runsc);
 
 #[test]
 fn runsc_reports_gvisors_kernel_and_refuses_what_gvisor_lacks() {

@@ -28,7 +28,14 @@ const SANDBOX_IN_ROOTFS: &str = "/mnt/mesos/sandbox";
 /// text rather than run differently from what was asked.
 pub fn unsupported(spec: &LaunchSpec) -> Option<&'static str> {
     let info = &spec.launch_info;
-    if spec.id.parent.is_some() || !info.join_namespaces.is_empty() {
+    // A namespace named by a file (the network isolator's netns) is the
+    // spec's namespace path; one of a process (a pod's, an exec's parent)
+    // is a nested container's.
+    let joins_process = info
+        .join_namespaces
+        .iter()
+        .any(|j| j.path.is_empty() || j.process.is_some());
+    if spec.id.parent.is_some() || joins_process {
         Some("nested containers (pods, exec) under an OCI runtime")
     } else if spec.io.tty {
         Some("a tty (-t) under an OCI runtime")
@@ -196,25 +203,47 @@ fn id_mappings(maps: &[berth_state::IdMapping]) -> Result<Vec<LinuxIdMapping>, S
         .collect()
 }
 
-/// The namespaces berth's isolators asked for; no network namespace means
-/// the host's network, as with berth's own launcher.
+/// The namespaces berth's isolators asked for: made, or joined by path
+/// (the network isolator's netns); no network namespace means the host's
+/// network, as with berth's own launcher.
 fn namespaces(info: &LaunchInfo) -> Vec<LinuxNamespace> {
-    info.clone_namespaces
-        .iter()
-        .filter_map(|n| {
-            let typ = match Namespace::try_from(*n).ok()? {
-                Namespace::Mount => LinuxNamespaceType::Mount,
-                Namespace::Pid => LinuxNamespaceType::Pid,
-                Namespace::Net => LinuxNamespaceType::Network,
-                Namespace::Ipc => LinuxNamespaceType::Ipc,
-                Namespace::Uts => LinuxNamespaceType::Uts,
-                Namespace::Cgroup => LinuxNamespaceType::Cgroup,
-                Namespace::User => LinuxNamespaceType::User,
-                _ => return None,
-            };
-            LinuxNamespaceBuilder::default().typ(typ).build().ok()
-        })
-        .collect()
+    let made = info.clone_namespaces.iter().filter_map(|n| {
+        LinuxNamespaceBuilder::default()
+            .typ(oci_namespace(*n)?)
+            .build()
+            .ok()
+    });
+    let joined = info.join_namespaces.iter().filter_map(|j| {
+        LinuxNamespaceBuilder::default()
+            .typ(oci_namespace(j.namespace)?)
+            .path(PathBuf::from(&j.path))
+            .build()
+            .ok()
+    });
+    made.chain(joined).collect()
+}
+
+fn oci_namespace(n: i32) -> Option<LinuxNamespaceType> {
+    Some(match Namespace::try_from(n).ok()? {
+        Namespace::Mount => LinuxNamespaceType::Mount,
+        Namespace::Pid => LinuxNamespaceType::Pid,
+        Namespace::Net => LinuxNamespaceType::Network,
+        Namespace::Ipc => LinuxNamespaceType::Ipc,
+        Namespace::Uts => LinuxNamespaceType::Uts,
+        Namespace::Cgroup => LinuxNamespaceType::Cgroup,
+        Namespace::User => LinuxNamespaceType::User,
+        _ => return None,
+    })
+}
+
+/// Whether the container has a network namespace of its own (made, or
+/// the network isolator's joined).
+fn own_network(info: &LaunchInfo) -> bool {
+    info.clone_namespaces.contains(&(Namespace::Net as i32))
+        || info
+            .join_namespaces
+            .iter()
+            .any(|j| j.namespace == Namespace::Net as i32)
 }
 
 /// The runtime's standard mounts, then the sandbox (a host-filesystem
@@ -233,7 +262,7 @@ fn mounts(spec: &LaunchSpec, host_root_in: Option<&Path>) -> Result<Vec<Mount>, 
     }
     // A fresh sysfs needs a network namespace of its own; else the
     // host's is bound (read-only), as berth's own init does.
-    if !info.clone_namespaces.contains(&(Namespace::Net as i32)) {
+    if !own_network(info) {
         for m in out.iter_mut() {
             if m.destination() == Path::new("/sys") {
                 *m = bind(
