@@ -1,0 +1,212 @@
+//! Volume propagation (`--volume SRC:DST[:ro|rw][,rslave|rshared]`) on
+//! real mounts: each test makes its own shared bind of a dir under its
+//! temp dir (the host's / is private here), mounts under it on the host
+//! while a container runs, and has the container mount under its
+//! destination: rslave carries the host's mount in and nothing out,
+//! rshared both ways; a private source and an unprivileged rshared are
+//! refused. Natively (host filesystem and busybox image) and under runc.
+
+use berth_tests::{import_busybox, require_tool, TestEnv};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sh(script: &str) {
+    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+}
+
+/// A dir bound onto itself and made a shared mount; everything mounted
+/// under it is unmounted on drop (before the test's env checks for leaks).
+struct SharedDir(PathBuf);
+
+impl SharedDir {
+    fn new(env: &TestEnv, name: &str) -> SharedDir {
+        let d = env.mkdir(name);
+        sh(&format!(
+            "mount --bind {0} {0} && mount --make-shared {0}",
+            d.display()
+        ));
+        SharedDir(d)
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    berth_tests::mountinfo().iter().any(|m| m.mount_point == p)
+}
+
+/// The container: tells the host it runs, waits for the host's mount
+/// under the volume (its marker file), shows it, then mounts a tmpfs
+/// under the volume itself and writes a file there.
+const SCRIPT: &str = "touch /tmp/vol/ready; i=0; \
+    while [ ! -e /tmp/vol/sub/marker ]; do i=$((i+1)); [ $i -gt 50 ] && exit 3; sleep 0.1; done; \
+    cat /tmp/vol/sub/marker; \
+    mount -t tmpfs none /tmp/vol/own && echo inside > /tmp/vol/own/f && echo mounted";
+
+/// Runs the container with `volume` (`<src>:/tmp/vol,<propagation>`) and
+/// `extra` args, mounts a tmpfs on `<src>/sub` on the host once it runs,
+/// and returns its output.
+fn run_with_host_mount(env: &TestEnv, src: &Path, prop: &str, extra: &[&str]) -> Output {
+    std::fs::create_dir(src.join("sub")).unwrap();
+    std::fs::create_dir(src.join("own")).unwrap();
+    let s = src.display().to_string();
+    let volume = format!("{s}:/tmp/vol:rw,{prop}");
+    let child = env
+        .berth()
+        .arg("run")
+        .args(["--volume-allow-rw", &s, "-v", &volume])
+        .args(["--seccomp-profile", "unconfined"])
+        .args(extra)
+        .args(["--", "sh", "-c", SCRIPT])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !src.join("ready").exists() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the container never ran: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh(&format!(
+        "mount -t tmpfs host-side {s}/sub && echo from-the-host > {s}/sub/marker"
+    ));
+    child.wait_with_output().unwrap()
+}
+
+/// The configurations a volume's propagation must work in: the host's
+/// filesystem, a busybox image (berth's own pivot_root), and (`runc`)
+/// runc. rshared needs `--cap-add ALL`, which runc 1.1.5 refuses here
+/// with any volume ("unable to apply caps: operation not permitted"), so
+/// runc is tested with rslave only.
+fn configs(env: &TestEnv, runc: bool) -> Vec<(&'static str, Vec<&'static str>)> {
+    import_busybox(env);
+    let mut c = vec![
+        ("host filesystem", vec![]),
+        ("image", vec!["--image", "busybox"]),
+    ];
+    if runc {
+        require_tool("runc");
+        c.push(("runc", vec!["--image", "busybox", "--runtime", "runc"]));
+    }
+    c
+}
+
+#[test]
+fn rslave_brings_host_mounts_in_and_sends_none_out() {
+    let env = TestEnv::new("mprop-slave");
+    for (what, mut extra) in configs(&env, true) {
+        let src = SharedDir::new(&env, &format!("slave-{}", what.replace(' ', "-")));
+        // Enough to mount inside (and try to leak it out).
+        extra.extend(["--cap-add", "SYS_ADMIN"]);
+        let out = run_with_host_mount(&env, &src.0, "rslave", &extra);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "from-the-host\nmounted\n", "{what}");
+        // The container's own mount stayed in it.
+        assert!(!is_mount_point(&src.0.join("own")), "{what}: leaked out");
+        assert!(!src.0.join("own/f").exists(), "{what}: leaked out");
+    }
+}
+
+#[test]
+fn rshared_goes_both_ways() {
+    let env = TestEnv::new("mprop-shared");
+    for (what, mut extra) in configs(&env, false) {
+        let src = SharedDir::new(&env, &format!("shared-{}", what.replace(' ', "-")));
+        extra.extend(["--cap-add", "ALL"]);
+        let out = run_with_host_mount(&env, &src.0, "rshared", &extra);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "from-the-host\nmounted\n", "{what}");
+        // The container's tmpfs, and its file, reached the host.
+        assert!(is_mount_point(&src.0.join("own")), "{what}: not propagated");
+        assert_eq!(
+            std::fs::read_to_string(src.0.join("own/f")).unwrap(),
+            "inside\n",
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn rshared_needs_a_privileged_container_and_a_shared_source() {
+    let env = TestEnv::new("mprop-refuse");
+    let shared = SharedDir::new(&env, "shared");
+    let private = env.mkdir("private");
+    let run = |src: &Path, prop: &str, extra: &[&str]| {
+        let s = src.display().to_string();
+        let volume = format!("{s}:/tmp/vol,{prop}");
+        env.berth()
+            .arg("run")
+            .args(["--volume-allow-rw", &s, "-v", &volume])
+            .args(extra)
+            .args(["--", "true"])
+            .output()
+            .unwrap()
+    };
+    // Not privileged: refused, saying why.
+    let out = run(&shared.0, "rshared", &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("rshared") && err.contains("privileged"),
+        "{err}"
+    );
+    // A private source would propagate nothing: refused for both.
+    for prop in ["rshared", "rslave"] {
+        let out = run(&private, prop, &["--cap-add", "ALL"]);
+        assert_ne!(out.status.code(), Some(0), "{prop}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&private.display().to_string()) && err.contains("not a shared"),
+            "{prop}: {err}"
+        );
+    }
+    // An unknown propagation is a usage error naming it.
+    let out = run(&shared.0, "rsharde", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rsharde"));
+    drop(shared);
+    assert!(env.leaks().is_empty(), "{:?}", env.leaks());
+}
+
+#[test]
+fn a_private_volume_stays_private() {
+    require_tool("mount");
+    let env = TestEnv::new("mprop-private");
+    let src = SharedDir::new(&env, "src");
+    let out = run_with_host_mount(&env, &src.0, "private", &["--cap-add", "SYS_ADMIN"]);
+    // The host's mount never shows: the container gives up waiting.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(!is_mount_point(&src.0.join("own")));
+}
