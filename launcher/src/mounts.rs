@@ -1,5 +1,6 @@
 //! The container's filesystem, set up by its init inside its own mount
-//! namespace, in this order: everything private; the rootfs bound onto
+//! namespace, in this order: the sources of propagating (rslave,
+//! rshared) binds cloned; everything private; the rootfs bound onto
 //! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
 //! usual nodes, the launch info's device nodes, devpts, shm and mqueue; a
 //! read-only `/sys` (with its own cgroup namespace, a private
@@ -189,7 +190,7 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         .mounts
         .iter()
         .zip(&bind_sources)
-        .map(|(m, fd)| propagating_tree(m, fd.as_ref()))
+        .map(|(m, fd)| propagating_tree(m, fd.as_ref(), plan.userns.as_ref()))
         .collect::<StepResult<Vec<_>>>()?;
 
     // Nothing mounted below may propagate back to the host.
@@ -870,10 +871,13 @@ struct Bound<'a> {
 /// keeps its source's peer group (and master), so once attached in the
 /// container it receives the host's mounts under the source, and (shared)
 /// sends the container's back; a plain bind made after the private step
-/// would be private. Not idmapped: a user namespace's copy of the host's
-/// mounts is a slave already, so a propagating volume and a user
-/// namespace do not mix.
-fn propagating_tree(m: &Mount, held: Option<&OwnedFd>) -> StepResult<Option<OwnedFd>> {
+/// would be private. With a user namespace the clone's top mount is
+/// idmapped as any bind (mounts that propagate in later are not).
+fn propagating_tree(
+    m: &Mount,
+    held: Option<&OwnedFd>,
+    userns: Option<&Userns<'_>>,
+) -> StepResult<Option<OwnedFd>> {
     let opts = MountOptions::parse(&m.options);
     let Some(prop) = opts.propagation else {
         return Ok(None);
@@ -883,9 +887,23 @@ fn propagating_tree(m: &Mount, held: Option<&OwnedFd>) -> StepResult<Option<Owne
     }
     let held_path = held.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
     let source = held_path.as_deref().unwrap_or(Path::new(&m.source));
-    sys::open_tree_clone(&cpath(source)?, opts.flags.contains(MsFlags::MS_REC))
-        .map(Some)
-        .map_err(|e| StepError::io(format!("bind {} on {}: open_tree", m.source, m.target), e))
+    let what = format!("bind {} on {}", m.source, m.target);
+    let tree = sys::open_tree_clone(&cpath(source)?, opts.flags.contains(MsFlags::MS_REC))
+        .map_err(|e| StepError::io(format!("{what}: open_tree"), e))?;
+    if let Some(u) = userns {
+        match sys::idmap_tree(&tree, &u.fd) {
+            Ok(()) => {}
+            // A filesystem that cannot be idmapped: a plain bind, as
+            // `bind_on_fd` falls back to.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) => {}
+            Err(e) => return Err(StepError::io(format!("{what}: idmap"), e)),
+        }
+    }
+    Ok(Some(tree))
 }
 
 /// [`bind`] onto an open file or directory instead of a path.

@@ -60,6 +60,17 @@ const SCRIPT: &str = "touch /tmp/vol/ready; i=0; \
 /// `extra` args, mounts a tmpfs on `<src>/sub` on the host once it runs,
 /// and returns its output.
 fn run_with_host_mount(env: &TestEnv, src: &Path, prop: &str, extra: &[&str]) -> Output {
+    run_script_with_host_mount(env, src, prop, extra, SCRIPT)
+}
+
+/// [`run_with_host_mount`] with the container's own `script`.
+fn run_script_with_host_mount(
+    env: &TestEnv,
+    src: &Path,
+    prop: &str,
+    extra: &[&str],
+    script: &str,
+) -> Output {
     std::fs::create_dir(src.join("sub")).unwrap();
     std::fs::create_dir(src.join("own")).unwrap();
     let s = src.display().to_string();
@@ -70,7 +81,7 @@ fn run_with_host_mount(env: &TestEnv, src: &Path, prop: &str, extra: &[&str]) ->
         .args(["--volume-allow-rw", &s, "-v", &volume])
         .args(["--seccomp-profile", "unconfined"])
         .args(extra)
-        .args(["--", "sh", "-c", SCRIPT])
+        .args(["--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -209,4 +220,33 @@ fn a_private_volume_stays_private() {
     // The host's mount never shows: the container gives up waiting.
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(!is_mount_point(&src.0.join("own")));
+}
+
+#[test]
+fn rslave_in_a_user_namespace_is_idmapped_too() {
+    let env = TestEnv::new("mprop-userns");
+    import_busybox(&env);
+    let src = SharedDir::new(&env, "src");
+    std::fs::write(src.0.join("root-owned"), "").unwrap();
+    // The container's root may not mount (its user namespace owns no
+    // mount namespace): only the host's mount and the owners are shown.
+    let script = "touch /tmp/vol/ready; i=0; \
+        while [ ! -e /tmp/vol/sub/marker ]; do i=$((i+1)); [ $i -gt 50 ] && exit 3; sleep 0.1; done; \
+        cat /tmp/vol/sub/marker; busybox stat -c %u:%g /tmp/vol/root-owned";
+    let out = run_script_with_host_mount(
+        &env,
+        &src.0,
+        "rslave",
+        &["--image", "busybox", "--userns", "200000:65536"],
+        script,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The host's root shows as the container's root: the bind is idmapped.
+    assert_eq!(text(&out.stdout), "from-the-host\n0:0\n");
 }
