@@ -106,9 +106,10 @@ fn run_script_with_host_mount(
 
 /// The configurations a volume's propagation must work in: the host's
 /// filesystem, a busybox image (berth's own pivot_root), and (`runc`)
-/// runc. rshared needs `--cap-add ALL`, which runc 1.1.5 refuses here
-/// with any volume ("unable to apply caps: operation not permitted"), so
-/// runc is tested with rslave only.
+/// runc. rshared needs `--cap-add ALL`, which runc refuses on this
+/// machine whatever the volumes ("unable to apply caps: operation not
+/// permitted": this root's bounding set lacks CAP_SYS_RESOURCE, and runc
+/// sets every capability asked for), so runc is tested with rslave only.
 fn configs(env: &TestEnv, runc: bool) -> Vec<(&'static str, Vec<&'static str>)> {
     import_busybox(env);
     let mut c = vec![

@@ -470,3 +470,41 @@ fn a_pod_on_the_host_pid_namespace_shows_host_pids_to_its_members() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+#[test]
+fn host_pid_for_a_run_natively_and_under_runc() {
+    let env = TestEnv::new("run-hostpid");
+    import_busybox(&env);
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    for rt in ["native", "runc"] {
+        for host in [false, true] {
+            let mut c = env.berth();
+            c.args(["run", "--runtime", rt, "--image", "busybox"]);
+            if host {
+                c.arg("--host-pid");
+            }
+            let out = c
+                .args(["--", "sh", "-c", "echo $$; cat /proc/1/comm"])
+                .output()
+                .unwrap();
+            let o = text(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{rt} {host}: {o}{}",
+                text(&out.stderr)
+            );
+            let mut lines = o.lines();
+            let pid: i32 = lines.next().unwrap().parse().unwrap();
+            let comm1 = format!("{}\n", lines.next().unwrap());
+            if host {
+                // Its own pid as the host sees it, the host's pid 1.
+                assert!(pid > 1, "{rt}: {o}");
+                assert_eq!(comm1, host_init, "{rt}");
+            } else {
+                assert_eq!(pid, 1, "{rt}: {o}");
+                assert_ne!(comm1, host_init, "{rt}");
+            }
+        }
+    }
+}
