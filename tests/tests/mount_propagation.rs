@@ -251,3 +251,67 @@ fn rslave_in_a_user_namespace_is_idmapped_too() {
     // The host's root shows as the container's root: the bind is idmapped.
     assert_eq!(text(&out.stdout), "from-the-host\n0:0\n");
 }
+
+/// The image plants `/vol` as a symlink to a host dir: the propagating
+/// bind (cloned from the host before the container's root is private) is
+/// placed as any volume is, beneath the rootfs (`RESOLVE_IN_ROOT`), where
+/// the link leads nowhere: refused by name, as a private volume is, and
+/// the host dir is never mounted over nor written.
+#[test]
+fn a_planted_destination_link_never_mounts_a_propagating_volume_on_the_host() {
+    require_tool("umoci");
+    let env = TestEnv::new("mprop-link");
+    let canary = env.mkdir("canary");
+    std::fs::write(canary.join("secret"), "host\n").unwrap();
+    // busybox_layout's image plus /vol -> <canary> (absolute).
+    let layout = berth_tests::busybox_layout(&env);
+    let bundle = env.path("evil-bundle");
+    let (l, b) = (layout.display(), bundle.display());
+    sh(&format!(
+        "umoci unpack --image {l}:latest {b} >/dev/null && ln -s {c} {b}/rootfs/vol && \
+         umoci repack --image {l}:evil {b} && rm -rf {b}",
+        c = canary.display()
+    ));
+    let out = env
+        .berth()
+        .args(["image", "import"])
+        .arg(&layout)
+        .args(["--name", "evil"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let src = SharedDir::new(&env, "src");
+    let s = src.0.display().to_string();
+    for prop in ["private", "rslave"] {
+        let volume = format!("{s}:/vol,{prop}");
+        let out = env
+            .berth()
+            .arg("run")
+            .args([
+                "--volume-allow-rw",
+                &s,
+                "-v",
+                &volume,
+                "--image",
+                "evil:evil",
+            ])
+            .args(["--", "sh", "-c", "echo planted > /vol/planted"])
+            .output()
+            .unwrap();
+        let (o, e) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(128), "{prop}: {o}{e}");
+        assert!(
+            e.contains("on /vol") && e.contains("rootfs/vol"),
+            "{prop}: {e}"
+        );
+        assert!(
+            !is_mount_point(&canary),
+            "{prop}: the host dir was mounted over"
+        );
+        let names: Vec<_> = std::fs::read_dir(&canary)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret"], "{prop}: {o}{e}");
+    }
+}
