@@ -717,6 +717,7 @@ impl ContainerizerActor {
         info.shm_size_bytes = config.shm_size_bytes;
         info.sysctls = config.sysctls.clone();
         info.runtime = config.runtime.clone();
+        info.allow_privilege_escalation = config.allow_privilege_escalation;
         // The checkpoint keeps what recovery needs; the seccomp program is
         // only for this launch (and would make every record kilobytes).
         // Its env is the command's whole env (the image's ENV, the

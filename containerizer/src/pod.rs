@@ -14,7 +14,8 @@ use berth_state::{
 };
 
 /// A DEBUG container's config at admission: the parent's security
-/// settings (seccomp profile, capabilities, rlimits, user namespace) are
+/// settings (seccomp profile, capabilities, no_new_privs, rlimits, user
+/// namespace) are
 /// its own, so an exec can do no more than the container it enters; its
 /// env and user default to the parent's.
 pub(crate) fn adopt_parent(parent: &ContainerConfig, config: &mut ContainerConfig) {
@@ -26,6 +27,8 @@ pub(crate) fn adopt_parent(parent: &ContainerConfig, config: &mut ContainerConfi
     config.cap_drop = parent.cap_drop.clone();
     config.userns = parent.userns.clone();
     config.supplemental_groups = parent.supplemental_groups.clone();
+    // An exec may gain privileges (setuid) only where its container may.
+    config.allow_privilege_escalation = parent.allow_privilege_escalation;
     if config.rlimits.is_empty() {
         config.rlimits = parent.rlimits.clone();
     }
@@ -168,6 +171,7 @@ mod tests {
             cap_drop: vec!["ALL".into()],
             user: "nobody".into(),
             env: [("A".to_string(), "1".to_string()), ("B".into(), "1".into())].into(),
+            allow_privilege_escalation: true,
             ..Default::default()
         };
         let mut c = ContainerConfig {
@@ -179,6 +183,7 @@ mod tests {
         assert_eq!(c.seccomp_profile, "unconfined");
         assert_eq!(c.cap_drop, ["ALL"]);
         assert_eq!(c.user, "nobody");
+        assert!(c.allow_privilege_escalation);
         assert_eq!(c.env["A"], "1");
         assert_eq!(c.env["B"], "2");
     }

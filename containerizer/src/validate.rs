@@ -99,6 +99,26 @@ pub(crate) fn validate(
                 .into(),
         ));
     }
+    if config.host_pid && id.parent.is_some() {
+        return Err(invalid(
+            "host_pid is for a top-level container (a pod): a nested one shares its parent's pid namespace with --share-pid-namespace"
+                .into(),
+        ));
+    }
+    // rshared lets the container's mounts reach the host: only for a
+    // container that holds every capability anyway (kubelet's rule: a
+    // privileged one).
+    let privileged =
+        config.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) && config.cap_drop.is_empty();
+    for v in &config.volumes {
+        if v.propagation == berth_state::volume::Propagation::Rshared as i32 && !privileged {
+            return Err(invalid(format!(
+                "volume {}:{}: rshared propagation lets the container's mounts reach the host, \
+                 so it is only for a privileged container (--cap-add ALL, nothing dropped)",
+                v.host_path, v.container_path
+            )));
+        }
+    }
     for (k, _) in config.env.iter() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(invalid(format!("environment variable name {k:?}")));

@@ -7,7 +7,8 @@ use berth_state::{ContainerClass, ContainerConfig, ContainerId, LaunchInfo, Name
 
 /// Gives each container its own pid namespace: its command is pid 1 and
 /// sees only its own processes. A DEBUG container joins its parent's, as
-/// does a pod member (a nested container) with `share_pid_namespace`.
+/// does a pod member (a nested container) with `share_pid_namespace`; a
+/// top-level one with `host_pid` keeps the host's.
 #[derive(Debug, Default)]
 pub struct PidNamespace;
 
@@ -71,6 +72,10 @@ impl Isolator for PidNamespace {
         true
     }
     fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        // The host's asked for (validated: top-level only).
+        if req.config.host_pid && req.id.parent.is_none() {
+            return Box::pin(async { Ok(None) });
+        }
         clone_ns(req, Namespace::Pid)
     }
 }

@@ -11,8 +11,11 @@
 //!   with a relative container path): `data` is `<sandbox>/data` (in an
 //!   image container, under the sandbox's mount point), made by the
 //!   launcher beneath the sandbox without following any symlink.
-//! - The bind is private (no propagation either way) and an `ro` volume is
-//!   remounted read-only by the launcher, so it really cannot be written.
+//! - The bind is private (no propagation either way) unless the volume
+//!   asks for `rslave` (the source must be a shared or slave mount: host
+//!   mounts under it then show inside) or `rshared` (a shared source:
+//!   both ways). An `ro` volume is remounted read-only by the launcher,
+//!   so it really cannot be written.
 
 use crate::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
 use berth_state::{volume, ContainerId, LaunchInfo, Mount, Volume};
@@ -97,6 +100,12 @@ pub fn check_volume(
         Ok(volume::Mode::Rw) => false,
         Err(_) => return Err(bad(format!("unknown mode {}", v.mode))),
     };
+    let propagation = match volume::Propagation::try_from(v.propagation) {
+        Ok(volume::Propagation::Private) => "private",
+        Ok(volume::Propagation::Rslave) => "rslave",
+        Ok(volume::Propagation::Rshared) => "rshared",
+        Err(_) => return Err(bad(format!("unknown propagation {}", v.propagation))),
+    };
 
     // SRC: absolute, existing, under the allow-list once resolved.
     let src = Path::new(&v.host_path);
@@ -139,7 +148,10 @@ pub fn check_volume(
             v.container_path
         )));
     }
-    let mut options = vec!["rbind".to_string(), "private".to_string()];
+    if propagation != "private" {
+        check_propagation(&real_src, propagation).map_err(bad)?;
+    }
+    let mut options = vec!["rbind".to_string(), propagation.to_string()];
     if ro {
         options.push("ro".into());
     }
@@ -192,6 +204,85 @@ pub fn check_volume(
         fs_type: String::new(),
         options,
     })
+}
+
+/// Checks that the host mount holding `src` can propagate as asked: a
+/// bind only shares the peer group (or the master) of its source mount,
+/// so a private source would silently propagate nothing.
+fn check_propagation(src: &Path, propagation: &str) -> Result<(), String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let (point, shared, slave) = mount_of(&info, src)
+        .ok_or_else(|| format!("no mount holds {} in /proc/self/mountinfo", src.display()))?;
+    let ok = match propagation {
+        "rshared" => shared,
+        _ => shared || slave,
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = match propagation {
+        "rshared" => "a shared mount",
+        _ => "a shared or slave mount",
+    };
+    Err(format!(
+        "{propagation}: source {} is mounted on {} but it is not {want} \
+         (make it one, e.g. `mount --bind {} {}` then `mount --make-shared {}`)",
+        src.display(),
+        point.display(),
+        src.display(),
+        src.display(),
+        src.display()
+    ))
+}
+
+/// The mount point holding `path` in mountinfo text `info` (the last one
+/// mounted there wins), and whether it is shared and/or a slave.
+fn mount_of(info: &str, path: &Path) -> Option<(PathBuf, bool, bool)> {
+    let mut best: Option<(PathBuf, bool, bool)> = None;
+    for line in info.lines() {
+        let Some((left, _)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let Some(point) = fields.get(4).map(|p| unescape(p)) else {
+            continue;
+        };
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let optional = fields.get(6..).unwrap_or_default();
+        let shared = optional.iter().any(|f| f.starts_with("shared:"));
+        let slave = optional.iter().any(|f| f.starts_with("master:"));
+        let deeper = best
+            .as_ref()
+            .is_none_or(|(b, _, _)| point.components().count() >= b.components().count());
+        if deeper {
+            best = Some((point, shared, slave));
+        }
+    }
+    best
+}
+
+/// mountinfo's octal escapes (`\040` for a space) undone.
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(n) = u8::from_str_radix(digits, 8) {
+                out.push(n);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Resolves `dst` inside `root` component by component, following
@@ -269,6 +360,7 @@ mod tests {
                 host_path: src.display().to_string(),
                 container_path: dst.into(),
                 mode: volume::Mode::Ro as i32,
+                ..Default::default()
             };
             check_volume(&id, &config, &t.path().join("sandbox"), rootfs, &v)
         };
@@ -283,6 +375,22 @@ mod tests {
             let e = check(".", rootfs).unwrap_err().to_string();
             assert!(e.contains("the sandbox itself"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_and_its_propagation() {
+        let info = "22 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n\
+                    30 22 0:40 / /mnt/a\\040b rw shared:7 - tmpfs t rw\n\
+                    31 30 0:41 / /mnt/a\\040b/s rw master:7 - tmpfs t rw\n\
+                    32 22 0:42 / /mnt/a\\040bc rw - tmpfs t rw\n";
+        let at = |p: &str| mount_of(info, Path::new(p)).unwrap();
+        assert_eq!(at("/etc"), (PathBuf::from("/"), false, false));
+        assert_eq!(at("/mnt/a b/x"), (PathBuf::from("/mnt/a b"), true, false));
+        assert_eq!(
+            at("/mnt/a b/s/y"),
+            (PathBuf::from("/mnt/a b/s"), false, true)
+        );
+        assert_eq!(at("/mnt/a bc"), (PathBuf::from("/mnt/a bc"), false, false));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The container's filesystem, set up by its init inside its own mount
-//! namespace, in this order: everything private; the rootfs bound onto
+//! namespace, in this order: the sources of propagating (rslave,
+//! rshared) binds cloned; everything private; the rootfs bound onto
 //! itself (when there is one); a fresh `/proc`; a tmpfs `/dev` with the
 //! usual nodes, the launch info's device nodes, devpts, shm and mqueue; a
 //! read-only `/sys` (with its own cgroup namespace, a private
@@ -184,6 +185,17 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         })
         .collect::<StepResult<Vec<_>>>()?;
 
+    // A volume that propagates (rslave, rshared) is cloned now, while
+    // this namespace's copy of its source is still in the host's peer
+    // group: the detached clone stays in it, and the private step below
+    // does not reach it.
+    let propagating = plan
+        .mounts
+        .iter()
+        .zip(&bind_sources)
+        .map(|(m, fd)| propagating_tree(m, fd.as_ref(), plan.userns.as_ref()))
+        .collect::<StepResult<Vec<_>>>()?;
+
     // Nothing mounted below may propagate back to the host.
     mnt(
         None,
@@ -287,10 +299,14 @@ pub fn setup(plan: &FsPlan<'_>) -> StepResult {
         }
     }
 
-    for (m, fd) in plan.mounts.iter().zip(&bind_sources) {
+    for ((m, fd), tree) in plan.mounts.iter().zip(&bind_sources).zip(propagating) {
+        let bound = Bound {
+            held: fd.as_ref(),
+            tree,
+        };
         match Path::new(&m.target).is_absolute() {
-            true => user_mount(&root, &root_fd, m, fd.as_ref(), plan.userns.as_ref())?,
-            false => sandbox_mount(plan, &root_fd, m, fd.as_ref())?,
+            true => user_mount(&root, &root_fd, m, bound, plan.userns.as_ref())?,
+            false => sandbox_mount(plan, &root_fd, m, bound)?,
         }
     }
 
@@ -641,9 +657,10 @@ fn user_mount(
     root: &Path,
     root_fd: &OwnedFd,
     m: &Mount,
-    held: Option<&OwnedFd>,
+    bound: Bound<'_>,
     userns: Option<&Userns<'_>>,
 ) -> StepResult {
+    let held = bound.held;
     let shown = join_inside(root, &m.target)?;
     let opts = MountOptions::parse(&m.options);
     let is_bind = is_bind(m);
@@ -680,7 +697,15 @@ fn user_mount(
             format!("target resolves to {} outside the rootfs", target.display()),
         ));
     }
-    if is_bind {
+    if let Some(tree) = bound.tree {
+        sys::move_mount_to_fd(&tree, &target_fd).map_err(|e| {
+            StepError::io(
+                format!("bind {} on {}: move_mount", m.source, target.display()),
+                e,
+            )
+        })?;
+        remount_bind(&target, &target, m, &opts)?;
+    } else if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
         bind(
             source,
@@ -722,12 +747,8 @@ fn user_mount(
 /// following any symlink (a nested sandbox is written by its parent at
 /// any time), the mount goes on that fd, and the flags are set on the new
 /// mount reopened beneath the sandbox and checked to be the source.
-fn sandbox_mount(
-    plan: &FsPlan<'_>,
-    root_fd: &OwnedFd,
-    m: &Mount,
-    held: Option<&OwnedFd>,
-) -> StepResult {
+fn sandbox_mount(plan: &FsPlan<'_>, root_fd: &OwnedFd, m: &Mount, bound: Bound<'_>) -> StepResult {
+    let held = bound.held;
     let what = format!("mount {} on {} in the sandbox", m.source, m.target);
     let refused = |e: safe_path::SafePathError| StepError::invalid(what.clone(), e.to_string());
     let (sandbox_fd, shown) = match plan.rootfs {
@@ -777,7 +798,14 @@ fn sandbox_mount(
     .map_err(refused)?;
     let on = PathBuf::from(format!("/proc/self/fd/{}", target_fd.as_raw_fd()));
     let rec = opts.flags & MsFlags::MS_REC;
-    if bind_mount {
+    if let Some(tree) = bound.tree {
+        sys::move_mount_to_fd(&tree, &target_fd).map_err(|e| {
+            StepError::io(
+                format!("bind {} on {}: move_mount", m.source, shown.display()),
+                e,
+            )
+        })?;
+    } else if bind_mount {
         bind_on_fd(
             source,
             &target_fd,
@@ -830,6 +858,55 @@ fn sandbox_mount(
         )?;
     }
     Ok(())
+}
+
+/// A mount's source as held before anything was covered or made private.
+struct Bound<'a> {
+    /// An `O_PATH` fd on a bind mount's source.
+    held: Option<&'a OwnedFd>,
+    /// The detached clone of a propagating bind's source (see
+    /// [`propagating_tree`]), attached in place of a bind.
+    tree: Option<OwnedFd>,
+}
+
+/// For a bind asking for `rslave`/`rshared` propagation: a detached clone
+/// (`open_tree`) of its source, taken before `/` is made private. A clone
+/// keeps its source's peer group (and master), so once attached in the
+/// container it receives the host's mounts under the source, and (shared)
+/// sends the container's back; a plain bind made after the private step
+/// would be private. With a user namespace the clone's top mount is
+/// idmapped as any bind (mounts that propagate in later are not).
+fn propagating_tree(
+    m: &Mount,
+    held: Option<&OwnedFd>,
+    userns: Option<&Userns<'_>>,
+) -> StepResult<Option<OwnedFd>> {
+    let opts = MountOptions::parse(&m.options);
+    let Some(prop) = opts.propagation else {
+        return Ok(None);
+    };
+    if !is_bind(m) || !prop.intersects(MsFlags::MS_SHARED | MsFlags::MS_SLAVE) {
+        return Ok(None);
+    }
+    let held_path = held.map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    let source = held_path.as_deref().unwrap_or(Path::new(&m.source));
+    let what = format!("bind {} on {}", m.source, m.target);
+    let tree = sys::open_tree_clone(&cpath(source)?, opts.flags.contains(MsFlags::MS_REC))
+        .map_err(|e| StepError::io(format!("{what}: open_tree"), e))?;
+    if let Some(u) = userns {
+        match sys::idmap_tree(&tree, &u.fd) {
+            Ok(()) => {}
+            // A filesystem that cannot be idmapped: a plain bind, as
+            // `bind_on_fd` falls back to.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+                ) => {}
+            Err(e) => return Err(StepError::io(format!("{what}: idmap"), e)),
+        }
+    }
+    Ok(Some(tree))
 }
 
 /// [`bind`] onto an open file or directory instead of a path.
@@ -1100,12 +1177,18 @@ fn set_readonly_recursive(path: &Path) -> StepResult {
 /// `pivot_root` into `rootfs` and detach the old root (runc's
 /// `pivot_root(".", ".")` way: no directory for the old root needed).
 fn pivot(rootfs: &Path) -> StepResult {
+    let old_root = open_path(Path::new("/"))?;
     nix::unistd::chdir(rootfs)
         .map_err(|e| StepError::nix(format!("chdir {}", rootfs.display()), e))?;
     nix::unistd::pivot_root(".", ".")
         .map_err(|e| StepError::nix(format!("pivot_root into {}", rootfs.display()), e))?;
-    // The old root is now stacked under "."; make sure its unmount cannot
-    // propagate anywhere, then detach it.
+    // The old root is now stacked on "/"; make sure its unmount cannot
+    // propagate anywhere, then detach it. "." is made the old root
+    // explicitly (as runc does): made a slave recursively, the new root
+    // would take a volume's shared propagation away with it.
+    nix::unistd::fchdir(old_root.as_raw_fd())
+        .map_err(|e| StepError::nix("fchdir to the old root", e))?;
+    drop(old_root);
     mnt(
         None,
         Path::new("."),

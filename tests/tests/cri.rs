@@ -971,3 +971,110 @@ fn masked_and_read_only_paths_of_the_security_context() {
         c.remove_pod(&pod).await;
     });
 }
+
+#[test]
+fn host_pid_mount_propagation_and_no_new_privs_of_the_cri() {
+    let env = TestEnv::new("cri-nsprop");
+    import_busybox(&env);
+    // A shared mount to propagate from (the host's / is private here).
+    let src = env.mkdir("shared");
+    let s = src.display().to_string();
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    };
+    sh(&format!("mount --bind {s} {s} && mount --make-shared {s}"));
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .args(["-R", "-l", &self.0])
+                .status();
+        }
+    }
+    let _unmount = Unmount(s.clone());
+    let _agent = start(&env, &["--volume-allow-rw", &s]);
+    let logs = env.mkdir("pod-logs");
+    let mut pc = pod_config("nsprop", &logs);
+    pc.linux = Some(api::LinuxPodSandboxConfig {
+        security_context: Some(api::LinuxSandboxSecurityContext {
+            namespace_options: Some(api::NamespaceOption {
+                pid: api::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mount = |propagation: api::MountPropagation| api::Mount {
+        container_path: "/vol".into(),
+        host_path: s.clone(),
+        propagation: propagation as i32,
+        ..Default::default()
+    };
+    rt().block_on(async {
+        let mut c = cri(&env).await;
+        let pod = c.run_pod(&pc).await;
+        let mut cc = container_config("slave", &["sleep", "1000"]);
+        cc.mounts = vec![mount(api::MountPropagation::PropagationHostToContainer)];
+        let id = c.create(&pod, &pc, cc).await;
+        c.start(&id).await;
+        // The host's pid namespace: its pid 1 is the host's.
+        let r = c
+            .exec(&id, &["sh", "-c", "cat /proc/1/comm"], 10)
+            .await
+            .unwrap();
+        let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+        assert_eq!(text(&r.stdout), host_init);
+        // A mount the host makes under the source shows inside.
+        std::fs::create_dir(src.join("sub")).unwrap();
+        sh(&format!(
+            "mount -t tmpfs cri-host {s}/sub && echo seen > {s}/sub/m"
+        ));
+        let r = c
+            .exec(&id, &["sh", "-c", "cat /vol/sub/m"], 10)
+            .await
+            .unwrap();
+        assert_eq!(text(&r.stdout), "seen\n", "{r:?}");
+        let st = c.status(&id).await;
+        assert_eq!(
+            st.mounts[0].propagation,
+            api::MountPropagation::PropagationHostToContainer as i32
+        );
+
+        // Bidirectional needs a privileged container.
+        let mut cc = container_config("shared", &["sleep", "1000"]);
+        cc.mounts = vec![mount(api::MountPropagation::PropagationBidirectional)];
+        let id = c.create(&pod, &pc, cc).await;
+        let e =
+            c.rt.start_container(api::StartContainerRequest { container_id: id })
+                .await
+                .unwrap_err();
+        assert!(e.message().contains("privileged"), "{e:?}");
+
+        // no_new_privs: /proc/self/status says which.
+        for (nnp, want) in [(true, "1"), (false, "0")] {
+            let mut cc = container_config(&format!("nnp-{nnp}"), &["sleep", "1000"]);
+            cc.linux = Some(api::LinuxContainerConfig {
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    no_new_privs: nnp,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let id = c.create(&pod, &pc, cc).await;
+            c.start(&id).await;
+            let r = c
+                .exec(&id, &["sh", "-c", "grep NoNewPrivs /proc/self/status"], 10)
+                .await
+                .unwrap();
+            let out = text(&r.stdout);
+            assert_eq!(out.split_whitespace().nth(1), Some(want), "{nnp}: {out}");
+        }
+        c.remove_pod(&pod).await;
+    });
+}

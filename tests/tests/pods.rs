@@ -399,3 +399,112 @@ fn a_pod_without_a_command_is_held_by_berths_init() {
     drop(agent);
     assert_eq!(env.leaks(), Vec::<String>::new());
 }
+
+#[test]
+fn a_pod_on_the_host_pid_namespace_shows_host_pids_to_its_members() {
+    let env = TestEnv::new("pod-hostpid");
+    import_busybox(&env);
+    let agent = env.start_agent("");
+    let pod = format!("{}-p", env.name);
+    env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &pod,
+            "--pod",
+            "--host-pid",
+            "--network",
+            "none",
+        ],
+        0,
+    );
+    let p = init_pid(&env, &agent, &pod);
+    assert_eq!(ns(p, "pid"), ns_self("pid"), "the pod has a pid namespace");
+    let (shared, own) = (format!("{pod}/shared"), format!("{pod}/own"));
+    // $$ is its pid as the host sees it; /proc/timer_list is masked as
+    // ever (the host's is not empty).
+    assert!(!std::fs::read("/proc/timer_list").unwrap().is_empty());
+    let script = "echo $$ > $BERTH_SANDBOX/pid; cat /proc/1/comm > $BERTH_SANDBOX/comm1; \
+                  busybox wc -c < /proc/timer_list > $BERTH_SANDBOX/masked; exec sleep 600";
+    for (id, share) in [(&shared, true), (&own, false)] {
+        let mut args = vec!["launch", "--name", id, "--image", "busybox"];
+        if share {
+            args.push("--share-pid-namespace");
+        }
+        args.extend(["--", "sh", "-c", script]);
+        env.client_expect(&agent, &args, 0);
+    }
+    let host_pid: i32 = sandbox_file(&env, &agent, &shared, "pid")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(host_pid, init_pid(&env, &agent, &shared));
+    assert_eq!(ns(host_pid, "pid"), ns_self("pid"));
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    assert_eq!(sandbox_file(&env, &agent, &shared, "comm1"), host_init);
+    assert_eq!(sandbox_file(&env, &agent, &shared, "masked").trim(), "0");
+    // A member that does not share the pod's pid namespace has its own.
+    assert_eq!(sandbox_file(&env, &agent, &own, "pid").trim(), "1");
+    assert_ne!(ns(init_pid(&env, &agent, &own), "pid"), ns_self("pid"));
+
+    // Only a top-level container may ask for the host's.
+    let out = env.client_expect(
+        &agent,
+        &[
+            "launch",
+            "--name",
+            &format!("{pod}/nested"),
+            "--host-pid",
+            "--",
+            "true",
+        ],
+        125,
+    );
+    assert!(
+        text(&out.stderr).contains("host_pid"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.client_expect(&agent, &["destroy", &pod], 0);
+    drop(agent);
+    assert_eq!(env.leaks(), Vec::<String>::new());
+}
+
+#[test]
+fn host_pid_for_a_run_natively_and_under_runc() {
+    let env = TestEnv::new("run-hostpid");
+    import_busybox(&env);
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    for rt in ["native", "runc"] {
+        for host in [false, true] {
+            let mut c = env.berth();
+            c.args(["run", "--runtime", rt, "--image", "busybox"]);
+            if host {
+                c.arg("--host-pid");
+            }
+            let out = c
+                .args(["--", "sh", "-c", "echo $$; cat /proc/1/comm"])
+                .output()
+                .unwrap();
+            let o = text(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{rt} {host}: {o}{}",
+                text(&out.stderr)
+            );
+            let mut lines = o.lines();
+            let pid: i32 = lines.next().unwrap().parse().unwrap();
+            let comm1 = format!("{}\n", lines.next().unwrap());
+            if host {
+                // Its own pid as the host sees it, the host's pid 1.
+                assert!(pid > 1, "{rt}: {o}");
+                assert_eq!(comm1, host_init, "{rt}");
+            } else {
+                assert_eq!(pid, 1, "{rt}: {o}");
+                assert_ne!(comm1, host_init, "{rt}");
+            }
+        }
+    }
+}

@@ -45,6 +45,7 @@ fn full_record(name: &str) -> ContainerRecord {
                 host_path: "/srv/data".into(),
                 container_path: "/data".into(),
                 mode: volume::Mode::Ro as i32,
+                propagation: volume::Propagation::Rslave as i32,
             }],
             network: Some(Network {
                 mode: network::Mode::Cni as i32,
@@ -97,6 +98,8 @@ fn full_record(name: &str) -> ContainerRecord {
             host_ipc: true,
             masked_paths: vec!["/secret".into()],
             readonly_paths: vec!["/data".into()],
+            host_pid: true,
+            allow_privilege_escalation: true,
         }),
         state: ContainerState::Destroying as i32,
         supervisor: Some(ProcessRef {
@@ -153,6 +156,7 @@ fn full_record(name: &str) -> ContainerRecord {
             seccomp_oci: "{}".into(),
             masked_paths: vec!["/secret".into()],
             readonly_paths: vec!["/data".into()],
+            allow_privilege_escalation: true,
             seccomp_bpf: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
             shm_size_bytes: 1 << 20,
             sysctls: BTreeMap::from([("kernel.shmmax".into(), "1024".into())]),

@@ -203,7 +203,9 @@ struct RunArgs {
     /// for either), repeatable.
     #[arg(long = "rlimit", value_parser = parse_rlimit)]
     rlimits: Vec<berth::state::Rlimit>,
-    /// Bind mount SRC:DST[:ro|rw] (repeatable).
+    /// Bind mount SRC:DST[:ro|rw][,rslave|rshared] (repeatable); rslave:
+    /// host mounts under SRC show inside, rshared: both ways (privileged
+    /// containers only); SRC must then be a shared mount.
     #[arg(long = "volume", short = 'v', value_parser = parse_volume)]
     volumes: Vec<Volume>,
     /// The container's hostname.
@@ -326,13 +328,31 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_volume(s: &str) -> Result<Volume, String> {
-    let parts: Vec<&str> = s.split(':').collect();
+    // `SRC:DST[:MODE][,PROPAGATION]`: the propagation after a comma, so
+    // the colon-separated form stays as it was.
+    let (spec, propagation) = match s.rsplit_once(',') {
+        Some((spec, "rslave")) => (spec, volume::Propagation::Rslave),
+        Some((spec, "rshared")) => (spec, volume::Propagation::Rshared),
+        Some((spec, "private" | "rprivate")) => (spec, volume::Propagation::Private),
+        // A comma in a path (`/a,b:/c`) is not a propagation.
+        Some((_, p)) if !p.contains(['/', ':']) => {
+            return Err(format!(
+                "volume {s:?}: propagation {p:?} is not rslave, rshared or private"
+            ))
+        }
+        _ => (s, volume::Propagation::Private),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
         [src, dst] => (*src, *dst, volume::Mode::Rw),
         [src, dst, "rw"] => (*src, *dst, volume::Mode::Rw),
         [src, dst, "ro"] => (*src, *dst, volume::Mode::Ro),
         [_, _, m] => return Err(format!("volume {s:?}: mode {m:?} is not ro or rw")),
-        _ => return Err(format!("volume {s:?}: expected SRC:DST[:ro|rw]")),
+        _ => {
+            return Err(format!(
+                "volume {s:?}: expected SRC:DST[:ro|rw][,rslave|rshared]"
+            ))
+        }
     };
     if src.is_empty() || dst.is_empty() {
         return Err(format!("volume {s:?}: SRC and DST must not be empty"));
@@ -341,6 +361,7 @@ fn parse_volume(s: &str) -> Result<Volume, String> {
         host_path: src.to_string(),
         container_path: dst.to_string(),
         mode: mode as i32,
+        propagation: propagation as i32,
     })
 }
 
@@ -685,6 +706,17 @@ mod tests {
         assert_eq!(v.mode, volume::Mode::Ro as i32);
         assert!(parse_volume("/a").unwrap_err().contains("SRC:DST"));
         assert!(parse_volume("/a:/b:rx").unwrap_err().contains("rx"));
+        let v = parse_volume("/a:/b:ro,rshared").unwrap();
+        assert_eq!(
+            (v.mode, v.propagation),
+            (volume::Mode::Ro as i32, volume::Propagation::Rshared as i32)
+        );
+        let v = parse_volume("/a:/b,rslave").unwrap();
+        assert_eq!(v.propagation, volume::Propagation::Rslave as i32);
+        assert_eq!(parse_volume("/a,b:/c").unwrap().host_path, "/a,b");
+        assert!(parse_volume("/a:/b,rsharde")
+            .unwrap_err()
+            .contains("rsharde"));
         assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
         assert!(parse_env("=x").is_err());
     }

@@ -201,6 +201,14 @@ pub struct RunExtra {
     /// UTS): each sees the other's processes.
     #[arg(long)]
     pub share_pid_namespace: bool,
+    /// No pid namespace of its own: the host's (a pod's members that
+    /// share its pid namespace then see the host's processes too).
+    #[arg(long)]
+    pub host_pid: bool,
+    /// Let the command gain privileges through setuid binaries and file
+    /// capabilities (no_new_privs is set by default).
+    #[arg(long)]
+    pub allow_privilege_escalation: bool,
     /// A pod with no command: berth's init alone holds its namespaces
     /// (network, IPC, UTS, pid) for the members launched as `NAME/MEMBER`;
     /// `stop` or `destroy` ends it and its members.
@@ -319,6 +327,8 @@ impl RunExtra {
         config.userns = self.userns.clone().unwrap_or_default();
         config.devices = self.devices.clone();
         config.share_pid_namespace = self.share_pid_namespace;
+        config.host_pid = self.host_pid;
+        config.allow_privilege_escalation = self.allow_privilege_escalation;
         config.pod = self.pod;
         config.init = self.init;
         config.tty = self.tty;

@@ -110,7 +110,10 @@ impl Service {
             // kubelet rotates (ReopenContainerLog); it is never rotated.
             log_max_bytes: u64::MAX,
             log_max_files: 1,
-            share_pid_namespace: ns.pid == NamespaceMode::Pod as i32,
+            // In a pod on the host's pid namespace (NODE) a member joins
+            // the pod's, which is the host's.
+            share_pid_namespace: ns.pid == NamespaceMode::Pod as i32
+                || ns.pid == NamespaceMode::Node as i32,
             resources: linux.resources.as_ref().map(resources),
             labels: [("io.berth.cri.container".to_string(), meta.name.clone())].into(),
             ..Default::default()
@@ -137,6 +140,23 @@ impl Service {
                 } else {
                     volume::Mode::Rw as i32
                 },
+                propagation: match api::MountPropagation::try_from(m.propagation) {
+                    Ok(api::MountPropagation::PropagationPrivate) => {
+                        volume::Propagation::Private as i32
+                    }
+                    Ok(api::MountPropagation::PropagationHostToContainer) => {
+                        volume::Propagation::Rslave as i32
+                    }
+                    Ok(api::MountPropagation::PropagationBidirectional) => {
+                        volume::Propagation::Rshared as i32
+                    }
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "CreateContainer: mount {:?}: propagation {} is unknown",
+                            m.container_path, m.propagation
+                        )))
+                    }
+                },
             });
         }
         let dir = self.store.pod_dir(&pod.id);
@@ -153,6 +173,7 @@ impl Service {
                 host_path: dir.join(file).display().to_string(),
                 container_path: target.into(),
                 mode: volume::Mode::Ro as i32,
+                ..Default::default()
             });
         }
         let log_path = match (pod_config.log_directory.as_str(), config.log_path.as_str()) {

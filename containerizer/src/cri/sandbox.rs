@@ -214,6 +214,7 @@ impl Service {
         let berth = ContainerConfig {
             pod: true,
             host_ipc: ns.ipc == NamespaceMode::Node as i32,
+            host_pid: ns.pid == NamespaceMode::Node as i32,
             port_mappings: if network.mode == berth_state::network::Mode::Cni as i32 {
                 port_mappings
             } else {

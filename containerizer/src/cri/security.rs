@@ -66,8 +66,11 @@ pub(crate) fn apply(
 ) -> Result<(), Status> {
     let Some(sc) = sc else {
         config.seccomp_profile = "unconfined".into();
+        // The CRI's no_new_privs is false unless asked for.
+        config.allow_privilege_escalation = true;
         return Ok(());
     };
+    config.allow_privilege_escalation = !sc.no_new_privs;
     if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
         return Err(Status::invalid_argument(
             "run_as_group needs run_as_user or run_as_username",

@@ -88,7 +88,7 @@ pub fn build(
         .user(user)
         .capabilities(caps)
         .rlimits(rlimits(info)?)
-        .no_new_privileges(false)
+        .no_new_privileges(!info.allow_privilege_escalation)
         .build()
         .map_err(|e| e.to_string())?;
     let root = RootBuilder::default()
@@ -132,6 +132,16 @@ pub fn build(
         linux = linux
             .uid_mappings(id_mappings(&info.uid_mappings)?)
             .gid_mappings(id_mappings(&info.gid_mappings)?);
+    }
+    // A volume's propagation needs the runtime's copy of the host's
+    // mounts to keep theirs: rshared ones stay peers of the host's (runc
+    // then makes only the rootfs's parent mount private), rslave ones
+    // slaves (runc's default, said explicitly).
+    let has = |p: &str| info.mounts.iter().any(|m| m.options.iter().any(|o| o == p));
+    if has("rshared") {
+        linux = linux.rootfs_propagation("rshared");
+    } else if has("rslave") {
+        linux = linux.rootfs_propagation("rslave");
     }
     let linux = linux.build().map_err(|e| e.to_string())?;
 
@@ -437,6 +447,28 @@ mod tests {
         assert!(!mounts.iter().any(|m| m["destination"] == "/sys/fs/cgroup"));
         let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
         assert_eq!(caps.len(), crate::capabilities::DEFAULT.len());
+        // No propagating volume: the runtime's default root propagation.
+        assert!(v["linux"].get("rootfsPropagation").is_none());
+    }
+
+    #[test]
+    fn a_propagating_volume_sets_the_root_propagation() {
+        for (prop, root) in [("rslave", "rslave"), ("rshared", "rshared")] {
+            let info = LaunchInfo {
+                rootfs: "/r".into(),
+                mounts: vec![berth_state::Mount {
+                    source: "/host/vol".into(),
+                    target: "/vol".into(),
+                    fs_type: String::new(),
+                    options: vec!["rbind".into(), prop.into()],
+                }],
+                ..Default::default()
+            };
+            let v = serde_json::to_value(build(&spec(info), "/berth/c1", None).unwrap()).unwrap();
+            assert_eq!(v["linux"]["rootfsPropagation"], root);
+            let vol = &v["mounts"].as_array().unwrap().last().unwrap().clone();
+            assert_eq!(vol["options"], serde_json::json!(["rbind", prop]));
+        }
     }
 
     #[test]

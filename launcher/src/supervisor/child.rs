@@ -318,6 +318,19 @@ fn prepare_exec(req: &SupervisorRequest, stdio: Stdio) -> StepResult<CString> {
 /// After the working dir: user, capabilities, no_new_privs, stdio,
 /// signals, close-on-exec.
 fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> StepResult<CString> {
+    // Without no_new_privs a seccomp filter needs CAP_SYS_ADMIN to load:
+    // it is loaded now, before the user and capabilities change (as
+    // runc does), and inherited by the reaper and the command; the
+    // syscalls made after it (setuid, capset, prctl, close_range, exec)
+    // are ones any profile must allow anyway.
+    let escalate = info.allow_privilege_escalation && !req.posix;
+    let seccomp_bpf: &[u8] = if escalate && !info.seccomp_bpf.is_empty() {
+        sys::load_seccomp(&info.seccomp_bpf)
+            .map_err(|e| StepError::io("load the seccomp filter", e))?;
+        &[]
+    } else {
+        &info.seccomp_bpf
+    };
     if let Some(u) = &req.user {
         // Keep the permitted set across setuid so the capability step
         // below decides what survives, not the uid switch.
@@ -340,7 +353,7 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
             .map_err(|e| StepError::invalid("capabilities", e.to_string()))?;
         capabilities::restrict_to(keep).map_err(|e| StepError::io("reduce capabilities", e))?;
         // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        if !escalate && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(StepError::io(
                 "set no_new_privs",
                 std::io::Error::last_os_error(),
@@ -354,7 +367,7 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
         // A pod: the init alone, holding the namespaces for its members.
         sys::close_range(3, u32::MAX, sys::CLOSE_RANGE_CLOEXEC)
             .map_err(|e| StepError::io("close_range(3.., CLOEXEC)", e))?;
-        super::reaper::hold(&info.seccomp_bpf)?;
+        super::reaper::hold(seccomp_bpf)?;
     }
 
     // Resolve argv[0] before the fds are marked, while errors still can
@@ -369,12 +382,11 @@ fn finish_exec(req: &SupervisorRequest, info: &LaunchInfo, stdio: Stdio) -> Step
         // Under the command's user, capabilities and no_new_privs, before
         // its filter: only the command's side returns, the reaper loads
         // the filter for itself.
-        super::reaper::split(&info.seccomp_bpf)?;
+        super::reaper::split(seccomp_bpf)?;
     }
     // Last: from here on only exec has to be allowed by the filter.
-    if !info.seccomp_bpf.is_empty() {
-        sys::load_seccomp(&info.seccomp_bpf)
-            .map_err(|e| StepError::io("load the seccomp filter", e))?;
+    if !seccomp_bpf.is_empty() {
+        sys::load_seccomp(seccomp_bpf).map_err(|e| StepError::io("load the seccomp filter", e))?;
     }
     Ok(prog)
 }
