@@ -938,12 +938,22 @@ impl Engine {
     /// (`Some(Some)`), or `Some(None)` when it is gone; `None` when no
     /// supervisor was ever known.
     fn reattach(&self, id: &ContainerId, r: &ContainerRecord) -> Option<Option<Entry>> {
-        let dir = self.runtime.container_dir(id);
-        // The supervisor's own files first; the record second.
-        let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID)).or(r.supervisor)?;
-        let init = read_ref(&dir.join(runtime::INIT_PID))
-            .or(r.init)
-            .unwrap_or_default();
+        // The record's refs when it has both: they came from the
+        // supervisor's ready message, sent right after it wrote the same
+        // refs into its files (two opens fewer per container, for
+        // thousands). A record checkpointed before the fork's reply lacks
+        // them: the supervisor's own files then.
+        let (supervisor, init) = match (r.supervisor, r.init) {
+            (Some(s), Some(i)) => (s, i),
+            _ => {
+                let dir = self.runtime.container_dir(id);
+                let supervisor = read_ref(&dir.join(runtime::SUPERVISOR_PID)).or(r.supervisor)?;
+                let init = read_ref(&dir.join(runtime::INIT_PID))
+                    .or(r.init)
+                    .unwrap_or_default();
+                (supervisor, init)
+            }
+        };
         Some(open_pidfd(&supervisor).map(|fd| Entry {
             forked: Forked { supervisor, init },
             control: None,
