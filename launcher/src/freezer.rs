@@ -119,9 +119,10 @@ impl Freezer {
 
     /// The container ids with a cgroup under the root.
     pub fn list(&self, cgroup_root: &str) -> Vec<ContainerId> {
-        // Nested containers' cgroups are direct subdirectories. An
-        // unreadable tree lists as empty, as it did: orphans are best effort.
-        berth_state::runtime::list_id_tree(&self.root_dir(cgroup_root), "").unwrap_or_default()
+        // Top level only: below a recorded container everything is its own
+        // (see `list_top_ids`); an unrecorded one goes with its whole tree.
+        // An unreadable tree lists as empty: orphans are best effort.
+        berth_state::runtime::list_top_ids(&self.root_dir(cgroup_root)).unwrap_or_default()
     }
 
     /// Freezes (`true`) or thaws every process in `dir` and below, and

@@ -229,6 +229,47 @@ pub fn list_id_tree(dir: &Path, nest: &str) -> Result<Vec<ContainerId>, RuntimeE
     Ok(out)
 }
 
+/// The top-level container ids of a cgroup tree (no nested ones): what
+/// recovery looks at for orphans. A dir no record names is removed with
+/// everything below it; one a record names is its container's, and so is
+/// every dir below it — berth's nested containers, or sub-cgroups the
+/// container made itself (systemd or a container engine inside a
+/// privileged container), which are its processes, not orphans.
+pub fn list_top_ids(dir: &Path) -> Result<Vec<ContainerId>, RuntimeError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut d = match Dir::open(dir, flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(Errno::ENOENT) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(RuntimeError::Io {
+                op: "read dir",
+                path: dir.to_path_buf(),
+                source: e.into(),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e.map_err(|e| RuntimeError::Io {
+            op: "read dir",
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        if e.file_type() != Some(Type::Directory) {
+            continue;
+        }
+        let Ok(name) = e.file_name().to_str() else {
+            continue;
+        };
+        let id = ContainerId::new(name.to_string());
+        if id.validate().is_ok() {
+            out.push(id);
+        }
+    }
+    out.sort_by_key(|i| i.to_string());
+    Ok(out)
+}
+
 // Each level is opened relative to its parent's fd: thousands of
 // containers are listed at every recovery, and a lookup of one name
 // beneath an open dir costs a fraction of a walk of the whole path.

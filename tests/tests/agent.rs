@@ -400,3 +400,54 @@ fn more_containers_than_inotify_instances_all_run_and_recover() {
     });
     agent.terminate();
 }
+
+/// A recorded container's cgroups may hold sub-cgroups it made itself
+/// (systemd or a container engine inside a privileged container): they are
+/// its processes, not orphans. Recovery killed and removed them.
+#[test]
+fn a_containers_own_sub_cgroups_survive_an_agent_crash() {
+    let env = TestEnv::new("ag-subcg");
+    let agent = env.start_agent("");
+    client(
+        &env,
+        Some(&agent),
+        &["launch", "--name", "holder", "--", "sleep", "1000"],
+        0,
+    );
+    let pid = find(&ps(&env, &agent), "holder")["pid"].as_i64().unwrap();
+    // As the container would: a sub-cgroup in its own cgroups, its
+    // process moved there.
+    let subs: Vec<_> = ["freezer", "memory"]
+        .iter()
+        .map(|h| env.cgroup_dir(h).join("holder").join("sub"))
+        .collect();
+    for sub in &subs {
+        std::fs::create_dir(sub).unwrap();
+        std::fs::write(sub.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    agent.kill9();
+    let agent = env.start_agent("");
+    let c = ps(&env, &agent);
+    let c = find(&c, "holder");
+    assert_eq!(c["state"], "RUNNING", "{c}");
+    assert_eq!(c["pid"].as_i64().unwrap(), pid);
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None);
+    assert!(
+        alive.is_ok(),
+        "the container's process was killed at recovery"
+    );
+    for sub in &subs {
+        assert!(sub.is_dir(), "{} was removed at recovery", sub.display());
+    }
+
+    // Its destroy still takes the whole tree.
+    client(&env, Some(&agent), &["destroy", "holder"], 0);
+    client(&env, Some(&agent), &["rm", "holder"], 0);
+    for sub in &subs {
+        assert!(!sub.exists(), "{} outlived its container", sub.display());
+    }
+    agent.terminate();
+    let leaks = env.leaks();
+    assert!(leaks.is_empty(), "leaks: {leaks:#?}");
+}

@@ -363,7 +363,11 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
         Box::pin(async move {
             blocking(move || {
                 for root in roots {
-                    let ids = berth_state::runtime::list_id_tree(&root, "").unwrap_or_default();
+                    // Top level only: below a recorded container every
+                    // dir is its own (nested containers, or sub-cgroups a
+                    // privileged container made itself, whose processes
+                    // must not be killed as orphans).
+                    let ids = berth_state::runtime::list_top_ids(&root).unwrap_or_default();
                     for id in ids {
                         let covered = std::iter::successors(Some(&id), |i| i.parent.as_deref())
                             .any(|i| orphans.contains(&i.to_string()));
