@@ -508,9 +508,19 @@ impl Api for Service {
             Ok(s) => s,
             Err(e) => {
                 // The supervisor is gone once the container ended: only
-                // its exit is left to tell.
-                if let Some(t) = st.termination.as_ref() {
-                    let out = termination_exit(t);
+                // its exit is left to tell. It may have ended since the
+                // status above, its destroy still under way: the
+                // termination then comes with the wait.
+                let ended = match st.termination {
+                    Some(_) => true,
+                    None => self.c.status(id.clone()).await.is_ok_and(|now| {
+                        now.termination.is_some()
+                            || now.state == berth_state::ContainerState::Destroying
+                    }),
+                };
+                if ended {
+                    let t = self.c.wait(id.clone()).await.map_err(status)?;
+                    let out = termination_exit(&t);
                     return Ok(Response::new(Box::pin(futures::stream::iter([Ok(out)]))));
                 }
                 return Err(Status::unavailable(format!(
