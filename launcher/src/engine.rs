@@ -268,7 +268,12 @@ impl Engine {
                 id: String::new(),
                 source,
             })?;
-        let kind_is_posix = matches!(kind, Kind::Posix);
+        let cgroup_lines = match kind {
+            Kind::Posix => String::new(),
+            _ => berth_state::cgroupfs::cgroup_mountinfo()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+        };
         let supervisor_cgroups = match kind {
             Kind::Linux(_) | Kind::Oci(_) => berth_state::cgroupfs::mounts()
                 .unwrap_or_default()
@@ -285,12 +290,7 @@ impl Engine {
             supervisor_cgroups,
             sealed: Mutex::new(None),
             runtime_orphans: Mutex::new(BTreeSet::new()),
-            cgroup_lines: match kind_is_posix {
-                true => String::new(),
-                false => berth_state::cgroupfs::cgroup_mountinfo()
-                    .map(|l| l.to_string())
-                    .unwrap_or_default(),
-            },
+            cgroup_lines,
         })
     }
 

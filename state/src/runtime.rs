@@ -213,20 +213,28 @@ impl RuntimeDir {
 /// that are not valid ids are skipped. A missing `dir` is an empty tree.
 pub fn list_id_tree(dir: &Path, nest: &str) -> Result<Vec<ContainerId>, RuntimeError> {
     let mut out = Vec::new();
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let top = match Dir::open(dir, flags, Mode::empty()) {
-        Ok(d) => d,
-        Err(Errno::ENOENT) => return Ok(out),
-        Err(e) => {
-            return Err(RuntimeError::Io {
-                op: "read dir",
-                path: dir.to_path_buf(),
-                source: e.into(),
-            })
-        }
-    };
-    list_under(top, dir, nest, None, &mut out)?;
+    if let Some(top) = open_dir(dir)? {
+        list_under(top, dir, nest, None, &mut out)?;
+    }
     Ok(out)
+}
+
+/// `dir` opened for listing; `None` when it does not exist.
+fn open_dir(dir: &Path) -> Result<Option<Dir>, RuntimeError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match Dir::open(dir, flags, Mode::empty()) {
+        Ok(d) => Ok(Some(d)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(dir_err(dir, e)),
+    }
+}
+
+fn dir_err(path: &Path, e: Errno) -> RuntimeError {
+    RuntimeError::Io {
+        op: "read dir",
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 /// The top-level container ids of a cgroup tree (no nested ones): what
@@ -236,25 +244,12 @@ pub fn list_id_tree(dir: &Path, nest: &str) -> Result<Vec<ContainerId>, RuntimeE
 /// container made itself (systemd or a container engine inside a
 /// privileged container), which are its processes, not orphans.
 pub fn list_top_ids(dir: &Path) -> Result<Vec<ContainerId>, RuntimeError> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut d = match Dir::open(dir, flags, Mode::empty()) {
-        Ok(d) => d,
-        Err(Errno::ENOENT) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(RuntimeError::Io {
-                op: "read dir",
-                path: dir.to_path_buf(),
-                source: e.into(),
-            })
-        }
+    let Some(mut d) = open_dir(dir)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for e in d.iter() {
-        let e = e.map_err(|e| RuntimeError::Io {
-            op: "read dir",
-            path: dir.to_path_buf(),
-            source: e.into(),
-        })?;
+        let e = e.map_err(|e| dir_err(dir, e))?;
         if e.file_type() != Some(Type::Directory) {
             continue;
         }
@@ -280,15 +275,10 @@ fn list_under(
     parent: Option<&ContainerId>,
     out: &mut Vec<ContainerId>,
 ) -> Result<(), RuntimeError> {
-    let io_err = |e: Errno| RuntimeError::Io {
-        op: "read dir",
-        path: path.to_path_buf(),
-        source: e.into(),
-    };
     let mut names: Vec<String> = Vec::new();
     let fd = dir.as_raw_fd();
     for e in dir.iter() {
-        let e = e.map_err(io_err)?;
+        let e = e.map_err(|e| dir_err(path, e))?;
         // d_type is set by tmpfs, ext4, xfs, btrfs and cgroupfs; an
         // unknown type is asked for.
         let is_dir = match e.file_type() {
@@ -333,13 +323,7 @@ fn list_under(
         match Dir::openat(Some(fd), sub.as_str(), flags, Mode::empty()) {
             Ok(d) => list_under(d, &path.join(&sub), nest, Some(&id), out)?,
             Err(Errno::ENOENT | Errno::ENOTDIR) => {}
-            Err(e) => {
-                return Err(RuntimeError::Io {
-                    op: "read dir",
-                    path: path.join(&sub),
-                    source: e.into(),
-                })
-            }
+            Err(e) => return Err(dir_err(&path.join(&sub), e)),
         }
     }
     Ok(())
