@@ -644,10 +644,17 @@ impl Handler<Remove> for ContainerizerActor {
                     }
                 })?;
             }
-            tokio::task::spawn_blocking(move || remove_sandbox(&sandbox, nested))
-                .await
-                .map_err(|e| stage(&id2, "remove", e))?
-                .map_err(|e| stage(&id2, "remove", e))
+            tokio::task::spawn_blocking(move || match nested {
+                // A top-level sandbox leaves its name now; its files go on
+                // the trash thread (an unlink each, on disk).
+                false => sandbox_trash(sandbox.parent().unwrap_or(&sandbox))
+                    .discard(&sandbox)
+                    .map_err(|e| format!("remove sandbox: {e}")),
+                true => remove_sandbox(&sandbox, nested),
+            })
+            .await
+            .map_err(|e| stage(&id2, "remove", e))?
+            .map_err(|e| stage(&id2, "remove", e))
         };
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             if r.is_ok() {
@@ -751,6 +758,17 @@ impl Handler<Stop> for ContainerizerActor {
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Where removed top-level sandboxes wait for the trash thread: beside
+/// `sandboxes` (whose names are ids), on the same filesystem.
+pub(crate) fn sandbox_trash(sandboxes: &std::path::Path) -> berth_state::trash::Trash {
+    berth_state::trash::Trash::new(
+        sandboxes
+            .parent()
+            .unwrap_or(sandboxes)
+            .join("trash/sandboxes"),
+    )
 }
 
 /// Removes a sandbox fd by fd, never through a link. A nested sandbox

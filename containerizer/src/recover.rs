@@ -404,6 +404,9 @@ impl ContainerizerActor {
 /// sandboxes live inside their parent's, so top-level names suffice.
 async fn remove_orphan_sandboxes(dir: PathBuf, known: std::collections::HashSet<String>) {
     let _ = tokio::task::spawn_blocking(move || {
+        // What the last process discarded and did not get to remove.
+        let trash = crate::actor::sandbox_trash(&dir);
+        trash.sweep();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
@@ -413,7 +416,7 @@ async fn remove_orphan_sandboxes(dir: PathBuf, known: std::collections::HashSet<
                 continue;
             }
             tracing::info!(sandbox = %e.path().display(), "removing orphan sandbox");
-            if let Err(err) = berth_state::safe_path::remove_tree(&e.path()) {
+            if let Err(err) = trash.discard(&e.path()) {
                 tracing::warn!(sandbox = %e.path().display(), error = %err, "cannot remove orphan sandbox");
             }
         }

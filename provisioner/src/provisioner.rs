@@ -10,7 +10,7 @@ use crate::{bind, cache, copy, overlay, ProvisionError, Provisioned, Provisioner
 use berth_state::ContainerId;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How a container's rootfs is made from the cached layers.
@@ -242,7 +242,22 @@ impl ImageProvisioner {
             return Ok(());
         }
         overlay::unmount(&cdir.join("rootfs"))?;
-        std::fs::remove_dir_all(&cdir).map_err(io("remove", &cdir))
+        self.discard(&cdir)
+    }
+
+    /// Where destroyed rootfs dirs wait for their removal (beside
+    /// `containers`, whose names are ids).
+    fn trash(&self) -> berth_state::trash::Trash {
+        berth_state::trash::Trash::new(self.store.root().join("trash"))
+    }
+
+    /// Takes an unmounted container dir out of `containers` at once; its
+    /// files go on the trash thread (an unlink per file on disk was most
+    /// of a busybox container's destroy).
+    fn discard(&self, cdir: &Path) -> Result<()> {
+        self.trash()
+            .discard(cdir)
+            .map_err(|e| io("remove", cdir)(std::io::Error::other(e.to_string())))
     }
 
     /// The ids of containers that have a rootfs dir.
@@ -272,6 +287,8 @@ impl ImageProvisioner {
         let known: std::collections::HashSet<String> =
             known.iter().map(|k| k.to_string()).collect();
         let mut destroyed = Vec::new();
+        // What the last process discarded and did not get to remove.
+        self.trash().sweep();
         let dir = self.store.root().join("containers");
         // The dir's name is the id ('/' as '+', which no id holds): no
         // container.json is read for the thousands that are known.
@@ -283,7 +300,7 @@ impl ImageProvisioner {
             }
             let cdir = e.path();
             overlay::unmount(&cdir.join("rootfs"))?;
-            std::fs::remove_dir_all(&cdir).map_err(io("remove", &cdir))?;
+            self.discard(&cdir)?;
             tracing::info!(container = %id, "orphan rootfs destroyed");
             destroyed.push(id);
         }

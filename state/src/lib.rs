@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod safe_path;
 pub mod store;
 pub mod time;
+pub mod trash;
 
 /// The protobuf data model (`state/proto/berth/v1/model.proto`).
 ///

@@ -254,6 +254,8 @@ impl TestEnv {
                 failures.push(format!("remove {}: {e}", claim.display()));
             }
         }
+        // This process's trash thread may be removing trees under it.
+        berth_state::trash::flush();
         if let Err(e) = fs::remove_dir_all(&self.temp_dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 failures.push(format!("remove {}: {e}", self.temp_dir.display()));

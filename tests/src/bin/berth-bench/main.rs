@@ -546,6 +546,9 @@ fn table(r: &Report) -> String {
 /// the temp dir in their command lines and by the bench's cgroups) are
 /// killed first. Then the mounts, cgroup roots and temp dir go.
 fn cleanup(base: &Path) {
+    // The embedded containerizers' trash thread may still be removing
+    // trees under `base`.
+    berth_state::trash::flush();
     let pid = std::process::id();
     let me = pid as i32;
     let base_text = base.display().to_string();
