@@ -102,7 +102,12 @@ pub struct ContainerizerBuilder {
     isolators: Vec<Slot>,
     fetcher: Box<dyn Fetcher>,
     node: NodeOptions,
+    supervisor_pool: usize,
 }
+
+/// Supervisors the default launcher keeps started ahead of their launch
+/// (see [`ContainerizerBuilder::supervisor_pool`]).
+pub const DEFAULT_SUPERVISOR_POOL: usize = 2;
 
 /// An isolator, or the place where the defaults go: they are made at
 /// `build`, once the cgroup root is known.
@@ -123,6 +128,26 @@ impl ContainerizerBuilder {
     /// `$BERTH_SUPERVISOR`, else beside the current executable).
     pub fn supervisor(mut self, path: impl Into<PathBuf>) -> Self {
         self.supervisor = Some(path.into());
+        self
+    }
+
+    /// How many supervisors the default launcher keeps started ahead of
+    /// their launch (default [`DEFAULT_SUPERVISOR_POOL`]; 0: each is
+    /// started at its launch). A launch whose supervisor makes the
+    /// container's stdio itself (sandbox files, attach) takes one, which
+    /// saves the spawn, the loader and the detach (about 1.2 ms here); the
+    /// pool is topped up off the launch's path. Unclaimed members hold no
+    /// container and end with the launcher (or the agent).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), berth::ContainerizerError> {
+    /// let c = berth::Containerizer::builder("/var/lib/berth", "/run/berth")
+    ///     .supervisor_pool(8)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn supervisor_pool(mut self, size: usize) -> Self {
+        self.supervisor_pool = size;
         self
     }
 
@@ -220,8 +245,10 @@ impl ContainerizerBuilder {
                 let mut cfg = berth_launcher::LauncherConfig::new(&self.runtime_dir);
                 cfg.cgroup_root = self.cgroup_root.clone();
                 cfg.supervisor = self.supervisor.clone();
+                let mut native_cfg = cfg.clone();
+                native_cfg.supervisor_pool = self.supervisor_pool;
                 let native: Arc<dyn Launcher> = Arc::new(
-                    berth_launcher::LinuxLauncher::new(cfg.clone())
+                    berth_launcher::LinuxLauncher::new(native_cfg)
                         .map_err(|e| setup("launcher", &e))?,
                 );
                 // The OCI runtimes beside it, chosen per container.
@@ -330,6 +357,7 @@ impl Containerizer {
             isolators: Vec::new(),
             fetcher: Box::new(NoFetcher),
             node: NodeOptions::default(),
+            supervisor_pool: DEFAULT_SUPERVISOR_POOL,
         }
     }
 

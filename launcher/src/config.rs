@@ -28,6 +28,10 @@ pub struct LauncherConfig {
     /// How long `destroy` waits for the processes to go and the supervisor
     /// to record the exit.
     pub destroy_timeout: Duration,
+    /// How many supervisors the native launcher keeps started ahead of
+    /// their launch (see `berth_launcher::pool`); 0 starts each at its
+    /// launch.
+    pub supervisor_pool: usize,
 }
 
 impl LauncherConfig {
@@ -41,6 +45,7 @@ impl LauncherConfig {
             cgroup_mount: None,
             startup_timeout: Duration::from_secs(60),
             destroy_timeout: Duration::from_secs(30),
+            supervisor_pool: 0,
         }
     }
 

@@ -241,6 +241,8 @@ pub(crate) struct Engine {
     /// `cgroup_mountinfo`). A reread per launch would cost what it saves:
     /// each launch's rootfs mount marks the mountinfo changed.
     cgroup_lines: String,
+    /// Supervisors started ahead of their launch (see [`crate::pool`]).
+    pool: crate::pool::SupervisorPool,
 }
 
 /// The cgroup (under the cgroup root of each hierarchy) holding the
@@ -282,7 +284,14 @@ impl Engine {
                 .collect(),
             Kind::Posix => Vec::new(),
         };
+        // The native launcher's only: one pool per agent is enough, and
+        // an OCI runtime's supervisor waits on the runtime anyway.
+        let pool = crate::pool::SupervisorPool::new(match kind {
+            Kind::Linux(_) => cfg.supervisor_pool,
+            _ => 0,
+        });
         Ok(Engine {
+            pool,
             cfg,
             runtime,
             kind,
@@ -482,6 +491,8 @@ impl Engine {
                 .map(|o| o.create_args.clone())
                 .unwrap_or_default(),
             oci_bundle: oci.map(|o| o.bundle).unwrap_or_default(),
+            // Set when a pooled supervisor gets fds (start_supervisor).
+            stdio_passed: false,
             cgroup_mountinfo: match copied_mount_ns(&spec.launch_info) {
                 true => self.cgroup_lines.clone(),
                 false => String::new(),
@@ -497,7 +508,7 @@ impl Engine {
         };
 
         let own_pid_ns = !matches!(self.kind, Kind::Posix) && new_pid_ns(Some(&spec.launch_info));
-        match self.start_supervisor(&id, &supervisor, &req, spec.stdio) {
+        match self.start_supervisor(&id, &supervisor, req, spec.stdio) {
             Ok((forked, control)) => {
                 let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
                 tracing::info!(
@@ -533,8 +544,8 @@ impl Engine {
     fn start_supervisor(
         &self,
         id: &ContainerId,
-        sealed: &SealedExe,
-        req: &SupervisorRequest,
+        sealed: &Arc<SealedExe>,
+        mut req: SupervisorRequest,
         stdio: Stdio,
     ) -> Result<(Forked, UnixStream), LaunchError> {
         let io = |op: &str, p: &std::path::Path| {
@@ -547,17 +558,6 @@ impl Engine {
             }
         };
         let path = sealed.source.as_path();
-        let (mut ours, theirs) = UnixStream::pair().map_err(io("socketpair for", path))?;
-        let theirs_fd = theirs.as_raw_fd();
-        // The sealed copy, by its fd; argv[0] keeps `ps` readable.
-        let (control, id_arg) = (theirs_fd.to_string(), id.to_string());
-        let argv: [&std::ffi::OsStr; 5] = [
-            crate::config::SUPERVISOR_BIN.as_ref(),
-            "--control-fd".as_ref(),
-            control.as_ref(),
-            "--id".as_ref(),
-            id_arg.as_ref(),
-        ];
         let (stdin, stdout, stderr) = match stdio {
             Stdio::SandboxFiles | Stdio::Attached => (None, None, None),
             Stdio::Fds {
@@ -566,23 +566,53 @@ impl Engine {
                 stderr,
             } => (stdin, Some(stdout), Some(stderr)),
         };
-        let mut child = crate::spawn::spawn(
-            &sealed.exec_path(),
-            &argv,
-            [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()],
-            theirs_fd,
-        )
-        .map_err(io("exec the sealed copy of supervisor", path))?;
-        // Our copies: the supervisor has its own now; EOF must mean it died.
-        drop(theirs);
+        let (mut ours, mut child) = match self.pool.take(sealed) {
+            // Started with /dev/null: the stdio fds follow the request.
+            Some(control) => {
+                req.stdio_passed = stdout.is_some();
+                (control, None)
+            }
+            None => {
+                let (ours, theirs) = UnixStream::pair().map_err(io("socketpair for", path))?;
+                let theirs_fd = theirs.as_raw_fd();
+                // The sealed copy, by its fd; argv[0] keeps `ps` readable.
+                let (control, id_arg) = (theirs_fd.to_string(), id.to_string());
+                let argv: [&std::ffi::OsStr; 5] = [
+                    crate::config::SUPERVISOR_BIN.as_ref(),
+                    "--control-fd".as_ref(),
+                    control.as_ref(),
+                    "--id".as_ref(),
+                    id_arg.as_ref(),
+                ];
+                let child = crate::spawn::spawn(
+                    &sealed.exec_path(),
+                    &argv,
+                    [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()],
+                    theirs_fd,
+                )
+                .map_err(io("exec the sealed copy of supervisor", path))?;
+                // Our copy: the supervisor has its own; EOF must mean it died.
+                drop(theirs);
+                (ours, Some(child))
+            }
+        };
+        let mut sent = protocol::write_request(&mut ours, &req);
+        if req.stdio_passed && sent.is_ok() {
+            let fds: Vec<std::os::fd::RawFd> = [stdin.as_ref(), stdout.as_ref(), stderr.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|f| f.as_raw_fd())
+                .collect();
+            sent = protocol::send_fds(&ours, &fds);
+        }
+        // Our copies: the supervisor has its own now.
         drop((stdin, stdout, stderr));
-
-        let sent = protocol::write_request(&mut ours, req);
         let _ = ours.set_read_timeout(Some(self.cfg.startup_timeout));
         let mut line = String::new();
         let read = sent.and_then(|_| std::io::BufReader::new(&ours).read_line(&mut line));
-        // The first process only detaches; reap it at once.
-        let first = child.wait();
+        // The first process only detaches; reap it at once (a pooled
+        // one's was reaped when it joined the pool).
+        let first = child.as_mut().map(|c| c.wait());
         match (read, Reply::decode(&line)) {
             (_, Some(Reply::Ready { supervisor, init })) => Ok((Forked { supervisor, init }, ours)),
             (_, Some(Reply::Failed { errno, message })) => Err(LaunchError::StartFailed {

@@ -22,6 +22,7 @@ mod linux;
 pub mod mounts;
 pub mod namespaces;
 pub mod oci;
+mod pool;
 mod posix;
 pub mod protocol;
 pub mod rlimits;

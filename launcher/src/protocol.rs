@@ -3,6 +3,8 @@
 //! Control socket (a Unix stream socketpair, launcher ↔ supervisor):
 //! 1. launcher → supervisor: the [`SupervisorRequest`] (u32 little-endian
 //!    length, then protobuf bytes);
+//!    With `stdio_passed`, one byte follows carrying the stdio fds
+//!    (SCM_RIGHTS; see [`send_fds`]);
 //! 2. supervisor → launcher: one [`Reply`] line, once the init is set up
 //!    and blocked (or could not be);
 //! 3. launcher → supervisor: [`RELEASE`]. EOF before it means the agent
@@ -32,6 +34,57 @@ pub fn write_request(w: &mut impl Write, req: &SupervisorRequest) -> io::Result<
     w.write_all(&(body.len() as u32).to_le_bytes())?;
     w.write_all(&body)?;
     w.flush()
+}
+
+/// Sends `fds` as one byte with SCM_RIGHTS (after a request whose
+/// `stdio_passed` is set).
+pub fn send_fds(s: &std::os::unix::net::UnixStream, fds: &[std::os::fd::RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let byte = [0u8];
+    let iov = [io::IoSlice::new(&byte)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+/// Receives what [`send_fds`] sent: at most `max` fds, close-on-exec.
+pub fn recv_fds(
+    s: &std::os::unix::net::UnixStream,
+    max: usize,
+) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let msg = recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: fresh fds the kernel installed for us.
+            out.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg.bytes != 1 || out.len() > max || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "expected one byte with at most {max} fds, got {} bytes and {} fds",
+                msg.bytes,
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// Reads a request written by [`write_request`].

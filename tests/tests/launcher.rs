@@ -1140,3 +1140,110 @@ async fn init_without_a_pid_namespace_reaps_as_a_subreaper() {
     l.destroy(id.clone()).await.unwrap();
     l.remove(id).await.unwrap();
 }
+
+/// Clock ticks since boot now: the unit of a process's start time.
+fn ticks_now() -> u64 {
+    let up = read("/proc/uptime");
+    let secs: f64 = up.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: sysconf with a constant name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (secs * hz) as u64
+}
+
+/// Launches `id` with the caller's pipes as its stdio (stdin too) and
+/// returns its supervisor, its exit code and what it wrote.
+async fn fork_with_pipes(
+    l: &LinuxLauncher,
+    env: &TestEnv,
+    id: &str,
+) -> (ProcessRef, i32, String, String) {
+    let (in_r, in_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let mut spec = shell(
+        env,
+        id,
+        "read x; echo got-$x; echo to-err >&2; exit 3",
+        LaunchInfo::default(),
+    );
+    spec.stdio = Stdio::Fds {
+        stdin: Some(in_r),
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let cid = spec.id.clone();
+    let forked = l.fork(spec).await.expect("fork");
+    use std::io::{Read, Write};
+    let mut w = fs::File::from(in_w);
+    w.write_all(b"hello\n").unwrap();
+    drop(w);
+    l.release(cid.clone()).await.expect("release");
+    let status = tokio::time::timeout(Duration::from_secs(30), l.wait(cid.clone()))
+        .await
+        .expect("the container exits within 30 s")
+        .expect("wait");
+    l.destroy(cid.clone()).await.expect("destroy");
+    l.remove(cid).await.expect("remove");
+    let (mut out, mut err) = (String::new(), String::new());
+    fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    fs::File::from(err_r).read_to_string(&mut err).unwrap();
+    (forked.supervisor, status.code(), out, err)
+}
+
+#[actix_rt::test]
+async fn a_launch_takes_a_supervisor_started_ahead_and_hands_it_the_stdio() {
+    let env = TestEnv::new("supervisor_pool");
+    for pool in [0, 2] {
+        let mut cfg = config(&env);
+        cfg.supervisor_pool = pool;
+        let l = LinuxLauncher::new(cfg).unwrap();
+        // The first launch spawns its own and starts the pool filling.
+        let (status, out, _) = run_to_end(
+            &l,
+            shell(
+                &env,
+                &format!("first-{pool}"),
+                "echo one",
+                LaunchInfo::default(),
+            ),
+        )
+        .await;
+        assert_eq!((status.code(), out.as_str()), (0, "one\n"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = ticks_now();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for n in 0..3 {
+            let (sup, code, out, err) = fork_with_pipes(&l, &env, &format!("p{pool}-{n}")).await;
+            assert_eq!(
+                (code, out.as_str(), err.as_str()),
+                (3, "got-hello\n", "to-err\n")
+            );
+            if pool == 0 {
+                assert!(
+                    sup.start_time >= before,
+                    "no pool, yet the supervisor started at {} before the launch at {before}",
+                    sup.start_time
+                );
+            } else if n == 0 {
+                // Waiting since before this launch: a pooled one.
+                assert!(
+                    sup.start_time < before,
+                    "pool of {pool}: the supervisor started at {} ≥ {before}, at the launch",
+                    sup.start_time
+                );
+            }
+        }
+        // A sandbox-files launch from the pool too.
+        let (status, out, _) = run_to_end(
+            &l,
+            shell(
+                &env,
+                &format!("last-{pool}"),
+                "echo two",
+                LaunchInfo::default(),
+            ),
+        )
+        .await;
+        assert_eq!((status.code(), out.as_str()), (0, "two\n"));
+    }
+}

@@ -338,7 +338,7 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
     }
     let node = &node;
     let t_open = std::time::Instant::now();
-    let c = crate::containerizer(cli, node).with_context(|| {
+    let c = crate::containerizer(cli, node, cmd.supervisor_pool).with_context(|| {
         format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()

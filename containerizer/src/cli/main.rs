@@ -84,6 +84,11 @@ pub(crate) struct AgentCmd {
     /// 127.0.0.1:9464; default: none).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
+    /// How many container supervisors to keep started ahead of their
+    /// launch (0: each starts at its launch). A pooled one saves a launch
+    /// the spawn, loader and detach of its supervisor.
+    #[arg(long, value_name = "N", default_value_t = berth::DEFAULT_SUPERVISOR_POOL)]
+    pub(crate) supervisor_pool: usize,
     #[command(flatten, next_help_heading = "Kubernetes CRI")]
     pub(crate) cri: agent::CriArgs,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
@@ -417,6 +422,9 @@ fn main() {
             125
         }
     };
+    // Trees this process discarded (a `berth run`'s sandbox and rootfs)
+    // are removed before it ends, not left for the next agent's sweep.
+    berth_state::trash::flush();
     // Exits with the runtime still alive: dropping it waits for every
     // blocking task, and one stuck in a plugin's syscall (a FIFO nobody
     // writes) would keep the process from ever exiting.
@@ -517,9 +525,14 @@ fn container_name(args: &RunArgs) -> String {
 
 /// The containerizer of `berth run` and `berth agent`, on the global
 /// options. A container's `--rootfs-backend` travels in its config.
-fn containerizer(cli: &Cli, node: &run_opts::NodeArgs) -> Result<Containerizer> {
+fn containerizer(
+    cli: &Cli,
+    node: &run_opts::NodeArgs,
+    supervisor_pool: usize,
+) -> Result<Containerizer> {
     Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
         .cgroup_root(&cli.cgroup_root)
+        .supervisor_pool(supervisor_pool)
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))
@@ -530,7 +543,8 @@ fn containerizer(cli: &Cli, node: &run_opts::NodeArgs) -> Result<Containerizer> 
 async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    let c = containerizer(cli, node)?;
+    // One container: a pool would only start supervisors nobody takes.
+    let c = containerizer(cli, node, 0)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

@@ -76,7 +76,7 @@ pub fn main() -> ! {
         .and_then(|s| s.parse::<i32>().ok());
     let Some(fd) = fd.filter(|fd| *fd > 2) else {
         eprintln!(
-            "usage: berth-supervisor --control-fd FD [--id ID] (started by berth's launcher)"
+            "usage: berth-supervisor --control-fd FD [--id ID | --pooled | --pooled-idle] (started by berth's launcher)"
         );
         std::process::exit(2);
     };
@@ -122,6 +122,42 @@ fn supervise(mut control: UnixStream) -> i32 {
         Ok(r) => r,
         Err(e) => fail_early(control, 0, &format!("read request: {e}")),
     };
+    // A pooled supervisor was started at SCHED_IDLE by the pool's thread
+    // (`--pooled-idle`): claimed, it is a container's like any other.
+    if std::env::args().any(|a| a == "--pooled-idle") {
+        // SAFETY: a plain syscall with a valid param.
+        unsafe {
+            libc::sched_setscheduler(
+                0,
+                libc::SCHED_OTHER,
+                &libc::sched_param { sched_priority: 0 },
+            )
+        };
+    }
+    // A pooled supervisor started with /dev/null: the container's stdio
+    // comes now, before anything could use 0, 1 or 2.
+    if req.stdio_passed {
+        let targets: &[i32] = match req.stdin_inherited {
+            true => &[0, 1, 2],
+            false => &[1, 2],
+        };
+        let placed = protocol::recv_fds(&control, targets.len()).and_then(|fds| {
+            if fds.len() != targets.len() {
+                return Err(std::io::Error::other(format!(
+                    "{} stdio fds passed, {} expected",
+                    fds.len(),
+                    targets.len()
+                )));
+            }
+            for (fd, to) in fds.iter().zip(targets) {
+                nix::unistd::dup2(fd.as_raw_fd(), *to)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = placed {
+            fail_early(control, 0, &format!("receive the stdio fds: {e}"));
+        }
+    }
     let rt = PathBuf::from(&req.runtime_dir);
     let me = std::process::id() as i32;
     if let Err(e) = ProcessRef::of(me)

@@ -1,0 +1,194 @@
+//! A warm pool of supervisors.
+//!
+//! Starting a supervisor is a `posix_spawn` of the sealed copy, the
+//! dynamic loader, Rust's runtime start and the detaching fork: about
+//! 1.1–1.4 ms of every launch on this project's test VM, before the
+//! supervisor reads its request. A pooled supervisor has done all of that
+//! ahead of time and waits in its first `read` of the control socket; a
+//! launch takes one (when the supervisor's stdio is its own, not fds
+//! handed over at the spawn) and writes it the request, and a thread
+//! spawns the replacement off the launch's path, at `SCHED_IDLE`.
+//!
+//! An unclaimed member holds nothing: no container, no record, no cgroup
+//! of berth's (it leaves the agent's cgroups only once it has its
+//! request). It ends when its control socket closes: when the launcher is
+//! dropped, or when the agent dies (a crash leaves nothing to recover).
+
+use crate::sealed::SealedExe;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Supervisors waiting for a request.
+#[derive(Debug)]
+pub(crate) struct SupervisorPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    size: usize,
+    members: Mutex<Vec<UnixStream>>,
+    /// Wakes the refill thread (started with the first claim, when the
+    /// sealed copy exists); its end closing stops the thread.
+    refill: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl SupervisorPool {
+    pub(crate) fn new(size: usize) -> SupervisorPool {
+        SupervisorPool {
+            inner: Arc::new(Inner {
+                size,
+                members: Mutex::new(Vec::new()),
+                refill: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The control socket of a live member, if there is one; either way
+    /// the pool is topped up in the background.
+    pub(crate) fn take(&self, exe: &Arc<SealedExe>) -> Option<UnixStream> {
+        if self.inner.size == 0 {
+            return None;
+        }
+        let got = {
+            // Never waits on the refill thread (which runs at SCHED_IDLE
+            // and may sit preempted holding the lock): busy counts as empty.
+            let mut m = match self.inner.members.try_lock() {
+                Ok(m) => m,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    self.wake(exe);
+                    return None;
+                }
+            };
+            let mut got = None;
+            while let Some(s) = m.pop() {
+                if waiting(&s) {
+                    got = Some(s);
+                    break;
+                }
+                // Ended (killed by someone): its socket goes with it.
+            }
+            got
+        };
+        self.wake(exe);
+        got
+    }
+
+    fn wake(&self, exe: &Arc<SealedExe>) {
+        let mut slot = self.inner.refill.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = slot.as_ref() {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let weak = Arc::downgrade(&self.inner);
+        let exe = exe.clone();
+        let started = std::thread::Builder::new()
+            .name("berth-sup-pool".into())
+            .spawn(move || refill(weak, exe, rx));
+        match started {
+            Ok(_) => {
+                let _ = tx.send(());
+                *slot = Some(tx);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no supervisor pool thread; launches spawn their own")
+            }
+        }
+    }
+}
+
+/// A member still blocked in its read: nothing to read and no hangup
+/// (POLLHUP is always reported).
+fn waiting(s: &UnixStream) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        s.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(0)
+    )
+}
+
+/// Tops the pool up after each wake, until the pool is dropped.
+fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
+    // Refills run on CPU nobody else wants (SCHED_IDLE, inherited by the
+    // member until it has its request): on a busy node a refill must not
+    // slow the launches it is meant to speed up, and when the node is
+    // saturated the launches spawn their own as without a pool.
+    // SAFETY: plain syscalls on this thread with a valid param.
+    let idle = unsafe {
+        libc::sched_getscheduler(0) == libc::SCHED_OTHER
+            && libc::sched_setscheduler(
+                0,
+                libc::SCHED_IDLE,
+                &libc::sched_param { sched_priority: 0 },
+            ) == 0
+    };
+    loop {
+        loop {
+            let Some(inner) = pool.upgrade() else {
+                return;
+            };
+            let len = inner
+                .members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if len >= inner.size {
+                break;
+            }
+            match spawn_member(&exe, idle) {
+                Ok(s) => inner
+                    .members
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(s),
+                Err(e) => {
+                    // The next claim tries again; launches meanwhile spawn
+                    // their own supervisor as without a pool.
+                    tracing::warn!(error = %e, "cannot start a pooled supervisor");
+                    break;
+                }
+            }
+        }
+        if wakes.recv().is_err() {
+            return;
+        }
+        // Claims that came while we filled need no wake of their own.
+        while wakes.try_recv().is_ok() {}
+    }
+}
+
+/// Spawns a supervisor with no request yet and reaps its first process
+/// (which only detaches).
+fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<UnixStream> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let fd = theirs.as_raw_fd().to_string();
+    // `--idle`: started at SCHED_IDLE, back to SCHED_OTHER once claimed.
+    let argv: [&std::ffi::OsStr; 4] = [
+        crate::config::SUPERVISOR_BIN.as_ref(),
+        "--control-fd".as_ref(),
+        fd.as_ref(),
+        if idle { "--pooled-idle" } else { "--pooled" }.as_ref(),
+    ];
+    let mut child = crate::spawn::spawn(
+        &exe.exec_path(),
+        &argv,
+        [None, None, None],
+        theirs.as_raw_fd(),
+    )?;
+    drop(theirs);
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "the supervisor's first process ended with {status}"
+        )));
+    }
+    Ok(ours)
+}
