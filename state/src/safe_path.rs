@@ -871,11 +871,12 @@ pub fn read_in_root(root: &Path, path: &Path, limit: u64) -> Result<Option<Vec<u
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    fn base() -> (tempfile::TempDir, PathBuf) {
+    /// A temp dir and its canonical path (no symlink of the host's above).
+    pub(crate) fn base() -> (tempfile::TempDir, PathBuf) {
         let t = tempfile::tempdir().unwrap();
         let b = std::fs::canonicalize(t.path()).unwrap();
         (t, b)

@@ -162,7 +162,10 @@ impl Store {
         let value = encode(record);
         if let Some(m) = &self.mirror {
             let dir = m.create_container_dir(&id)?;
-            runtime::write_atomic(&dir.join(runtime::RECORD), &value)?;
+            // In place: the record's checksum covers the whole file, so a
+            // crash mid-update reads as damaged and sled's (older, as the
+            // mirror goes first) copy wins at the next open.
+            runtime::overwrite(&dir.join(runtime::RECORD), &value)?;
         }
         self.records
             .insert(key.as_bytes(), value)

@@ -184,13 +184,8 @@ impl Trash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safe_path::tests::base;
     use std::os::unix::fs::symlink;
-
-    fn base() -> (tempfile::TempDir, PathBuf) {
-        let t = tempfile::tempdir().unwrap();
-        let b = std::fs::canonicalize(t.path()).unwrap();
-        (t, b)
-    }
 
     #[test]
     fn a_discarded_tree_leaves_its_name_at_once_and_is_removed_by_flush() {

@@ -755,3 +755,56 @@ fn acknowledged_writes_survive_sigkill() {
         "sled alone lost acknowledged writes after SIGKILL: {sled_alone_lost:?}"
     );
 }
+
+#[test]
+fn the_mirror_is_rewritten_in_place_and_an_update_cut_short_reads_as_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let rt = RuntimeDir::open(dir.path().join("run")).unwrap();
+    let long = full_record("x");
+    let mut short = record("x", ContainerState::Running);
+    short.id = long.id.clone();
+    let mirror = rt
+        .container_dir(long.id.as_ref().unwrap())
+        .join(runtime::RECORD);
+    use std::os::unix::fs::MetadataExt;
+    {
+        let store = Store::open_with_mirror(&state, rt.clone()).unwrap();
+        store.put(&long).unwrap();
+        let ino = fs::metadata(&mirror).unwrap().ino();
+        // One inode for the file's life: no temp file, no rename.
+        store.put(&short).unwrap();
+        store.put(&long).unwrap();
+        assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino);
+        assert_eq!(fs::read(&mirror).unwrap().len(), long.encoded_len() + 5);
+    }
+    // A crash between the write of the shorter record and the truncate:
+    // its bytes, then the tail of the longer one. Sled still holds the
+    // longer (the mirror is written first), and that copy must win.
+    let full = fs::read(&mirror).unwrap();
+    {
+        let store = Store::open_with_mirror(&state, rt.clone()).unwrap();
+        store.put(&short).unwrap();
+    }
+    let cut_short = {
+        let mut v = fs::read(&mirror).unwrap();
+        v.extend_from_slice(&full[v.len()..]);
+        v
+    };
+    {
+        // Sled back to the longer record, as if the put had died after
+        // the mirror's write and before sled's.
+        let store = Store::open_with_mirror(&state, rt.clone()).unwrap();
+        store.put(&long).unwrap();
+    }
+    fs::write(&mirror, &cut_short).unwrap();
+    let store = Store::open_with_mirror(&state, rt).unwrap();
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let got = list
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("sled's record, whole");
+    assert_eq!(got, long);
+}
