@@ -206,7 +206,7 @@ impl ImageProvisioner {
     ) -> Result<()> {
         match backend {
             Backend::Overlay => {
-                let mut dirs = Vec::new();
+                let mut dirs = vec![self.base_layer()?];
                 for l in &rec.layers {
                     dirs.push(cache::ensure_layer(&self.store, l)?.0);
                 }
@@ -243,6 +243,22 @@ impl ImageProvisioner {
         }
         overlay::unmount(&cdir.join("rootfs"))?;
         self.discard(&cdir)
+    }
+
+    /// The bottom layer of every overlay rootfs: the empty mount points
+    /// the init mounts on in every container (`/proc`, `/dev`, `/sys`, and
+    /// `/mnt/sandbox` for the sandbox). An image that lacks them (a
+    /// busybox made by umoci has none) had them made in each container's
+    /// upper dir at every launch, five inodes on disk made and later
+    /// freed; an image that has them (or a whiteout, or a file there)
+    /// covers them, as any upper layer covers a lower one.
+    fn base_layer(&self) -> Result<PathBuf> {
+        let base = self.store.root().join("base");
+        for d in ["proc", "dev", "sys", "mnt/sandbox"] {
+            let p = base.join(d);
+            std::fs::create_dir_all(&p).map_err(io("create", &p))?;
+        }
+        Ok(base)
     }
 
     /// Where destroyed rootfs dirs wait for their removal (beside
