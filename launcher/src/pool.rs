@@ -26,10 +26,18 @@ pub(crate) struct SupervisorPool {
     inner: Arc<Inner>,
 }
 
+/// A supervisor waiting for its request.
+#[derive(Debug)]
+struct Member {
+    control: UnixStream,
+    /// The detached supervisor's pid (it wrote it first thing).
+    pid: i32,
+}
+
 #[derive(Debug)]
 struct Inner {
     size: usize,
-    members: Mutex<Vec<UnixStream>>,
+    members: Mutex<Vec<Member>>,
     /// Wakes the refill thread (started with the first claim, when the
     /// sealed copy exists); its end closing stops the thread.
     refill: Mutex<Option<mpsc::Sender<()>>>,
@@ -65,8 +73,20 @@ impl SupervisorPool {
             };
             let mut got = None;
             while let Some(s) = m.pop() {
-                if waiting(&s) {
-                    got = Some(s);
+                // Still blocked in its read (so still alive, and its pid
+                // still its own): lifted to SCHED_OTHER now, before the
+                // request, or on a busy node it would wait for idle CPU.
+                if waiting(&s.control)
+                    // SAFETY: a plain syscall with a valid param.
+                    && unsafe {
+                        libc::sched_setscheduler(
+                            s.pid,
+                            libc::SCHED_OTHER,
+                            &libc::sched_param { sched_priority: 0 },
+                        )
+                    } == 0
+                {
+                    got = Some(s.control);
                     break;
                 }
                 // Ended (killed by someone): its socket goes with it.
@@ -167,7 +187,7 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
 
 /// Spawns a supervisor with no request yet and reaps its first process
 /// (which only detaches).
-fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<UnixStream> {
+fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<Member> {
     let (ours, theirs) = UnixStream::pair()?;
     let fd = theirs.as_raw_fd().to_string();
     // `--idle`: started at SCHED_IDLE, back to SCHED_OTHER once claimed.
@@ -190,5 +210,14 @@ fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<UnixStream> {
             "the supervisor's first process ended with {status}"
         )));
     }
-    Ok(ours)
+    // Its detached child's pid, written first thing (a bounded wait: it
+    // runs at SCHED_IDLE on a node that may be busy).
+    let mut pid = [0u8; 4];
+    ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    std::io::Read::read_exact(&mut &ours, &mut pid)?;
+    ours.set_read_timeout(None)?;
+    Ok(Member {
+        control: ours,
+        pid: i32::from_le_bytes(pid),
+    })
 }

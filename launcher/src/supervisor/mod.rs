@@ -101,6 +101,13 @@ pub fn main() -> ! {
     let _ = nix::unistd::setsid();
     // Do not pin the agent's working directory (or its mount).
     let _ = nix::unistd::chdir("/");
+    // A pooled one tells the pool its pid (the launcher's child was the
+    // first process): a claim lifts it out of SCHED_IDLE before writing
+    // the request, so a busy node does not leave it starved of CPU.
+    if std::env::args().any(|a| a == "--pooled" || a == "--pooled-idle") {
+        let mut c = &control;
+        let _ = c.write_all(&std::process::id().to_le_bytes());
+    }
     std::process::exit(supervise(control))
 }
 
