@@ -137,19 +137,16 @@ fn waiting(s: &UnixStream) -> bool {
 
 /// Tops the pool up after each wake, until the pool is dropped.
 fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
-    // Refills run on CPU nobody else wants (SCHED_IDLE, inherited by the
-    // member until it has its request): on a busy node a refill must not
-    // slow the launches it is meant to speed up, and when the node is
-    // saturated the launches spawn their own as without a pool.
-    // SAFETY: plain syscalls on this thread with a valid param.
-    let idle = unsafe {
-        libc::sched_getscheduler(0) == libc::SCHED_OTHER
-            && libc::sched_setscheduler(
-                0,
-                libc::SCHED_IDLE,
-                &libc::sched_param { sched_priority: 0 },
-            ) == 0
-    };
+    // The member moves itself to SCHED_IDLE first thing after its exec
+    // (`--pooled-idle`), so its start runs on CPU nobody else wants and a
+    // saturated node's launches spawn their own as without a pool. Not
+    // this thread, nor the spawn: until its exec the spawned child holds
+    // a copy of the agent's fd table (its listening socket included),
+    // and at SCHED_IDLE on a busy node it can hold it past the agent's
+    // own death (in CI a restarted agent's client reached the dead one's
+    // listening socket, then was refused).
+    // SAFETY: a plain syscall.
+    let idle = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER;
     loop {
         loop {
             let Some(inner) = pool.upgrade() else {
@@ -190,7 +187,7 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
 fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<Member> {
     let (ours, theirs) = UnixStream::pair()?;
     let fd = theirs.as_raw_fd().to_string();
-    // `--idle`: started at SCHED_IDLE, back to SCHED_OTHER once claimed.
+    // `--pooled-idle`: it goes to SCHED_IDLE itself; a claim lifts it back.
     let argv: [&std::ffi::OsStr; 4] = [
         crate::config::SUPERVISOR_BIN.as_ref(),
         "--control-fd".as_ref(),

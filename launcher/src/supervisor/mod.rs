@@ -64,6 +64,18 @@ pub fn main() -> ! {
     // makes it dumpable again, as any process.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Pooled: wait for a claim on CPU nobody else wants (see the pool in
+    // the launcher); the claim lifts us back to SCHED_OTHER.
+    if std::env::args().any(|a| a == "--pooled-idle") {
+        // SAFETY: a plain syscall with a valid param.
+        unsafe {
+            libc::sched_setscheduler(
+                0,
+                libc::SCHED_IDLE,
+                &libc::sched_param { sched_priority: 0 },
+            )
+        };
+    }
     // Exec'd from the sealed copy by its fd, the kernel named us after
     // the fd's number: `ps` and `top` show the name.
     // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes.
