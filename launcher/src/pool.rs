@@ -4,10 +4,11 @@
 //! dynamic loader, Rust's runtime start and the detaching fork: about
 //! 1.1–1.4 ms of every launch on this project's test VM, before the
 //! supervisor reads its request. A pooled supervisor has done all of that
-//! ahead of time and waits in its first `read` of the control socket; a
-//! launch takes one (when the supervisor's stdio is its own, not fds
-//! handed over at the spawn) and writes it the request, and a thread
-//! spawns the replacement off the launch's path, at `SCHED_IDLE`.
+//! ahead of time and waits in its first `read` of the control socket, at
+//! `SCHED_IDLE`; a launch takes one, lifts it to `SCHED_OTHER` by the pid
+//! it wrote, and writes it the request (a container's stdio fds follow
+//! by `SCM_RIGHTS`), and a thread spawns the replacement off the
+//! launch's path.
 //!
 //! An unclaimed member holds nothing: no container, no record, no cgroup
 //! of berth's (it leaves the agent's cgroups only once it has its
