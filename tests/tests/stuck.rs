@@ -62,11 +62,15 @@ fn a_hanging_prepare_fails_the_launch_at_its_deadline_and_is_listed_meanwhile() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // While it hangs, the call is listed with its container and isolator.
+    // While it hangs, the call is listed with its container and isolator
+    // (the quick prepares before it may be caught in flight too).
     let deadline = Instant::now() + Duration::from_secs(3);
     let listed = loop {
         let calls = debug_calls(&env);
-        if let Some(c) = calls.iter().find(|c| c["container"] == name.as_str()) {
+        if let Some(c) = calls
+            .iter()
+            .find(|c| c["container"] == name.as_str() && c["component"] == "network/cni")
+        {
             break c.clone();
         }
         assert!(Instant::now() < deadline, "never listed: {calls:?}");
@@ -128,9 +132,12 @@ fn sigterm_stops_the_agent_within_its_grace_while_a_prepare_hangs() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !debug_calls(&env)
         .iter()
-        .any(|c| c["container"] == name.as_str())
+        .any(|c| c["container"] == name.as_str() && c["component"] == "network/cni")
     {
-        assert!(Instant::now() < deadline, "the prepare never started");
+        assert!(
+            Instant::now() < deadline,
+            "the hanging prepare never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let t0 = Instant::now();
