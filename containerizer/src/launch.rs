@@ -789,26 +789,31 @@ impl ContainerizerActor {
             a.do_send(Exited { id: i, epoch, r });
         });
         let Ok(c) = self.get(id) else { return };
+        // Only isolators whose watch can fire (of the default ones, the
+        // memory and disk isolators), all in one task: the first
+        // limitation is the one that counts (a later one finds the
+        // container destroyed for the first).
         let watches: Vec<_> = c
             .prepared
             .iter()
+            .filter(|&&i| self.isolators[i].watches())
             .map(|&i| self.isolators[i].watch(id.clone()))
             .collect();
-        let handles = watches
-            .into_iter()
-            .map(|w| {
-                let (a, id) = (addr.clone(), id.clone());
-                actix_rt::spawn(async move {
-                    let limitation = w.await;
+        let handles = match watches.is_empty() {
+            true => Vec::new(),
+            false => {
+                let (a, id) = (addr, id.clone());
+                vec![actix_rt::spawn(async move {
+                    let (limitation, _, _) = futures::future::select_all(watches).await;
                     a.do_send(Limited {
                         id,
                         epoch,
                         limitation,
                     });
                 })
-                .abort_handle()
-            })
-            .collect();
+                .abort_handle()]
+            }
+        };
         if let Ok(c) = self.get_mut(id) {
             c.watches = handles;
             c.watch_epoch = epoch;

@@ -46,7 +46,12 @@ impl Handler<Recover> for ContainerizerActor {
 
     fn handle(&mut self, _: Recover, _: &mut Context<Self>) -> Self::Result {
         let store = self.checkpoints.store().clone();
-        let read = tokio::task::spawn_blocking(move || store.list());
+        let read = tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
+            let r = store.list();
+            tracing::info!(target: "berth::recovery", took_ms = t0.elapsed().as_secs_f64() * 1e3, "records read");
+            r
+        });
         Box::pin(
             async move {
                 read.await
@@ -82,7 +87,14 @@ impl Handler<Recover> for ContainerizerActor {
                 let launcher = act.launcher.clone();
                 let isolators = act.isolators.clone();
                 let provisioner = act.provisioner.clone();
-                let recs = records.clone();
+                // Two copies of the records, not more (thousands of them,
+                // each with its config): the launcher's, and the one the
+                // isolators share once the launcher is done; `records`
+                // itself is adopted at the end.
+                let records_ids: Vec<Option<ContainerId>> =
+                    records.iter().map(|r| r.id.clone()).collect();
+                let for_launcher = records.clone();
+                let for_isolators = records.clone();
                 let mut known: std::collections::HashSet<String> = records
                     .iter()
                     .filter_map(|r| r.id.as_ref().map(|i| i.parts()[0].to_string()))
@@ -107,7 +119,7 @@ impl Handler<Recover> for ContainerizerActor {
                     // runs beside the launcher's and the isolators'.
                     let provisioned = async {
                         if let Some(p) = provisioner {
-                            let known = recs.iter().filter_map(|r| r.id.clone()).collect();
+                            let known = records_ids.iter().flatten().cloned().collect();
                             timed(
                                 &inflight,
                                 &all,
@@ -129,7 +141,7 @@ impl Handler<Recover> for ContainerizerActor {
                         &all,
                         CallKind::Recover,
                         "launcher",
-                        launcher.recover(recs.clone()),
+                        launcher.recover(for_launcher),
                     )
                     .await
                     .map_err(|e| ContainerizerError::Setup(format!("launcher recover: {e}")))?;
@@ -141,7 +153,7 @@ impl Handler<Recover> for ContainerizerActor {
                         }
                     }
                     let (shared, orphaned): (Arc<[ContainerRecord]>, Arc<[ContainerId]>) =
-                        (recs.clone().into(), orphans.clone().into());
+                        (for_isolators.into(), orphans.clone().into());
                     let calls = isolators.iter().map(|h| {
                         timed(
                             &inflight,
@@ -165,8 +177,11 @@ impl Handler<Recover> for ContainerizerActor {
                     // In one batch per launcher: one trip to the blocking
                     // pool each, where one per container adds up over
                     // thousands.
-                    let ids: Vec<ContainerId> =
-                        recs.iter().map(|r| r.id.clone().unwrap_or_default()).collect();
+                    // In the records' order, as `adopt` zips them below.
+                    let ids: Vec<ContainerId> = records_ids
+                        .iter()
+                        .map(|i| i.clone().unwrap_or_default())
+                        .collect();
                     let n = ids.len();
                     let asked = launcher.statuses(ids);
                     let statuses: Vec<ProcessStatus> = match timed(

@@ -78,18 +78,24 @@ impl<T: Send + 'static> Handler<IsolatorCall<T>> for IsolatorActor {
 pub struct IsolatorHandle {
     name: String,
     addr: Addr<IsolatorActor>,
+    watches: bool,
 }
 
 impl IsolatorActor {
     /// Starts `isolator` in its own actor on the current arbiter.
     pub fn spawn(isolator: Box<dyn Isolator>) -> IsolatorHandle {
         let name = isolator.name().to_string();
+        let watches = isolator.watches();
         let addr = IsolatorActor {
             name: name.clone(),
             inner: isolator,
         }
         .start();
-        IsolatorHandle { name, addr }
+        IsolatorHandle {
+            name,
+            addr,
+            watches,
+        }
     }
 }
 
@@ -97,6 +103,11 @@ impl IsolatorHandle {
     /// The isolator's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether its `watch` can ever resolve ([`Isolator::watches`]).
+    pub fn watches(&self) -> bool {
+        self.watches
     }
 
     fn call<T: Send + 'static>(

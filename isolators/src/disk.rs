@@ -59,11 +59,10 @@ impl DiskDu {
 
 fn watched(sandbox: &Path, rootfs: Option<&Path>, limit: u64) -> Watched {
     let mut dirs = vec![sandbox.to_path_buf()];
-    if let Some(upper) = rootfs.and_then(|r| r.parent()).map(|p| p.join(UPPER_DIR)) {
-        if upper.is_dir() {
-            dirs.push(upper);
-        }
-    }
+    // Not looked for here (a stat per container, thousands at a recovery,
+    // on the actor's thread): a rootfs with no overlay upper dir (a copy,
+    // the host's) has none to open, and `usage_of` skips it.
+    dirs.extend(rootfs.and_then(|r| r.parent()).map(|p| p.join(UPPER_DIR)));
     Watched { dirs, limit }
 }
 

@@ -45,6 +45,11 @@ impl Isolator for LinuxFilesystem {
     fn name(&self) -> &str {
         "filesystem/linux"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

@@ -236,6 +236,33 @@ pub trait Isolator: Send + 'static {
         Box::pin(futures::future::pending())
     }
 
+    /// Whether [`watch`](Isolator::watch) can ever resolve. Asked once,
+    /// when the isolator is registered: only isolators that say `true` (the
+    /// default) are asked to watch each running container, which spares
+    /// the others a call and a task per container (thousands of them at
+    /// an agent's restart). Say `false` only when `watch` keeps the
+    /// default.
+    ///
+    /// ```
+    /// use berth_isolators::Isolator;
+    ///
+    /// /// Adds environment at `prepare` and never limits a container.
+    /// struct EnvOnly;
+    ///
+    /// impl Isolator for EnvOnly {
+    ///     fn name(&self) -> &str {
+    ///         "example/env-only"
+    ///     }
+    ///     fn watches(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    /// assert!(!EnvOnly.watches());
+    /// ```
+    fn watches(&self) -> bool {
+        true
+    }
+
     /// Asked once the container's processes are gone and before any
     /// `cleanup`: a limit the container hit that `watch` may not have
     /// reported yet (an OOM kill whose notice is still in flight when the

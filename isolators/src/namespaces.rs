@@ -68,6 +68,11 @@ impl Isolator for PidNamespace {
     fn name(&self) -> &str {
         "namespaces/pid"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
@@ -84,6 +89,11 @@ impl Isolator for IpcNamespace {
     fn name(&self) -> &str {
         "namespaces/ipc"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
@@ -100,6 +110,11 @@ impl Isolator for CgroupNamespace {
     fn name(&self) -> &str {
         "namespaces/cgroup"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
@@ -112,6 +127,11 @@ impl Isolator for UtsNamespace {
     fn name(&self) -> &str {
         "namespaces/uts"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

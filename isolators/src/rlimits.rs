@@ -51,6 +51,10 @@ impl Isolator for PosixRlimits {
         NAME
     }
 
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

@@ -189,6 +189,10 @@ impl Isolator for UserNamespace {
         "namespaces/user"
     }
 
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

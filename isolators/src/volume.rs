@@ -47,6 +47,11 @@ impl Isolator for HostPathVolumes {
     fn name(&self) -> &str {
         "volume/host_path"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

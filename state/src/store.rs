@@ -278,10 +278,73 @@ impl Store {
     /// so that after a reboot emptied the runtime dir the mirror is whole
     /// again.
     fn reconcile_with(&self, mirror: &RuntimeDir) -> Result<(), StoreError> {
+        let ids = mirror.list()?;
+        // Thousands of records at an agent's start: a file read and a sled
+        // lookup each, split over the cores (one part, in place, for the
+        // few records of a `berth run`).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = ids.len().div_ceil(threads).max(512);
+        let parts: Vec<Result<(Vec<String>, usize), StoreError>> = if ids.len() <= per {
+            vec![self.reconcile_part(mirror, &ids)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ids
+                    .chunks(per)
+                    .map(|part| s.spawn(move || self.reconcile_part(mirror, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("reconcile thread panicked"))
+                    .collect()
+            })
+        };
         let mut mirrored_keys = std::collections::HashSet::new();
         let mut restored = 0;
-        for id in mirror.list()? {
-            let dir = mirror.container_dir(&id);
+        for part in parts {
+            let (keys, n) = part?;
+            mirrored_keys.extend(keys);
+            restored += n;
+        }
+        if restored > 0 {
+            tracing::warn!(dir = %self.dir.display(), restored,
+                "checkpoint store was missing or behind on records; restored them from the runtime dir");
+            self.flush()?;
+        }
+        let mut mirrored = 0;
+        for kv in self.records.iter() {
+            let (k, v) = kv.map_err(self.sled_err("iterate"))?;
+            let key = String::from_utf8_lossy(&k);
+            if mirrored_keys.contains(key.as_ref()) {
+                continue;
+            }
+            let Ok(id) = ContainerId::parse(&key) else {
+                tracing::warn!(dir = %self.dir.display(), key = %key,
+                    "checkpoint store holds a key that is no container id; not mirrored");
+                continue;
+            };
+            let dir = mirror.create_container_dir(&id)?;
+            runtime::write_atomic(&dir.join(runtime::RECORD), &v)?;
+            mirrored += 1;
+        }
+        if mirrored > 0 {
+            tracing::info!(dir = %self.dir.display(), mirrored,
+                "mirrored checkpoint records missing from the runtime dir");
+        }
+        Ok(())
+    }
+
+    /// [`reconcile_with`](Self::reconcile_with)'s first half for `ids`:
+    /// the mirrors sled lacks or holds differently go into sled; returns
+    /// the keys that have a mirror and how many were restored.
+    fn reconcile_part(
+        &self,
+        mirror: &RuntimeDir,
+        ids: &[ContainerId],
+    ) -> Result<(Vec<String>, usize), StoreError> {
+        let mut mirrored_keys = Vec::with_capacity(ids.len());
+        let mut restored = 0;
+        for id in ids {
+            let dir = mirror.container_dir(id);
             let f = dir.join(runtime::RECORD);
             let bytes = match fs::read(&f) {
                 Ok(b) => b,
@@ -328,34 +391,9 @@ impl Store {
                     .map_err(self.sled_err("insert"))?;
                 restored += 1;
             }
-            mirrored_keys.insert(key);
+            mirrored_keys.push(key);
         }
-        if restored > 0 {
-            tracing::warn!(dir = %self.dir.display(), restored,
-                "checkpoint store was missing or behind on records; restored them from the runtime dir");
-            self.flush()?;
-        }
-        let mut mirrored = 0;
-        for kv in self.records.iter() {
-            let (k, v) = kv.map_err(self.sled_err("iterate"))?;
-            let key = String::from_utf8_lossy(&k);
-            if mirrored_keys.contains(key.as_ref()) {
-                continue;
-            }
-            let Ok(id) = ContainerId::parse(&key) else {
-                tracing::warn!(dir = %self.dir.display(), key = %key,
-                    "checkpoint store holds a key that is no container id; not mirrored");
-                continue;
-            };
-            let dir = mirror.create_container_dir(&id)?;
-            runtime::write_atomic(&dir.join(runtime::RECORD), &v)?;
-            mirrored += 1;
-        }
-        if mirrored > 0 {
-            tracing::info!(dir = %self.dir.display(), mirrored,
-                "mirrored checkpoint records missing from the runtime dir");
-        }
-        Ok(())
+        Ok((mirrored_keys, restored))
     }
 }
 

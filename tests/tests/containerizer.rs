@@ -560,3 +560,38 @@ async fn a_limitation_destroys_the_container_with_its_reason() {
     assert_eq!(t.signal, Some(9));
     c.remove(id).await.unwrap();
 }
+
+/// [`Limiter`], but saying its watch never resolves (`watches` false).
+struct QuietLimiter(Limiter);
+
+impl Isolator for QuietLimiter {
+    fn name(&self) -> &str {
+        "test/quiet-limiter"
+    }
+    fn watch(&mut self, id: &ContainerId) -> BoxFuture<'static, berth::isolators::Limitation> {
+        self.0.watch(id)
+    }
+    fn watches(&self) -> bool {
+        false
+    }
+}
+
+#[actix_rt::test]
+async fn an_isolator_that_says_it_never_watches_is_not_asked_to() {
+    let env = TestEnv::new("cz-nowatch");
+    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .default_isolators()
+        .isolator(QuietLimiter(Limiter))
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    // Outlives the 200 ms after which the limiter's watch would fire.
+    c.launch(id.clone(), sh("sleep 0.8")).await.unwrap();
+    let t = c.wait(id.clone()).await.unwrap();
+    assert_eq!(t.reason(), TerminationReason::Completed, "{t:?}");
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    c.remove(id).await.unwrap();
+}

@@ -164,6 +164,7 @@ fn apply_v2(
 impl Subsystem for Memory {
     const NAME: &'static str = NAME;
     const CONTROLLERS: &'static [&'static str] = &["memory"];
+    const WATCHES: bool = true;
 
     fn validate(id: &ContainerId, res: &Resources) -> Result<(), IsolatorError> {
         if res.memory_bytes > 0 && res.memory_bytes < MIN_LIMIT {

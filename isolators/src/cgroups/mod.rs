@@ -92,6 +92,9 @@ pub trait Subsystem: Send + Sync + 'static {
     const NAME: &'static str;
     /// The controllers it uses, by v1 name.
     const CONTROLLERS: &'static [&'static str];
+    /// Whether [`watch`](Subsystem::watch) can resolve (see
+    /// [`Isolator::watches`]).
+    const WATCHES: bool = false;
 
     /// Checks the resources before anything is created.
     fn validate(_id: &ContainerId, _res: &Resources) -> Result<(), IsolatorError> {
@@ -457,6 +460,10 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
 
     fn watch(&mut self, id: &ContainerId) -> BoxFuture<'static, Limitation> {
         S::watch(id.clone(), self.dirs(id))
+    }
+
+    fn watches(&self) -> bool {
+        S::WATCHES
     }
 
     fn limitation(&mut self, id: &ContainerId) -> IsolatorFuture<Option<Limitation>> {

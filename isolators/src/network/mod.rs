@@ -138,6 +138,10 @@ impl Isolator for CniNetwork {
         "network/cni"
     }
 
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn recover(
         &mut self,
         states: &[ContainerRecord],

@@ -87,6 +87,11 @@ impl Isolator for SeccompIsolator {
     fn name(&self) -> &str {
         "linux/seccomp"
     }
+
+    fn watches(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

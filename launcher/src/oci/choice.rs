@@ -9,7 +9,10 @@ use crate::{Forked, LaunchError, LaunchSpec, Launcher, ProcessStatus};
 use berth_state::{ContainerId, ContainerRecord, ExitStatus, RuntimeDir};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// What one launcher's recovery finds: its orphans.
+type Found = BoxFuture<'static, Result<Vec<ContainerId>, LaunchError>>;
 
 /// The name of berth's own launcher.
 pub const NATIVE: &str = "native";
@@ -145,11 +148,26 @@ impl Launcher for Runtimes {
         }
         // The runtimes first: a container one of them holds is its orphan
         // (the native launcher also sees its cgroups under berth's root).
-        let mut calls = Vec::new();
+        // Their runtime-dir scans share one listing and skip every
+        // recorded container (thousands, mostly native), not only their
+        // own.
+        let mut calls: Vec<(String, Found)> = Vec::new();
+        let shared = Arc::new(named.clone());
+        let listing: Arc<OnceLock<Result<Vec<ContainerId>, String>>> = Arc::default();
         for (name, l) in &self.oci {
+            let (engine, group) = (l.engine.clone(), groups.remove(name).unwrap_or_default());
+            let (recorded, listing) = (shared.clone(), listing.clone());
             calls.push((
                 name.clone(),
-                l.recover(groups.remove(name).unwrap_or_default()),
+                Box::pin(crate::engine::blocking(String::new(), move || {
+                    let listed =
+                        listing.get_or_init(|| engine.runtime.list().map_err(|e| e.to_string()));
+                    let listed = listed.as_ref().map_err(|message| LaunchError::Other {
+                        id: String::new(),
+                        message: message.clone(),
+                    })?;
+                    engine.recover_among(group, Some(&recorded), Some(listed))
+                })),
             ));
         }
         calls.push((
