@@ -103,6 +103,7 @@ pub struct ContainerizerBuilder {
     fetcher: Box<dyn Fetcher>,
     node: NodeOptions,
     supervisor_pool: usize,
+    supervisor_pool_once: bool,
 }
 
 /// Supervisors the default launcher keeps started ahead of their launch
@@ -148,6 +149,27 @@ impl ContainerizerBuilder {
     /// ```
     pub fn supervisor_pool(mut self, size: usize) -> Self {
         self.supervisor_pool = size;
+        self.supervisor_pool_once = false;
+        self
+    }
+
+    /// Instead of a pool kept topped up ([`supervisor_pool`](Self::supervisor_pool)):
+    /// `size` supervisors started at `build`, beside the store's open and
+    /// the recovery, and not replaced once taken. For a process that
+    /// launches a container or two and ends (`berth run` without an
+    /// agent): its launch finds its supervisor started, and none is left
+    /// unused to start and kill. An unclaimed one ends with the process.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), berth::ContainerizerError> {
+    /// let c = berth::Containerizer::builder("/var/lib/berth", "/run/berth")
+    ///     .supervisor_pool_once(1)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn supervisor_pool_once(mut self, size: usize) -> Self {
+        self.supervisor_pool = size;
+        self.supervisor_pool_once = true;
         self
     }
 
@@ -258,6 +280,7 @@ impl ContainerizerBuilder {
                 cfg.supervisor = self.supervisor.clone();
                 let mut native_cfg = cfg.clone();
                 native_cfg.supervisor_pool = self.supervisor_pool;
+                native_cfg.supervisor_pool_once = self.supervisor_pool_once;
                 let native: Arc<dyn Launcher> = Arc::new(
                     berth_launcher::LinuxLauncher::new(native_cfg)
                         .map_err(|e| setup("launcher", &e))?,
@@ -369,6 +392,7 @@ impl Containerizer {
             fetcher: Box::new(NoFetcher),
             node: NodeOptions::default(),
             supervisor_pool: DEFAULT_SUPERVISOR_POOL,
+            supervisor_pool_once: false,
         }
     }
 

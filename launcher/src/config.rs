@@ -32,6 +32,11 @@ pub struct LauncherConfig {
     /// their launch (see `berth_launcher::pool`); 0 starts each at its
     /// launch.
     pub supervisor_pool: usize,
+    /// The pool is started as soon as the supervisor's sealed copy exists
+    /// and is not topped up once taken from (a one-container process: a
+    /// cold `berth run`); otherwise it fills after the first launch and
+    /// is topped up after each.
+    pub supervisor_pool_once: bool,
 }
 
 impl LauncherConfig {
@@ -46,6 +51,7 @@ impl LauncherConfig {
             startup_timeout: Duration::from_secs(60),
             destroy_timeout: Duration::from_secs(30),
             supervisor_pool: 0,
+            supervisor_pool_once: false,
         }
     }
 

@@ -288,10 +288,14 @@ impl Engine {
         };
         // The native launcher's only: one pool per agent is enough, and
         // an OCI runtime's supervisor waits on the runtime anyway.
-        let pool = crate::pool::SupervisorPool::new(match kind {
+        let size = match kind {
             Kind::Linux(_) => cfg.supervisor_pool,
             _ => 0,
-        });
+        };
+        let pool = match cfg.supervisor_pool_once {
+            true => crate::pool::SupervisorPool::once(size),
+            false => crate::pool::SupervisorPool::new(size),
+        };
         let sealed = Arc::new(Mutex::new(None));
         if matches!(kind, Kind::Linux(_)) {
             // About 0.7 ms (a 1 MiB copy and its seals) that a cold
@@ -301,6 +305,7 @@ impl Engine {
             // launch to report.
             let slot = sealed.clone();
             let path = cfg.supervisor_path();
+            let pool = pool.clone();
             let _ = std::thread::Builder::new()
                 .name("berth-seal".into())
                 .spawn(move || {
@@ -310,7 +315,11 @@ impl Engine {
                             tracing::info!(path = %path.display(), bytes = s.size,
                                 took_us = s.took.as_micros() as u64,
                                 "sealed copy of the supervisor made");
-                            *slot = Some(Arc::new(s));
+                            let s = Arc::new(s);
+                            // A one-shot pool starts now, beside the rest
+                            // of the process's start.
+                            pool.start(&s);
+                            *slot = Some(s);
                         }
                     }
                 });

@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 
 /// Supervisors waiting for a request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SupervisorPool {
     inner: Arc<Inner>,
 }
@@ -38,6 +38,8 @@ struct Member {
 #[derive(Debug)]
 struct Inner {
     size: usize,
+    /// Filled once, never topped up (see `SupervisorPool::once`).
+    once: bool,
     members: Mutex<Vec<Member>>,
     /// Wakes the refill thread (started with the first claim, when the
     /// sealed copy exists); its end closing stops the thread.
@@ -46,12 +48,33 @@ struct Inner {
 
 impl SupervisorPool {
     pub(crate) fn new(size: usize) -> SupervisorPool {
+        Self::with(size, false)
+    }
+
+    /// `size` supervisors started by [`start`](Self::start) and not
+    /// replaced once taken: a process that launches one container starts
+    /// its supervisor beside its own start (store, recovery, provisioning)
+    /// and leaves none behind unused.
+    pub(crate) fn once(size: usize) -> SupervisorPool {
+        Self::with(size, true)
+    }
+
+    fn with(size: usize, once: bool) -> SupervisorPool {
         SupervisorPool {
             inner: Arc::new(Inner {
                 size,
+                once,
                 members: Mutex::new(Vec::new()),
                 refill: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Starts filling a one-shot pool (nothing for a topped-up one, which
+    /// fills after its first claim).
+    pub(crate) fn start(&self, exe: &Arc<SealedExe>) {
+        if self.inner.once && self.inner.size > 0 {
+            self.wake(exe);
         }
     }
 
@@ -94,7 +117,9 @@ impl SupervisorPool {
             }
             got
         };
-        self.wake(exe);
+        if !self.inner.once {
+            self.wake(exe);
+        }
         got
     }
 
@@ -148,6 +173,9 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
     // listening socket, then was refused).
     // SAFETY: a plain syscall.
     let idle = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER;
+    // A one-shot pool's member is wanted within milliseconds by the
+    // launch it was started for: at the caller's priority.
+    let idle = idle && !pool.upgrade().is_some_and(|p| p.once);
     loop {
         loop {
             let Some(inner) = pool.upgrade() else {
@@ -175,7 +203,7 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
                 }
             }
         }
-        if wakes.recv().is_err() {
+        if pool.upgrade().is_none_or(|p| p.once) || wakes.recv().is_err() {
             return;
         }
         // Claims that came while we filled need no wake of their own.

@@ -1247,3 +1247,38 @@ async fn a_launch_takes_a_supervisor_started_ahead_and_hands_it_the_stdio() {
         assert_eq!((status.code(), out.as_str()), (0, "two\n"));
     }
 }
+
+#[actix_rt::test]
+async fn a_one_shot_pool_starts_before_the_first_launch_and_is_not_topped_up() {
+    let env = TestEnv::new("supervisor_pool_once");
+    let mut cfg = config(&env);
+    cfg.supervisor_pool = 1;
+    cfg.supervisor_pool_once = true;
+    let l = LinuxLauncher::new(cfg).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = ticks_now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The first launch finds one waiting (a topped-up pool fills only
+    // after its first launch).
+    let (sup, code, out, err) = fork_with_pipes(&l, &env, "once-1").await;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "got-hello\n", "to-err\n")
+    );
+    assert!(
+        sup.start_time < before,
+        "the supervisor started at {}, at the launch ({before}), not ahead",
+        sup.start_time
+    );
+    // Taken, not replaced: the next launch spawns its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = ticks_now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (sup, code, _, _) = fork_with_pipes(&l, &env, "once-2").await;
+    assert_eq!(code, 3);
+    assert!(
+        sup.start_time >= before,
+        "the second supervisor started at {}, before the launch at {before}: the pool was topped up",
+        sup.start_time
+    );
+}

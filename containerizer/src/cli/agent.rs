@@ -338,12 +338,14 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
     }
     let node = &node;
     let t_open = std::time::Instant::now();
-    let c = crate::containerizer(cli, node, cmd.supervisor_pool).with_context(|| {
-        format!(
+    let c = crate::containerizer(cli, node, crate::Ahead::Pool(cmd.supervisor_pool)).with_context(
+        || {
+            format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()
         )
-    })?;
+        },
+    )?;
     tracing::info!(target: "berth::recovery", took_ms = t_open.elapsed().as_secs_f64() * 1e3, "store opened, actors started");
     let started = std::time::Instant::now();
     let summary = c.recover().await.context("recovering containers")?;

@@ -525,14 +525,21 @@ fn container_name(args: &RunArgs) -> String {
 
 /// The containerizer of `berth run` and `berth agent`, on the global
 /// options. A container's `--rootfs-backend` travels in its config.
-fn containerizer(
-    cli: &Cli,
-    node: &run_opts::NodeArgs,
-    supervisor_pool: usize,
-) -> Result<Containerizer> {
-    Ok(Containerizer::builder(&cli.root, &cli.runtime_dir)
-        .cgroup_root(&cli.cgroup_root)
-        .supervisor_pool(supervisor_pool)
+/// The supervisors started ahead of their launch: an agent's pool, kept
+/// topped up, or a one-container process's, started at once and not
+/// replaced.
+pub(crate) enum Ahead {
+    Pool(usize),
+    Once(usize),
+}
+
+fn containerizer(cli: &Cli, node: &run_opts::NodeArgs, ahead: Ahead) -> Result<Containerizer> {
+    let b = Containerizer::builder(&cli.root, &cli.runtime_dir);
+    let b = match ahead {
+        Ahead::Pool(n) => b.supervisor_pool(n),
+        Ahead::Once(n) => b.supervisor_pool_once(n),
+    };
+    Ok(b.cgroup_root(&cli.cgroup_root)
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))
@@ -543,8 +550,10 @@ fn containerizer(
 async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_signal()?;
-    // One container: a pool would only start supervisors nobody takes.
-    let c = containerizer(cli, node, 0)?;
+    // One container: its supervisor starts now, beside the store's open
+    // and the recovery; a pool kept topped up would start ones nobody
+    // takes.
+    let c = containerizer(cli, node, Ahead::Once(1))?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
