@@ -89,8 +89,8 @@ impl Handler<Recover> for ContainerizerActor {
                 let provisioner = act.provisioner.clone();
                 // Two copies of the records, not more (thousands of them,
                 // each with its config): the launcher's, and the one the
-                // isolators share once the launcher is done; `records`
-                // itself is adopted at the end.
+                // isolators share after it; `records` itself is adopted
+                // at the end.
                 let records_ids: Vec<Option<ContainerId>> =
                     records.iter().map(|r| r.id.clone()).collect();
                 let for_launcher = records.clone();
