@@ -147,9 +147,17 @@ async fn two_containers_talk(env: &TestEnv, ns: &TestNetns) {
     c.remove(bad).await.unwrap();
 
     let server = ContainerId::new(format!("{}-srv", env.name));
+    // The server's stdin is a FIFO it holds open itself, so it never reads
+    // EOF there: busybox nc half-closes the connection on stdin EOF, and a
+    // client that sees that EOF before its `echo` has written exits having
+    // sent nothing (the server then records "").
     c.launch(
         server.clone(),
-        sh("busybox nc -l -p 8080 > \"$BERTH_SANDBOX/got\"", "berthnet"),
+        sh(
+            "busybox mkfifo \"$BERTH_SANDBOX/in\" && exec 3<>\"$BERTH_SANDBOX/in\" && \
+             busybox nc -l -p 8080 <&3 > \"$BERTH_SANDBOX/got\"",
+            "berthnet",
+        ),
     )
     .await
     .unwrap();
