@@ -38,6 +38,14 @@ fn sizes(mode: &str) -> Sizes {
             shims: 2,
             big_mb: 5,
         },
+        "lifecycle" => Sizes {
+            runs: 100,
+            throughput: 0,
+            in_flight: 0,
+            recovery: vec![],
+            shims: 0,
+            big_mb: 0,
+        },
         "quick" => Sizes {
             runs: 30,
             throughput: 200,
@@ -92,9 +100,11 @@ fn main() {
         match a.as_str() {
             "--quick" => mode = "quick".into(),
             "--smoke" => mode = "smoke".into(),
+            "--lifecycle" => mode = "lifecycle".into(),
             "--json" => json = it.next().map(PathBuf::from),
             "-h" | "--help" => {
-                println!("usage: berth-bench [--quick|--smoke] [--json FILE]");
+                println!("usage: berth-bench [--quick|--smoke|--lifecycle] [--json FILE]");
+                println!("  --lifecycle: only the embedded lifecycle, its steps and runc's, interleaved (a quick check of a launch-path change)");
                 return;
             }
             other => {
@@ -145,6 +155,9 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
     let emb = berth::Dirs::new(base, "embedded");
     let image = berth::import(&emb, &layout, "berth-bench")?;
     let system = actix_rt::System::new();
+    if mode == "lifecycle" {
+        return lifecycle_only(&mut rep, &sz, &system, &emb, &image, base, &runc_true);
+    }
     step("berth (embedded): lifecycle, steps, throughput");
     let (times, phases, tput) = system.block_on(async {
         let c = berth::containerizer(&emb)?;
@@ -474,6 +487,61 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
     Ok(rep)
 }
 
+/// `--lifecycle`: berth's embedded lifecycle with its steps, then runc's,
+/// as in the full run (one after the other: runc's own teardown, e.g. of
+/// its network namespaces, goes on in the kernel after each run and
+/// would slow whichever runs next).
+fn lifecycle_only(
+    rep: &mut Report,
+    sz: &Sizes,
+    system: &actix_rt::SystemRunner,
+    emb: &berth::Dirs,
+    image: &str,
+    base: &Path,
+    runc_true: &Path,
+) -> Result<Report> {
+    step("berth (embedded): lifecycle");
+    let (times, phases) = system.block_on(async {
+        let c = berth::containerizer(emb)?;
+        c.recover().await?;
+        berth::lifecycle(&c, image, 1, "warm").await?;
+        berth::lifecycle(&c, image, sz.runs, "lc").await
+    })?;
+    step("runc run: lifecycle");
+    let runc_state = base.join("runc-state");
+    let mut runc = Vec::new();
+    for i in 0..sz.runs {
+        let t0 = Instant::now();
+        peers::runc_run(
+            &runc_state,
+            runc_true,
+            &format!("berth-bench-{}-{i}", std::process::id()),
+        )?;
+        runc.push(t0.elapsed());
+    }
+    rep.lifecycle_ms
+        .insert("berth (embedded API)".into(), Dist::of(&times));
+    rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));
+    let mut per_step: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in &phases {
+        for (name, ms) in p.steps() {
+            per_step.entry(name).or_default().push(ms);
+        }
+    }
+    for (name, mut v) in per_step {
+        rep.berth_step_p50_ms
+            .insert(name.into(), stats::median(&mut v));
+    }
+    let b = rep.lifecycle_ms["berth (embedded API)"].p50_ms;
+    rep.ratio_berth_to_runc_p50 = b / rep.lifecycle_ms["runc run"].p50_ms;
+    rep.targets = vec![(
+        "lifecycle p50 ≤ 1/4 of runc's".into(),
+        format!("{:.3}×", rep.ratio_berth_to_runc_p50),
+        rep.ratio_berth_to_runc_p50 <= 0.25,
+    )];
+    Ok(std::mem::take(rep))
+}
+
 fn table(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "\n## berth-bench ({} mode)\n", r.mode);
@@ -488,6 +556,17 @@ fn table(r: &Report) -> String {
             "| {k} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
             d.n, d.min_ms, d.p50_ms, d.p90_ms, d.max_ms
         );
+    }
+    if r.mode == "lifecycle" {
+        let _ = writeln!(
+            s,
+            "\nberth/runc p50: {:.3}×\n\n### Where berth's time goes (p50, ms)\n\n| step | p50 |\n|---|---:|",
+            r.ratio_berth_to_runc_p50
+        );
+        for (k, v) in &r.berth_step_p50_ms {
+            let _ = writeln!(s, "| {k} | {v:.3} |");
+        }
+        return s;
     }
     let _ = writeln!(
         s,
