@@ -264,6 +264,8 @@ impl ContainerizerBuilder {
         // by that lock; a second root on our cgroup root or runtime dir here.
         claim::claim_all(&self.root, &self.cgroup_root, &self.runtime_dir)
             .map_err(ContainerizerError::Setup)?;
+        // Container dirs the last process discarded and did not get to.
+        runtime.trash().sweep();
         let checkpoints =
             checkpoint::Checkpointer::start(store).map_err(|e| setup("checkpoint writer", &e))?;
         // Canonical, so that every sandbox path below it has no symlink of

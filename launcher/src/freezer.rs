@@ -196,6 +196,15 @@ impl Freezer {
 }
 
 fn kill_v1(dir: &Path, deadline: Instant) -> Result<(), FreezerError> {
+    // Nothing to kill, the usual case (the command exited, and with it
+    // its pid namespace): no freeze. Freezing and thawing flip a kernel
+    // static key while nothing else on the node is frozen, patching the
+    // kernel's text on every CPU (~0.5 ms of each destroy here). A task
+    // that joins after this look makes the rmdir fail busy, and the
+    // destroy, retried, finds it here.
+    if all_pids(dir).is_empty() {
+        return Ok(());
+    }
     loop {
         // Freezing first stops a fork bomb from outrunning the kill loop.
         let frozen = freeze_v1(dir, "FROZEN", Duration::from_secs(1))?;

@@ -102,6 +102,9 @@ pub fn mount(rootfs: &Path, u: &Userns<'_>) -> StepResult {
         sys::fsconfig_set_fd(&fs, key, &fd)
             .map_err(|e| StepError::io(format!("overlay {key:?}"), e))?;
     }
+    // As the provisioner's overlay: no sync of the upper filesystem,
+    // which this mount's teardown (the container's last exit) would do.
+    sys::fsconfig_set_flag(&fs, c"volatile").map_err(|e| StepError::io("overlay volatile", e))?;
     // Overlay keeps the creator's credentials for its upper-layer work:
     // this runs as the container's root (see `as_container_root`).
     sys::fsconfig_create(&fs).map_err(|e| StepError::io("create the idmapped overlay", e))?;

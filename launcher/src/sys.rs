@@ -189,6 +189,7 @@ pub fn move_mount_to_fd(
 
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSMOUNT_CLOEXEC: u32 = 1;
+const FSCONFIG_SET_FLAG: u32 = 0;
 const FSCONFIG_SET_FD: u32 = 5;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 
@@ -221,6 +222,29 @@ pub fn fsconfig_set_fd(
             key.as_ptr(),
             std::ptr::null::<libc::c_char>(),
             fd.as_raw_fd(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fsconfig(fs, FSCONFIG_SET_FLAG, key, NULL, 0)`: a flag option.
+pub fn fsconfig_set_flag(
+    fs: &impl std::os::fd::AsRawFd,
+    key: &std::ffi::CStr,
+) -> std::io::Result<()> {
+    // SAFETY: a valid fd, a NUL-terminated key, NULL value and zero aux
+    // as the call requires.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
         )
     };
     if r < 0 {

@@ -37,7 +37,17 @@ pub fn mount_rootfs(cdir: &Path, layers: &[PathBuf]) -> Result<()> {
     }
     // Overlay lists the top layer first.
     let lower: Vec<String> = (0..layers.len()).rev().map(|i| format!("l/{i}")).collect();
-    let data = format!("lowerdir={},upperdir=upper,workdir=work", lower.join(":"));
+    // `volatile`: no sync of the upper filesystem, ever. Without it the
+    // overlay's unmount at every destroy syncs the whole filesystem the
+    // upper dir lives on (~0.7 ms of each destroy here, and every dirty
+    // page of that disk written out), and a container's fsync reaches the
+    // disk. Nothing in an upper dir outlives its container: after a host
+    // crash recovery destroys the container and discards the dir, never
+    // mounting it again (which a volatile upper would refuse).
+    let data = format!(
+        "lowerdir={},upperdir=upper,workdir=work,volatile",
+        lower.join(":")
+    );
     let cdir2 = cdir.to_path_buf();
     let rootfs = cdir.join("rootfs");
     std::thread::spawn(move || -> Result<()> {

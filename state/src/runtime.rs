@@ -49,6 +49,10 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
+    /// Taking a container's dir out of its place (see
+    /// [`RuntimeDir::remove_container_dir`]).
+    #[error(transparent)]
+    Discard(#[from] crate::safe_path::SafePathError),
     #[error("{path} is malformed ({why}): {content:?}")]
     Malformed {
         path: PathBuf,
@@ -184,19 +188,20 @@ impl RuntimeDir {
         Ok(dir)
     }
 
-    /// Removes the directory of container `id` (and of its nested ones).
-    /// Removing an absent directory is fine.
+    /// Removes the directory of container `id` (and of its nested ones):
+    /// one rename into [`trash`](Self::trash) now, the unlinks (each a
+    /// disk write where this dir is not a tmpfs) on the trash thread.
+    /// Nothing waits for them: a new container of the same id makes a new
+    /// dir. Removing an absent directory is fine.
     pub fn remove_container_dir(&self, id: &ContainerId) -> Result<(), RuntimeError> {
-        let dir = self.container_dir(id);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(RuntimeError::Io {
-                op: "remove",
-                path: dir,
-                source,
-            }),
-        }
+        Ok(self.trash().discard(&self.container_dir(id))?)
+    }
+
+    /// Where removed container dirs wait for the trash thread: beside
+    /// `containers` (whose names are ids), on the same filesystem. What a
+    /// process left there, the next agent's start sweeps.
+    pub fn trash(&self) -> crate::trash::Trash {
+        crate::trash::Trash::new(self.root.join("trash"))
     }
 
     /// Every container id with a directory here, nested ones included
@@ -517,6 +522,31 @@ mod tests {
         assert_eq!(ids, vec!["a", "a/b"]);
         rt.remove_container_dir(&ContainerId::new("a")).unwrap();
         assert!(rt.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_removed_container_dir_leaves_at_once_and_its_files_go_on_the_trash_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap().join("rt");
+        let rt = RuntimeDir::open(&root).unwrap();
+        let id = ContainerId::new("gone");
+        let d = rt.create_container_dir(&id).unwrap();
+        fs::write(d.join(EXIT_STATUS), "exited 0 1").unwrap();
+        rt.create_container_dir(&id.child("nested")).unwrap();
+        rt.remove_container_dir(&id).unwrap();
+        assert!(!d.exists());
+        assert!(rt.list().unwrap().is_empty());
+        crate::trash::flush();
+        assert_eq!(fs::read_dir(root.join("trash")).unwrap().count(), 0);
+        // Absent: fine, and a new one of the same id is a new dir.
+        rt.remove_container_dir(&id).unwrap();
+        assert!(rt
+            .create_container_dir(&id)
+            .unwrap()
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]

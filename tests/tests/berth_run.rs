@@ -28,6 +28,28 @@ fn pid_one_and_exit_code() {
 }
 
 #[test]
+fn runtime_dirs_go_by_the_trash_and_a_dead_runs_leftovers_are_swept() {
+    let env = TestEnv::new("run-rttrash");
+    // What a process killed before its trash thread finished left there.
+    let left = env.runtime_dir.join("trash/run-x.999.0/containers/y");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("exit-status"), "exited 0 1").unwrap();
+    let out = berth_run(&env, &["--name", &env.name, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // The run's own container dir went too, and nothing waits in the trash.
+    let containers: Vec<_> = std::fs::read_dir(env.runtime_dir.join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(containers.is_empty(), "{containers:?}");
+    let trash: Vec<_> = std::fs::read_dir(env.runtime_dir.join("trash"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(trash.is_empty(), "{trash:?}");
+}
+
+#[test]
 fn killed_by_signal_exits_128_plus_n_and_json_says_so() {
     let env = TestEnv::new("run-kill");
     // The command is pid 1 of its namespace (which the kernel shields from

@@ -705,6 +705,16 @@ fn containers_share_cached_layers_and_keep_writes_in_their_upper() {
         .rootfs;
     let unpacked = fs::read_to_string(&log).unwrap();
     assert_eq!(unpacked.lines().count(), 3, "{unpacked}");
+    // Volatile: its unmount at the destroy does not sync the disk.
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mi
+        .lines()
+        .find(|l| l.split(' ').nth(4) == ra.to_str())
+        .unwrap_or_else(|| panic!("{} is not a mount point", ra.display()));
+    assert!(
+        line.contains(" - overlay ") && line.contains("volatile"),
+        "{line}"
+    );
     let layers = env.path("store/layers");
     let stamp = |d: &Path| {
         let mut v: Vec<_> = fs::read_dir(d)

@@ -124,6 +124,7 @@ pub fn retire(cli: &Cli) -> Result<i32> {
         // What berth made there, if nothing else is left in it.
         let _ = std::fs::remove_dir(cli.runtime_dir.join("containers"));
         let _ = std::fs::remove_dir_all(cli.runtime_dir.join("seccomp"));
+        let _ = berth_state::safe_path::remove_tree(&cli.runtime_dir.join("trash"));
         if std::fs::remove_dir(&cli.runtime_dir).is_ok() {
             removed.push(cli.runtime_dir.clone());
         }
