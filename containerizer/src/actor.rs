@@ -85,6 +85,11 @@ pub(crate) struct Container {
     pub stop_grace_ms: Option<u64>,
     /// Set for a container made by `berth restore`.
     pub restore: Option<crate::checkpoint_criu::RestorePlan>,
+    /// PREPARING's write, queued when the prepares began and waited for
+    /// only before the fork (a record that never reached PREPARING says
+    /// no supervisor can exist).
+    pub preparing_written:
+        Option<futures::future::BoxFuture<'static, Result<(), ContainerizerError>>>,
 }
 
 impl Container {
@@ -115,6 +120,7 @@ impl Container {
             sandbox_identity: None,
             stop_grace_ms: None,
             restore: None,
+            preparing_written: None,
         }
     }
 

@@ -126,13 +126,23 @@ impl ContainerizerActor {
         }))
     }
 
-    /// DESTROYING is checkpointed first: after a crash the destroy resumes.
+    /// DESTROYING is checkpointed first: after a crash the destroy resumes
+    /// with its cause. The destroy of a command that exited does not wait
+    /// for that write: its cause is in the exit status the supervisor
+    /// wrote in the runtime dir, which stays until TERMINATED is durable
+    /// (the writer keeps the order), and a crash before the write leaves
+    /// a record whose command is gone, which recovery destroys the same.
     fn stage_mark_destroying(&mut self, id: &ContainerId) -> Stage {
         match self.get(id) {
             Ok(c) if c.state() == ContainerState::Destroying => done(Ok(())),
-            Ok(_) => {
+            Ok(c) => {
+                let exited = matches!(c.cause, Some(Cause::Exited));
                 if let Ok(c) = self.get_mut(id) {
                     c.record.destroy_cause = c.cause.as_ref().map(Cause::to_record);
+                }
+                if exited {
+                    self.transition_in_background(id, ContainerState::Destroying);
+                    return done(Ok(()));
                 }
                 Box::pin(
                     self.transition(id, ContainerState::Destroying)
@@ -284,7 +294,8 @@ impl ContainerizerActor {
             // has not arrived: ask before the cleanups remove the evidence.
             let mut limitation = None;
             if exited {
-                for (_, h) in handles.iter().rev() {
+                // Only an isolator that watches can have limited it.
+                for (_, h) in handles.iter().rev().filter(|(_, h)| h.watches()) {
                     let asked = timed(
                         &inflight,
                         &id2,

@@ -170,6 +170,15 @@ impl ContainerizerActor {
             id: Some(id.clone()),
             config: Some(config),
             sandbox_dir: sandbox.display().to_string(),
+            // In STARTING's (waited) write already, so PREPARING's need not
+            // be waited for: after a crash every isolator that may have
+            // prepared is cleaned (one that never saw the container
+            // tolerates its cleanup, as after any crash).
+            prepared_isolators: self
+                .isolators
+                .iter()
+                .map(|i| i.name().to_string())
+                .collect(),
             ..Default::default()
         };
         self.publish_state(&id, ContainerState::Starting, None);
@@ -358,26 +367,13 @@ impl ContainerizerActor {
                 )
             }
             Step::Preparing => {
-                let names: Vec<String> = self
-                    .isolators
-                    .iter()
-                    .map(|i| i.name().to_string())
-                    .collect();
-                let rec = match self.get_mut(&id) {
-                    Ok(c) => {
-                        // Checkpointed before any prepare runs, so after a
-                        // crash every isolator that may have prepared is cleaned.
-                        c.record.prepared_isolators = names;
-                        c.enter(ContainerState::Preparing)
-                    }
-                    Err(e) => return ready(Err(e)),
-                };
-                self.publish_state(&id, ContainerState::Preparing, None);
-                let cp = self.checkpoint(rec);
-                Box::pin(
-                    cp.map(|r| r.map(|_| Some(Step::Prepare(0))))
-                        .into_actor(self),
-                )
+                // Waited for only before the fork: STARTING's write listed
+                // every isolator as prepared (see `admit`).
+                let w = self.transition(&id, ContainerState::Preparing);
+                if let Ok(c) = self.get_mut(&id) {
+                    c.preparing_written = Some(w);
+                }
+                ready(Ok(Some(Step::Prepare(0))))
             }
             Step::Prepare(i) if i == self.isolators.len() => ready(Ok(Some(Step::Fork))),
             Step::Prepare(i) => {
@@ -419,13 +415,19 @@ impl ContainerizerActor {
                     Ok(s) => s,
                     Err(e) => return ready(Err(e)),
                 };
-                let fork = timed(
-                    &self.inflight,
-                    &id,
-                    CallKind::Launch,
-                    "launcher",
-                    self.launcher.fork(spec),
-                );
+                let written = self
+                    .get_mut(&id)
+                    .ok()
+                    .and_then(|c| c.preparing_written.take());
+                let (launcher, inflight, id2) =
+                    (self.launcher.clone(), self.inflight.clone(), id.clone());
+                let fork = async move {
+                    if let Some(w) = written {
+                        w.await.map_err(|e| e.to_string())?;
+                    }
+                    let fork = launcher.fork(spec);
+                    timed(&inflight, &id2, CallKind::Launch, "launcher", fork).await
+                };
                 Box::pin(fork.into_actor(self).then(move |r, act, _| {
                     let forked = match r {
                         Ok(f) => f,

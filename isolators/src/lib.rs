@@ -238,10 +238,11 @@ pub trait Isolator: Send + 'static {
 
     /// Whether [`watch`](Isolator::watch) can ever resolve. Asked once,
     /// when the isolator is registered: only isolators that say `true` (the
-    /// default) are asked to watch each running container, which spares
-    /// the others a call and a task per container (thousands of them at
-    /// an agent's restart). Say `false` only when `watch` keeps the
-    /// default.
+    /// default) are asked to watch each running container, and for a
+    /// [`limitation`](Isolator::limitation) once a command exited, which
+    /// spares the others a call and a task per container (thousands of
+    /// them at an agent's restart) and a call per exit. Say `false` only
+    /// when `watch` and `limitation` keep their defaults.
     ///
     /// ```
     /// use berth_isolators::Isolator;

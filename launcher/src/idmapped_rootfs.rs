@@ -4,9 +4,11 @@
 //! An overlay mount itself cannot be idmapped (`mount_setattr` says
 //! EINVAL), but its layers can: in the init's own mount namespace, a
 //! second overlay is made over the same layers — each lower layer and the
-//! dir holding `upper` and `work` cloned (`open_tree`) and idmapped with
-//! the container's user namespace, handed to overlay by fd
-//! (`lowerdir+`, `upperdir`, `workdir`) — and stacked on the rootfs. Its
+//! dir holding `upper` and `uwork` (a work dir of its own: the
+//! provisioner's volatile overlay marks `work` as unusable by any other
+//! mount) cloned (`open_tree`) and idmapped with the container's user
+//! namespace, handed to overlay by fd (`lowerdir+`, `upperdir`,
+//! `workdir`), volatile too — and stacked on the rootfs. Its
 //! superblock is created with the container root's host ids as fsuid and
 //! fsgid (capabilities kept): overlay does its upper-layer work with the
 //! creator's credentials, and the host's root has no id in the idmapping.
@@ -26,6 +28,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// The idmapped overlay's work dir, beside the provisioner's `work`.
+const IDMAPPED_WORK: &str = "uwork";
+const IDMAPPED_WORK_C: &std::ffi::CStr = c"uwork";
 
 /// Whether `rootfs` is a provisioner overlay this module can rebuild.
 pub fn is_overlay(rootfs: &Path) -> bool {
@@ -84,9 +90,24 @@ pub fn mount(rootfs: &Path, u: &Userns<'_>) -> StepResult {
             .map_err(|e| StepError::io(format!("overlay lowerdir+ {}", link.display()), e))?;
         held.push(layer);
     }
+    // A work dir of its own: the provisioner's overlay is volatile, which
+    // marks `work` (`work/incompat/volatile`) and overlay then refuses that
+    // work dir to any other mount. The container's dir is berth's own.
+    // Root's on disk as `work` is (made under the container root's fsuid,
+    // it would be that id's, which the idmapped mount shows as nobody's,
+    // and overlay would fall back to a read-only mount).
+    let uwork = cdir.join(IDMAPPED_WORK);
+    match std::fs::create_dir(&uwork) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(StepError::io(format!("create {}", uwork.display()), e))
+        }
+        _ => {}
+    }
+    std::os::unix::fs::chown(&uwork, Some(0), Some(0))
+        .map_err(|e| StepError::io(format!("chown {} to root", uwork.display()), e))?;
     // Upper and work must lie on one mount: the dir holding both.
     let holder = idmapped(cdir, u)?;
-    for (key, name) in [(c"upperdir", c"upper"), (c"workdir", c"work")] {
+    for (key, name) in [(c"upperdir", c"upper"), (c"workdir", IDMAPPED_WORK_C)] {
         let fd = nix::fcntl::openat(
             Some(holder.as_raw_fd()),
             name,
