@@ -179,16 +179,17 @@ fn supervise(mut control: UnixStream) -> i32 {
     }
     let rt = PathBuf::from(&req.runtime_dir);
     let me = std::process::id() as i32;
-    if let Err(e) = ProcessRef::of(me)
+    let sup_ref = match ProcessRef::of(me)
         .map_err(|e| e.to_string())
         .and_then(|p| p.ok_or_else(|| "no /proc entry for myself".to_string()))
         .and_then(|p| {
             runtime::write_pid_file(&rt.join(runtime::SUPERVISOR_PID), &p)
+                .map(|()| p)
                 .map_err(|e| e.to_string())
-        })
-    {
-        fail_early(control, 0, &format!("write supervisor.pid: {e}"));
-    }
+        }) {
+        Ok(p) => p,
+        Err(e) => fail_early(control, 0, &format!("write supervisor.pid: {e}")),
+    };
 
     // Out of the agent's cgroups (its service's, under a service manager),
     // before the init is forked: the init starts here too, then joins the
@@ -243,6 +244,12 @@ fn supervise(mut control: UnixStream) -> i32 {
         }
     };
     let mut status_r = fs::File::from(status_r);
+    // While the init sets itself up: its start time (which tells it from
+    // a later process with its pid) and its pid file.
+    let init_ref = ProcessRef::of(init.as_raw()).ok().flatten();
+    if let Some(r) = &init_ref {
+        let _ = runtime::write_pid_file(&rt.join(runtime::INIT_PID), r);
+    }
 
     // The init reports READY, or an error, or dies.
     let mut first = [0u8; 1];
@@ -291,9 +298,7 @@ fn supervise(mut control: UnixStream) -> i32 {
             }
         }
     }
-    let init_ref = ProcessRef::of(init.as_raw()).ok().flatten();
-    let sup_ref = ProcessRef::of(me).ok().flatten();
-    let (Some(init_ref), Some(sup_ref)) = (init_ref, sup_ref) else {
+    let Some(init_ref) = init_ref else {
         let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
         let _ = waitpid(init, None);
         let message = "the container's init vanished before it was released".to_string();
@@ -301,7 +306,6 @@ fn supervise(mut control: UnixStream) -> i32 {
         let _ = control.write_all(Reply::Failed { errno: 0, message }.encode().as_bytes());
         return 1;
     };
-    let _ = runtime::write_pid_file(&rt.join(runtime::INIT_PID), &init_ref);
     let _ = control.write_all(
         Reply::Ready {
             supervisor: sup_ref,
