@@ -699,12 +699,19 @@ fn a_container_with_a_volume_and_a_cni_network_restores_with_both() {
                 Duration::from_secs(20),
                 || std::fs::read_to_string(vol.join("ip")).is_ok_and(|s| s.contains(&ip_b)),
             );
-            let after: u64 = std::fs::read_to_string(vol.join("tick"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            assert!(after > tick, "the tick goes on from {tick}: {after}");
+            // The loop writes the address first and the tick right after:
+            // read between the two, the tick is still the source's.
+            let read_tick = || -> u64 {
+                std::fs::read_to_string(vol.join("tick"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            wait_until(
+                &format!("the tick to go on from {tick}"),
+                Duration::from_secs(20),
+                || read_tick() > tick,
+            );
             // Its stdout goes on from the source's last line.
             let last = printed(&src, &name).last().copied();
             let first = printed(&dst, &moved);
