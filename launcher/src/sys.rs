@@ -207,27 +207,38 @@ pub fn fsopen(fstype: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     new_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
 }
 
-/// `fsconfig(fs, FSCONFIG_SET_FD, key, NULL, fd)`.
-pub fn fsconfig_set_fd(
+/// `fsconfig(fs, cmd, key, NULL, aux)`: every use here passes no value.
+fn fsconfig(
     fs: &impl std::os::fd::AsRawFd,
-    key: &std::ffi::CStr,
-    fd: &impl std::os::fd::AsRawFd,
+    cmd: u32,
+    key: Option<&std::ffi::CStr>,
+    aux: i32,
 ) -> std::io::Result<()> {
-    // SAFETY: valid fds, a NUL-terminated key, a NULL value as the call requires.
+    // SAFETY: a valid fd, a NUL-terminated key or NULL, and a NULL value,
+    // as each of the commands used here requires.
     let r = unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             fs.as_raw_fd(),
-            FSCONFIG_SET_FD,
-            key.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            fd.as_raw_fd(),
+            cmd,
+            key.map_or(std::ptr::null(), |k| k.as_ptr()),
+            std::ptr::null::<libc::c_void>(),
+            aux,
         )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `fsconfig(fs, FSCONFIG_SET_FD, key, NULL, fd)`.
+pub fn fsconfig_set_fd(
+    fs: &impl std::os::fd::AsRawFd,
+    key: &std::ffi::CStr,
+    fd: &impl std::os::fd::AsRawFd,
+) -> std::io::Result<()> {
+    fsconfig(fs, FSCONFIG_SET_FD, Some(key), fd.as_raw_fd())
 }
 
 /// `fsconfig(fs, FSCONFIG_SET_FLAG, key, NULL, 0)`: a flag option.
@@ -235,41 +246,12 @@ pub fn fsconfig_set_flag(
     fs: &impl std::os::fd::AsRawFd,
     key: &std::ffi::CStr,
 ) -> std::io::Result<()> {
-    // SAFETY: a valid fd, a NUL-terminated key, NULL value and zero aux
-    // as the call requires.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_FLAG,
-            key.as_ptr(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    fsconfig(fs, FSCONFIG_SET_FLAG, Some(key), 0)
 }
 
 /// `fsconfig(fs, FSCONFIG_CMD_CREATE, …)`: makes the superblock.
 pub fn fsconfig_create(fs: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
-    // SAFETY: a valid fd; the command takes no key, value or aux.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    fsconfig(fs, FSCONFIG_CMD_CREATE, None, 0)
 }
 
 /// `fsmount(fs, FSMOUNT_CLOEXEC, 0)`: a detached mount of the superblock.

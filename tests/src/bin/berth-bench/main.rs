@@ -172,16 +172,7 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
         .insert("berth (embedded API)".into(), Dist::of(&times));
     rep.throughput_per_s
         .insert("berth (embedded API)".into(), tput);
-    let mut per_step: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for p in &phases {
-        for (name, ms) in p.steps() {
-            per_step.entry(name).or_default().push(ms);
-        }
-    }
-    for (name, mut v) in per_step {
-        rep.berth_step_p50_ms
-            .insert(name.into(), stats::median(&mut v));
-    }
+    rep.berth_step_p50_ms = step_medians(&phases);
     rep.cached_provision_ms = rep
         .berth_step_p50_ms
         .get("PROVISIONING")
@@ -487,6 +478,20 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
     Ok(rep)
 }
 
+/// The p50 of each of berth's steps over `phases`.
+fn step_medians(phases: &[berth::Phases]) -> BTreeMap<String, f64> {
+    let mut per_step: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in phases {
+        for (name, ms) in p.steps() {
+            per_step.entry(name).or_default().push(ms);
+        }
+    }
+    per_step
+        .into_iter()
+        .map(|(name, mut v)| (name.to_string(), stats::median(&mut v)))
+        .collect()
+}
+
 /// `--lifecycle`: berth's embedded lifecycle with its steps, then runc's,
 /// as in the full run (one after the other: runc's own teardown, e.g. of
 /// its network namespaces, goes on in the kernel after each run and
@@ -522,16 +527,7 @@ fn lifecycle_only(
     rep.lifecycle_ms
         .insert("berth (embedded API)".into(), Dist::of(&times));
     rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));
-    let mut per_step: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for p in &phases {
-        for (name, ms) in p.steps() {
-            per_step.entry(name).or_default().push(ms);
-        }
-    }
-    for (name, mut v) in per_step {
-        rep.berth_step_p50_ms
-            .insert(name.into(), stats::median(&mut v));
-    }
+    rep.berth_step_p50_ms = step_medians(&phases);
     let b = rep.lifecycle_ms["berth (embedded API)"].p50_ms;
     rep.ratio_berth_to_runc_p50 = b / rep.lifecycle_ms["runc run"].p50_ms;
     rep.targets = vec![(
