@@ -245,17 +245,7 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
         .insert("berth run (agent)".into(), Dist::of(&runs));
 
     step("runc run: lifecycle");
-    let runc_state = base.join("runc-state");
-    let mut runc = Vec::new();
-    for i in 0..sz.runs {
-        let t0 = Instant::now();
-        peers::runc_run(
-            &runc_state,
-            &runc_true,
-            &format!("berth-bench-{}-{i}", std::process::id()),
-        )?;
-        runc.push(t0.elapsed());
-    }
+    let runc = peers::runc_lifecycles(base, &runc_true, sz.runs)?;
     rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));
 
     step("containerd (ctr run --rm): lifecycle, throughput, shim memory");
@@ -513,17 +503,7 @@ fn lifecycle_only(
         berth::lifecycle(&c, image, sz.runs, "lc").await
     })?;
     step("runc run: lifecycle");
-    let runc_state = base.join("runc-state");
-    let mut runc = Vec::new();
-    for i in 0..sz.runs {
-        let t0 = Instant::now();
-        peers::runc_run(
-            &runc_state,
-            runc_true,
-            &format!("berth-bench-{}-{i}", std::process::id()),
-        )?;
-        runc.push(t0.elapsed());
-    }
+    let runc = peers::runc_lifecycles(base, runc_true, sz.runs)?;
     rep.lifecycle_ms
         .insert("berth (embedded API)".into(), Dist::of(&times));
     rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));

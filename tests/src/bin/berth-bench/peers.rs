@@ -8,6 +8,26 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `runc run` of the bundle as container `id`; returns when it exited.
+/// `runs` timed `runc run`s of `bundle`, state under `base`.
+pub fn runc_lifecycles(
+    base: &Path,
+    bundle: &Path,
+    runs: usize,
+) -> Result<Vec<std::time::Duration>> {
+    let state = base.join("runc-state");
+    let mut v = Vec::new();
+    for i in 0..runs {
+        let t0 = std::time::Instant::now();
+        runc_run(
+            &state,
+            bundle,
+            &format!("berth-bench-{}-{i}", std::process::id()),
+        )?;
+        v.push(t0.elapsed());
+    }
+    Ok(v)
+}
+
 pub fn runc_run(state: &Path, bundle: &Path, id: &str) -> Result<()> {
     let st = Command::new("runc")
         .arg("--root")
