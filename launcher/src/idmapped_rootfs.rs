@@ -103,7 +103,7 @@ pub fn mount(rootfs: &Path, u: &Userns<'_>) -> StepResult {
         }
         _ => {}
     }
-    std::os::unix::fs::chown(&uwork, Some(0), Some(0))
+    std::os::unix::fs::lchown(&uwork, Some(0), Some(0))
         .map_err(|e| StepError::io(format!("chown {} to root", uwork.display()), e))?;
     // Upper and work must lie on one mount: the dir holding both.
     let holder = idmapped(cdir, u)?;
