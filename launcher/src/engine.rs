@@ -759,9 +759,11 @@ impl Engine {
     pub(crate) fn kill(&self, id: &ContainerId, signal: i32) -> Result<(), LaunchError> {
         let _span = tracing::info_span!("launcher.kill", container = %id, signal).entered();
         if let Kind::Oci(rt) = &self.kind {
-            // runsc's init is its sandbox: only the runtime reaches the command.
+            // runsc's init is its sandbox: only the runtime reaches the
+            // command. A signal right after the launch may find the
+            // supervisor's `start` still running.
             return rt
-                .kill(&id.to_string(), signal, false)
+                .kill_once_started(&id.to_string(), signal, self.cfg.destroy_timeout)
                 .map_err(|e| other(id, e.to_string()));
         }
         let Some(forked) = self.refs(id) else {
@@ -805,8 +807,15 @@ impl Engine {
                 }
             }
             Kind::Oci(rt) => {
-                rt.kill(&id.to_string(), libc::SIGKILL, true)
-                    .map_err(|e| other(id, e.to_string()))?;
+                match rt.kill(&id.to_string(), libc::SIGKILL, true) {
+                    Ok(()) => {}
+                    // runsc will not signal a container not yet started
+                    // (its `start` may be racing this destroy): its init,
+                    // the sandbox, is killed by pidfd below, and with it
+                    // everything the sandbox runs.
+                    Err(e) if crate::oci::runtime::not_started(&e.why) => {}
+                    Err(e) => return Err(other(id, e.to_string())),
+                }
                 crate::failpoint::hit("oci:after-kill");
                 // A runtime's init not yet started (or one the runtime
                 // lost) is the supervisor's child: kill it by pidfd too.

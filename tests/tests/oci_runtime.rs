@@ -424,6 +424,87 @@ per_runtime!(agent_kill_stats_update_and_recovery: native, runc, runsc);
 per_runtime!(failpoints_in_the_runtime_steps: runc, runsc);
 per_runtime!(network_none_is_the_isolators_netns: native, runc, runsc);
 
+/// A launch returns once the supervisor is told to release the init; the
+/// runtime's `start` may still be under way. runsc refuses to signal a
+/// container in state `created`, so a signal or a destroy right after the
+/// launch must wait for the start or kill the sandbox itself (CI once
+/// left a destroy stuck in DESTROYING). A wrapper holds every `start`
+/// half a second to make the race certain.
+#[test]
+fn runsc_signal_and_destroy_right_after_launch() {
+    require_runtime("runsc");
+    let env = TestEnv::new("oci-slowstart");
+    // Named runsc: berth knows gVisor by its binary's name.
+    let dir = env.path("slow");
+    std::fs::create_dir(&dir).unwrap();
+    let wrapper = dir.join("runsc");
+    let runsc = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v runsc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a; do [ \"$a\" = start ] && sleep 0.5; done\nexec {} \"$@\"\n",
+            runsc.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("slowsc={}", wrapper.display());
+    let agent = env.start_agent_with("", &["--runtime-path", &path]);
+    let launch = |id: &str| {
+        client(
+            &env,
+            &agent,
+            &[
+                "launch",
+                "--runtime",
+                "slowsc",
+                "--name",
+                id,
+                "--",
+                "sleep",
+                "1000",
+            ],
+            0,
+        )
+    };
+    // A signal while `start` runs reaches the command once it started.
+    launch("signalled");
+    client(&env, &agent, &["kill", "signalled", "-s", "KILL"], 0);
+    let t = json(&client(&env, &agent, &["wait", "signalled", "--json"], 137));
+    assert_eq!(t["exit_code"], 137, "{t}");
+    // A destroy while `start` runs ends the container.
+    launch("destroyed");
+    client(&env, &agent, &["destroy", "destroyed"], 0);
+    let ps = env.ps_json(&agent);
+    for c in &ps {
+        assert!(
+            c["state"] == "TERMINATED" || c["state"] == "DESTROYED",
+            "{c}"
+        );
+    }
+    client(&env, &agent, &["rm", "signalled"], 0);
+    client(&env, &agent, &["rm", "destroyed"], 0);
+    agent.terminate();
+    let leaks = env.leaks();
+    assert!(leaks.is_empty(), "leaks: {leaks:#?}");
+    let root = env.runtime_dir.join("oci").join("slowsc");
+    let out = std::process::Command::new(runsc.trim())
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "", "runsc still lists containers");
+}
+
 #[test]
 fn runsc_reports_gvisors_kernel_and_refuses_what_gvisor_lacks() {
     require_runtime("runsc");

@@ -118,6 +118,33 @@ impl OciRuntime {
         }
     }
 
+    /// As [`kill`](Self::kill), for a container whose `start` may still be
+    /// under way in its supervisor (a launch returns once the release is
+    /// sent): runsc refuses to signal a container in state `created`, so
+    /// this waits up to `timeout` for the state to move on, then signals.
+    pub fn kill_once_started(
+        &self,
+        id: &str,
+        signal: i32,
+        timeout: std::time::Duration,
+    ) -> Result<(), RuntimeCallError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.kill(id, signal, false) {
+                Err(e) if not_started(&e.why) && std::time::Instant::now() < deadline => {
+                    match self.state(id)? {
+                        Some(s) if s.status == "created" || s.status == "creating" => {
+                            std::thread::sleep(std::time::Duration::from_millis(2))
+                        }
+                        // Started (signal it now), stopped or gone.
+                        _ => {}
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Removes the container from the runtime (`--force`: killing what
     /// runs). Idempotent.
     pub fn delete(&self, id: &str) -> Result<(), RuntimeCallError> {
@@ -154,6 +181,11 @@ impl OciRuntime {
 fn not_found(why: &str) -> bool {
     let w = why.to_ascii_lowercase();
     w.contains("does not exist") || w.contains("not exist") || w.contains("not found")
+}
+
+/// runsc's answer to a signal for a container not yet started.
+pub(crate) fn not_started(why: &str) -> bool {
+    why.to_ascii_lowercase().contains("in state created")
 }
 
 fn stopped(why: &str) -> bool {
