@@ -40,8 +40,8 @@ fn sizes(mode: &str) -> Sizes {
         },
         "lifecycle" => Sizes {
             runs: 100,
-            throughput: 0,
-            in_flight: 0,
+            throughput: 300,
+            in_flight: 16,
             recovery: vec![],
             shims: 0,
             big_mb: 0,
@@ -104,7 +104,7 @@ fn main() {
             "--json" => json = it.next().map(PathBuf::from),
             "-h" | "--help" => {
                 println!("usage: berth-bench [--quick|--smoke|--lifecycle] [--json FILE]");
-                println!("  --lifecycle: only the embedded lifecycle, its steps and runc's, interleaved (a quick check of a launch-path change)");
+                println!("  --lifecycle: only the embedded lifecycle, its steps, its throughput (300, 16 in flight) and runc's, interleaved (a quick check of a launch-path change)");
                 return;
             }
             other => {
@@ -495,13 +495,17 @@ fn lifecycle_only(
     base: &Path,
     runc_true: &Path,
 ) -> Result<Report> {
-    step("berth (embedded): lifecycle");
-    let (times, phases) = system.block_on(async {
+    step("berth (embedded): lifecycle, throughput");
+    let (times, phases, tput) = system.block_on(async {
         let c = berth::containerizer(emb)?;
         c.recover().await?;
         berth::lifecycle(&c, image, 1, "warm").await?;
-        berth::lifecycle(&c, image, sz.runs, "lc").await
+        let (times, phases) = berth::lifecycle(&c, image, sz.runs, "lc").await?;
+        let tput = berth::throughput(&c, image, sz.throughput, sz.in_flight).await?;
+        anyhow::Ok((times, phases, tput))
     })?;
+    rep.throughput_per_s
+        .insert("berth (embedded API)".into(), tput);
     step("runc run: lifecycle");
     let runc = peers::runc_lifecycles(base, runc_true, sz.runs)?;
     rep.lifecycle_ms
@@ -536,8 +540,9 @@ fn table(r: &Report) -> String {
     if r.mode == "lifecycle" {
         let _ = writeln!(
             s,
-            "\nberth/runc p50: {:.3}×\n\n### Where berth's time goes (p50, ms)\n\n| step | p50 |\n|---|---:|",
-            r.ratio_berth_to_runc_p50
+            "\nberth/runc p50: {:.3}×\n\nthroughput, berth (embedded API), 16 in flight: {:.1}/s\n\n### Where berth's time goes (p50, ms)\n\n| step | p50 |\n|---|---:|",
+            r.ratio_berth_to_runc_p50,
+            r.throughput_per_s.get("berth (embedded API)").copied().unwrap_or(0.0)
         );
         for (k, v) in &r.berth_step_p50_ms {
             let _ = writeln!(s, "| {k} | {v:.3} |");
