@@ -429,9 +429,16 @@ async fn run_attach(
     let sock = match connected {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            return Outcome::Failed(format!(
-                "container {id}: its supervisor's attach socket: {e}"
-            ))
+            // It may have ended since the status above (its supervisor
+            // gone, the destroy under way): then it is what the status
+            // would have said.
+            let ended = c.status(id.clone()).await.is_ok_and(|now| {
+                now.termination.is_some() || now.state == berth_state::ContainerState::Destroying
+            });
+            return Outcome::Failed(match ended {
+                true => format!("container {id} is not running"),
+                false => format!("container {id}: its supervisor's attach socket: {e}"),
+            });
         }
         Err(e) => return Outcome::Failed(format!("attach to {id}: {e}")),
     };
