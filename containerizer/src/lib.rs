@@ -110,6 +110,11 @@ pub struct ContainerizerBuilder {
 /// (see [`ContainerizerBuilder::supervisor_pool`]).
 pub const DEFAULT_SUPERVISOR_POOL: usize = 2;
 
+/// Overlay rootfs `berth agent` keeps mounted ahead of their launch per
+/// recently launched image (see
+/// [`provisioner::ImageProvisioner::with_rootfs_pool`]).
+pub const DEFAULT_ROOTFS_POOL: usize = 1;
+
 /// An isolator, or the place where the defaults go: they are made at
 /// `build`, once the cgroup root is known.
 enum Slot {

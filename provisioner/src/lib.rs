@@ -20,6 +20,7 @@ pub mod import;
 pub mod import_docker;
 pub mod import_layout;
 pub mod overlay;
+mod pool;
 pub mod provisioner;
 pub mod prune;
 pub mod pull;

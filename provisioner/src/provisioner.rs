@@ -68,6 +68,9 @@ impl std::str::FromStr for Backend {
 /// What a container's dir holds (`containers/<id>/container.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerImage {
+    /// The container's id; empty in a rootfs made ahead of its launch
+    /// (the pool's), which a launch takes with this file as it is: the
+    /// dir's name is the id.
     pub id: String,
     pub image: String,
     pub manifest: String,
@@ -84,6 +87,8 @@ pub struct ImageProvisioner {
     backend: Backend,
     /// Whether the kernel has overlayfs (read once, at open).
     overlay: bool,
+    /// Overlay rootfs made ahead of their launch (see [`crate::pool`]).
+    pool: Option<Arc<crate::pool::RootfsPool>>,
 }
 
 /// A container id as one directory name (`/` of nested ids → `+`, which
@@ -105,7 +110,50 @@ impl ImageProvisioner {
                 Backend::Copy
             },
             overlay,
+            pool: None,
         })
+    }
+
+    /// Keeps `size` overlay rootfs mounted ahead of their launch for each
+    /// of the last two images launched (see [`crate::pool`]); 0: none. A
+    /// launch of such an image takes one (a rename instead of its
+    /// directories and mount) and a thread makes the next. The process
+    /// must [`close_pool`](Self::close_pool) before it ends (what a killed
+    /// one leaves, the next recovery removes).
+    ///
+    /// ```no_run
+    /// # fn main() -> berth_provisioner::error::Result<()> {
+    /// let images = berth_provisioner::ImageProvisioner::open("/var/lib/berth/images")?
+    ///     .with_rootfs_pool(1)?;
+    /// // … launches …
+    /// images.close_pool();
+    /// # Ok(()) }
+    /// ```
+    pub fn with_rootfs_pool(mut self, size: usize) -> Result<Self> {
+        if let Some(p) = self.pool.take() {
+            p.close(&self.trash());
+        }
+        if size > 0 && self.overlay {
+            let pool = crate::pool::RootfsPool::start(self.store.clone(), size)
+                .map_err(io("start the rootfs pool thread", self.store.root()))?;
+            self.pool = Some(Arc::new(pool));
+        }
+        Ok(self)
+    }
+
+    /// Unmounts and removes the pooled rootfs a process that died left
+    /// under the store (blocking; recovery does it too). Not for a store
+    /// whose pool runs in this process: [`close_pool`](Self::close_pool).
+    pub fn sweep_pool(&self) {
+        crate::pool::sweep(&self.store, &self.trash());
+    }
+
+    /// Unmounts and removes the pool's rootfs and stops making them
+    /// (blocking; idempotent). Provisions go on without a pool.
+    pub fn close_pool(&self) {
+        if let Some(p) = &self.pool {
+            p.close(&self.trash());
+        }
     }
 
     /// Overrides the detected default backend (a container's own choice,
@@ -165,7 +213,6 @@ impl ImageProvisioner {
             // Left by an earlier life of this id: start clean.
             self.destroy_blocking(id)?;
         }
-        std::fs::create_dir_all(&cdir).map_err(io("create", &cdir))?;
         let meta = ContainerImage {
             id: id.to_string(),
             image: image.to_string(),
@@ -173,16 +220,45 @@ impl ImageProvisioner {
             backend,
             diff_ids: rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
         };
+        let pooled = match (backend, &self.pool) {
+            (Backend::Overlay, Some(pool)) => {
+                let lowers = self.overlay_lowers(&rec)?;
+                let template = ContainerImage {
+                    id: String::new(),
+                    ..meta.clone()
+                };
+                pool.take(&lowers, &template).and_then(|entry| {
+                    match std::fs::rename(&entry, &cdir) {
+                        Ok(()) => Some(()),
+                        Err(e) => {
+                            tracing::warn!(entry = %entry.display(), error = %e,
+                                "pooled rootfs not taken; making one");
+                            let _ = overlay::unmount(&entry.join("rootfs"));
+                            let _ = self.discard(&entry);
+                            None
+                        }
+                    }
+                })
+            }
+            _ => None,
+        };
+        if pooled.is_none() {
+            std::fs::create_dir_all(&cdir).map_err(io("create", &cdir))?;
+        }
         // No fsync: it guards only against a power loss, after which the
         // rootfs mount and the container's processes are gone anyway and
         // recovery destroys the dir (an unreadable container.json makes it
         // an orphan). It cost ~0.7 ms of each provision.
-        let built = crate::store::write_replacing(
-            &cdir.join("container.json"),
-            &serde_json::to_vec_pretty(&meta).expect("serialisable"),
-            false,
-        )
-        .and_then(|_| self.build(&cdir, &rec, image, backend));
+        // A pooled rootfs has its own already (the same but for the id).
+        let built = match pooled {
+            Some(()) => Ok(()),
+            None => crate::store::write_replacing(
+                &cdir.join("container.json"),
+                &serde_json::to_vec_pretty(&meta).expect("serialisable"),
+                false,
+            )
+            .and_then(|_| self.build(&cdir, &rec, image, backend)),
+        };
         if let Err(e) = built {
             let _ = self.destroy_blocking(id);
             return Err(e);
@@ -205,19 +281,7 @@ impl ImageProvisioner {
         backend: Backend,
     ) -> Result<()> {
         match backend {
-            Backend::Overlay => {
-                let mut dirs = vec![self.base_layer()?];
-                for l in &rec.layers {
-                    dirs.push(cache::ensure_layer(&self.store, l)?.0);
-                }
-                if dirs.is_empty() {
-                    // overlay needs a lower dir; an image with no layers is empty.
-                    let empty = cdir.join("empty");
-                    std::fs::create_dir_all(&empty).map_err(io("create", &empty))?;
-                    dirs.push(empty);
-                }
-                overlay::mount_rootfs(cdir, &dirs)
-            }
+            Backend::Overlay => overlay::mount_rootfs(cdir, &self.overlay_lowers(rec)?),
             Backend::Copy => copy::build_rootfs(&self.store, cdir, &rec.layers),
             Backend::Bind => {
                 let [layer] = rec.layers.as_slice() else {
@@ -233,6 +297,17 @@ impl ImageProvisioner {
                 bind::mount_rootfs(cdir, &dir)
             }
         }
+    }
+
+    /// An overlay rootfs's lower dirs, bottom first: the base layer (so
+    /// never empty, as overlay needs one), then the image's layers,
+    /// unpacked into the cache if they are not yet.
+    fn overlay_lowers(&self, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
+        let mut dirs = vec![self.base_layer()?];
+        for l in &rec.layers {
+            dirs.push(cache::ensure_layer(&self.store, l)?.0);
+        }
+        Ok(dirs)
     }
 
     /// Unmounts and removes container `id`'s rootfs (blocking, idempotent).
@@ -303,8 +378,10 @@ impl ImageProvisioner {
         let known: std::collections::HashSet<String> =
             known.iter().map(|k| k.to_string()).collect();
         let mut destroyed = Vec::new();
-        // What the last process discarded and did not get to remove.
+        // What the last process discarded and did not get to remove, and
+        // the rootfs it had made ahead.
         self.trash().sweep();
+        crate::pool::sweep(&self.store, &self.trash());
         let dir = self.store.root().join("containers");
         // The dir's name is the id ('/' as '+', which no id holds): no
         // container.json is read for the thousands that are known.
@@ -326,7 +403,13 @@ impl ImageProvisioner {
     /// Removes unused images, blobs and layers (see [`crate::prune`]).
     pub fn prune_blocking(&self, keep: crate::prune::Keep) -> Result<crate::prune::PruneReport> {
         let _lock = self.store.flock("content", true)?;
-        let in_use = self.containers()?;
+        // Pooled rootfs hold layers no container.json names.
+        if let Some(p) = &self.pool {
+            p.drain(&self.trash());
+        }
+        let mut in_use = self.containers()?;
+        // Another process's pool (an agent's, for this prune's CLI).
+        in_use.extend(crate::pool::in_use(&self.store));
         crate::prune::prune(&self.store, keep, &in_use)
     }
 }

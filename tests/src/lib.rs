@@ -442,7 +442,9 @@ impl TestEnv {
     }
 }
 
-/// A running `berth agent`; SIGKILLed when dropped (containers stay).
+/// A running `berth agent`; stopped when dropped as a service manager
+/// stops one (SIGTERM, SIGKILL after 10 s): its containers stay, and it
+/// unmounts the rootfs it had made ahead. `kill9` is the crash.
 pub struct Agent {
     pub child: std::process::Child,
     pub log: PathBuf,
@@ -483,6 +485,13 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if self.wait_dead(Duration::from_secs(10)) {
+                return;
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

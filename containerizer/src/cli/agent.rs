@@ -338,14 +338,23 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
     }
     let node = &node;
     let t_open = std::time::Instant::now();
-    let c = crate::containerizer(cli, node, crate::Ahead::Pool(cmd.supervisor_pool)).with_context(
-        || {
-            format!(
+    // One provisioner for the launches and the image API: a prune drains
+    // the rootfs pool it keeps.
+    let images = crate::image::provisioner(&cli.root)?
+        .with_rootfs_pool(cmd.rootfs_pool)
+        .context("--rootfs-pool")?;
+    let c = crate::containerizer(
+        cli,
+        node,
+        crate::Ahead::Pool(cmd.supervisor_pool),
+        images.clone(),
+    )
+    .with_context(|| {
+        format!(
             "starting the agent on {} (is another berth agent or `berth run` using this --root?)",
             cli.root.display()
         )
-        },
-    )?;
+    })?;
     tracing::info!(target: "berth::recovery", took_ms = t_open.elapsed().as_secs_f64() * 1e3, "store opened, actors started");
     let started = std::time::Instant::now();
     let summary = c.recover().await.context("recovering containers")?;
@@ -363,7 +372,6 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
             "berth agent: container {id}: unreadable checkpoint ({why}); reported as UNKNOWN"
         );
     }
-    let images = crate::image::provisioner(&cli.root)?;
     eprintln!(
         "berth agent: serving on {} ({} running, {} terminated, {} orphans cleaned)",
         cli.socket.display(),
@@ -396,7 +404,7 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
             .await
         })
     });
-    let served = berth::agent::serve(c, Some(images), &cli.socket, async move {
+    let served = berth::agent::serve(c, Some(images.clone()), &cli.socket, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     })
@@ -411,6 +419,8 @@ pub async fn agent(cli: &Cli, cmd: &crate::AgentCmd) -> Result<i32> {
             Ok(Ok(())) => {}
         }
     }
+    // Nothing of the pool's may outlive the agent: no container is in it.
+    images.close_pool();
     served.with_context(|| format!("serving on {}", cli.socket.display()))?;
     let _ = std::fs::remove_file(&cli.socket);
     Ok(0)

@@ -89,6 +89,13 @@ pub(crate) struct AgentCmd {
     /// the spawn, loader and detach of its supervisor.
     #[arg(long, value_name = "N", default_value_t = berth::DEFAULT_SUPERVISOR_POOL)]
     pub(crate) supervisor_pool: usize,
+    /// How many overlay rootfs to keep mounted ahead of their launch for
+    /// each of the two images launched last (0: each is made at its
+    /// launch). A pooled one saves a launch its directories and overlay
+    /// mount; the agent's stop unmounts the rest (after a kill, the next
+    /// agent or `berth retire` does).
+    #[arg(long, value_name = "N", default_value_t = berth::DEFAULT_ROOTFS_POOL)]
+    pub(crate) rootfs_pool: usize,
     #[command(flatten, next_help_heading = "Kubernetes CRI")]
     pub(crate) cri: agent::CriArgs,
     #[command(flatten, next_help_heading = "Node options (the operator's)")]
@@ -533,7 +540,12 @@ pub(crate) enum Ahead {
     Once(usize),
 }
 
-fn containerizer(cli: &Cli, node: &run_opts::NodeArgs, ahead: Ahead) -> Result<Containerizer> {
+fn containerizer(
+    cli: &Cli,
+    node: &run_opts::NodeArgs,
+    ahead: Ahead,
+    images: berth::provisioner::ImageProvisioner,
+) -> Result<Containerizer> {
     let b = Containerizer::builder(&cli.root, &cli.runtime_dir);
     let b = match ahead {
         Ahead::Pool(n) => b.supervisor_pool(n),
@@ -543,7 +555,7 @@ fn containerizer(cli: &Cli, node: &run_opts::NodeArgs, ahead: Ahead) -> Result<C
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))
-        .provisioner(image::provisioner(&cli.root)?)
+        .provisioner(images)
         .build()?)
 }
 
@@ -553,7 +565,7 @@ async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32
     // One container: its supervisor starts now, beside the store's open
     // and the recovery; a pool kept topped up would start ones nobody
     // takes.
-    let c = containerizer(cli, node, Ahead::Once(1))?;
+    let c = containerizer(cli, node, Ahead::Once(1), image::provisioner(&cli.root)?)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");

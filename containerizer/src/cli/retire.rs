@@ -57,6 +57,8 @@ pub fn retire(cli: &Cli) -> Result<i32> {
             ids.join(", ")
         );
     }
+    // Rootfs a killed agent had mounted ahead of their launch.
+    crate::image::provisioner(&cli.root)?.sweep_pool();
     let live = runtime.list().context("listing the runtime dir")?;
     if !live.is_empty() {
         bail!(

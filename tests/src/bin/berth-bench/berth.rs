@@ -56,13 +56,36 @@ pub fn import(dirs: &Dirs, layout: &Path, name: &str) -> Result<String> {
         .clone())
 }
 
+/// `--rootfs-pool N`: the embedded containerizers' rootfs pool (the
+/// agent's option, with its default).
+pub static ROOTFS_POOL: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(berth::DEFAULT_ROOTFS_POOL);
+
+/// The provisioners with a pool, closed by [`close_pools`].
+static POOLED: std::sync::Mutex<Vec<ImageProvisioner>> = std::sync::Mutex::new(Vec::new());
+
+/// Unmounts every pooled rootfs (before the bench's dirs go).
+pub fn close_pools() {
+    let pooled = std::mem::take(&mut *POOLED.lock().unwrap_or_else(|p| p.into_inner()));
+    for p in pooled {
+        p.close_pool();
+    }
+}
+
 pub fn containerizer(dirs: &Dirs) -> Result<Containerizer> {
     containerizer_with(dirs, berth::NodeOptions::default())
 }
 
 /// [`containerizer`] with node options (e.g. a plugin dir).
 pub fn containerizer_with(dirs: &Dirs, node: berth::NodeOptions) -> Result<Containerizer> {
-    let p = ImageProvisioner::open(dirs.root.join("images"))?;
+    let pool = ROOTFS_POOL.load(std::sync::atomic::Ordering::Relaxed);
+    let p = ImageProvisioner::open(dirs.root.join("images"))?.with_rootfs_pool(pool)?;
+    if pool > 0 {
+        POOLED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(p.clone());
+    }
     Ok(Containerizer::builder(&dirs.root, &dirs.runtime)
         .cgroup_root(&dirs.cgroup_root)
         .node_options(node)

@@ -102,8 +102,16 @@ fn main() {
             "--smoke" => mode = "smoke".into(),
             "--lifecycle" => mode = "lifecycle".into(),
             "--json" => json = it.next().map(PathBuf::from),
+            "--rootfs-pool" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) => berth::ROOTFS_POOL.store(n, std::sync::atomic::Ordering::Relaxed),
+                None => {
+                    eprintln!("berth-bench: --rootfs-pool takes a number");
+                    std::process::exit(2);
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: berth-bench [--quick|--smoke|--lifecycle] [--json FILE]");
+                println!("usage: berth-bench [--quick|--smoke|--lifecycle] [--json FILE] [--rootfs-pool N]");
+                println!("  --rootfs-pool N: the embedded containerizers keep N rootfs ahead (the agent's --rootfs-pool, and its default)");
                 println!("  --lifecycle: only the embedded lifecycle, its steps, its throughput (300, 16 in flight) and runc's, interleaved (a quick check of a launch-path change)");
                 return;
             }
@@ -117,6 +125,7 @@ fn main() {
     let r = std::fs::create_dir_all(&base)
         .map_err(anyhow::Error::from)
         .and_then(|_| bench(&mode, &base));
+    berth::close_pools();
     cleanup(&base);
     match r {
         Ok(report) => {

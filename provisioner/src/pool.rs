@@ -1,0 +1,262 @@
+//! A warm pool of overlay rootfs (`ImageProvisioner::with_rootfs_pool`).
+//!
+//! An overlay rootfs costs a launch its directories (`l/` with a link per
+//! layer, `upper`, `work`, `rootfs`: inodes on disk) and the overlay
+//! mount, whose setup makes and removes more inodes in the work dir
+//! (its `work/`, a whiteout and xattr probe, `incompat/volatile`): about
+//! 1–2 ms of every launch on this project's test VM. None of it depends
+//! on the container, only on its image's layers. A pooled entry is that
+//! rootfs made ahead of time in `<store>/pool/<pid>-<n>`, for the lower
+//! layers of an image launched recently; a provision of the same layers
+//! renames an entry to the container's dir (one `rename`, the mount
+//! follows its directory) and a thread makes the replacement off the
+//! launch's path.
+//!
+//! An unclaimed entry holds no container: [`RootfsPool::close`] (the
+//! agent's stop) unmounts and discards every entry, and a process that
+//! died leaves entries that the next recovery sweeps
+//! ([`sweep`]). A prune takes the store's content lock exclusively and
+//! empties the pool first, so no entry holds a layer it removes.
+
+use crate::overlay;
+use crate::provisioner::ContainerImage;
+use crate::store::Store;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// How many images' layer lists the pool keeps entries for (the most
+/// recently launched).
+const KEYS: usize = 2;
+
+/// What an entry is for: an image's lower dirs, bottom first, and the
+/// `container.json` its entries carry (a prune, in this process or
+/// another, reads it and keeps their image and layers; a launch that
+/// takes one keeps it).
+#[derive(Clone, PartialEq)]
+struct Key {
+    lowers: Vec<PathBuf>,
+    meta: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Mounted entries and the layers they were made of.
+    ready: Vec<(Key, PathBuf)>,
+    /// The images launched most recently, newest last.
+    recent: VecDeque<Key>,
+    closed: bool,
+    seq: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    size: usize,
+    store: Arc<Store>,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// The pool and its refill thread.
+pub(crate) struct RootfsPool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RootfsPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootfsPool")
+            .field("dir", &self.shared.dir)
+            .field("size", &self.shared.size)
+            .finish()
+    }
+}
+
+/// Where the entries live: beside `containers`, on the same filesystem
+/// (a claim is a rename).
+pub(crate) fn dir(store: &Store) -> PathBuf {
+    store.root().join("pool")
+}
+
+/// Unmounts and discards every entry under `<store>/pool` (blocking): a
+/// dead process's, at recovery.
+pub(crate) fn sweep(store: &Store, trash: &berth_state::trash::Trash) {
+    let Ok(entries) = std::fs::read_dir(dir(store)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        discard(trash, &e.path());
+    }
+}
+
+/// The images and layers the entries under `<store>/pool` hold (their
+/// `container.json`), for a prune.
+pub(crate) fn in_use(store: &Store) -> Vec<ContainerImage> {
+    let Ok(entries) = std::fs::read_dir(dir(store)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("container.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+fn discard(trash: &berth_state::trash::Trash, entry: &Path) {
+    if let Err(e) = overlay::unmount(&entry.join("rootfs")) {
+        tracing::warn!(entry = %entry.display(), error = %e, "pooled rootfs: unmount failed");
+        return;
+    }
+    if let Err(e) = trash.discard(entry) {
+        tracing::warn!(entry = %entry.display(), error = %e, "pooled rootfs: discard failed");
+    }
+}
+
+impl RootfsPool {
+    /// `size` entries per recently launched image (the refill thread
+    /// starts now and makes nothing until a first provision).
+    pub(crate) fn start(store: Arc<Store>, size: usize) -> std::io::Result<RootfsPool> {
+        let shared = Arc::new(Shared {
+            dir: dir(&store),
+            size,
+            store,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("berth-rootfs-pool".into())
+            .spawn(move || refill(&s))?;
+        Ok(RootfsPool {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A mounted entry of `lowers` whose `container.json` is `meta`, if
+    /// one is ready; either way that image is now the most recent one and
+    /// the thread tops it up.
+    pub(crate) fn take(&self, lowers: &[PathBuf], meta: &ContainerImage) -> Option<PathBuf> {
+        let key = Key {
+            lowers: lowers.to_vec(),
+            meta: serde_json::to_vec_pretty(meta).expect("serialisable"),
+        };
+        let mut st = self.state();
+        if st.closed {
+            return None;
+        }
+        st.recent.retain(|k| *k != key);
+        st.recent.push_back(key.clone());
+        while st.recent.len() > KEYS {
+            st.recent.pop_front();
+        }
+        let taken = st
+            .ready
+            .iter()
+            .position(|(k, _)| *k == key)
+            .map(|i| st.ready.swap_remove(i).1);
+        drop(st);
+        self.shared.wake.notify_one();
+        taken
+    }
+
+    /// Unmounts and discards the ready entries (blocking); the pool goes
+    /// on (a prune, which holds the content lock meanwhile).
+    pub(crate) fn drain(&self, trash: &berth_state::trash::Trash) {
+        let ready = std::mem::take(&mut self.state().ready);
+        for (_, entry) in ready {
+            discard(trash, &entry);
+        }
+    }
+
+    /// Stops the refill thread and empties the pool (blocking). Later
+    /// provisions build their rootfs themselves.
+    pub(crate) fn close(&self, trash: &berth_state::trash::Trash) {
+        self.state().closed = true;
+        self.shared.wake.notify_all();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        self.drain(trash);
+    }
+}
+
+/// The refill thread: makes an entry for the newest layer list short of
+/// `size`, one at a time, until closed.
+fn refill(s: &Shared) {
+    let trash = berth_state::trash::Trash::new(s.store.root().join("trash"));
+    loop {
+        let (key, entry) = {
+            let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if st.closed {
+                    return;
+                }
+                // Entries of an image no longer among the recent ones.
+                let (keep, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut st.ready)
+                    .into_iter()
+                    .partition(|(k, _)| st.recent.contains(k));
+                st.ready = keep;
+                if !stale.is_empty() {
+                    drop(st);
+                    for (_, entry) in stale {
+                        discard(&trash, &entry);
+                    }
+                    st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                let short = st
+                    .recent
+                    .iter()
+                    .rev()
+                    .find(|r| st.ready.iter().filter(|(k, _)| k == *r).count() < s.size);
+                if let Some(k) = short.cloned() {
+                    st.seq += 1;
+                    let entry = s.dir.join(format!("{}-{}", std::process::id(), st.seq));
+                    break (k, entry);
+                }
+                st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // Shared with provisions, exclusive with a prune: no entry is made
+        // of layers a prune is removing.
+        // Made under another name, renamed once it is ready to be taken:
+        // an entry by its final name is one a provision can find.
+        let making = entry.with_extension("making");
+        let made = s.store.flock("content", false).and_then(|_lock| {
+            std::fs::create_dir_all(&making).map_err(crate::error::io("create", &making))?;
+            // First, as for a container: a prune reads it.
+            crate::store::write_replacing(&making.join("container.json"), &key.meta, false)?;
+            overlay::mount_rootfs(&making, &key.lowers)
+        });
+        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = st.recent.contains(&key);
+        match made {
+            Ok(()) if !st.closed && wanted => match std::fs::rename(&making, &entry) {
+                Ok(()) => st.ready.push((key, entry)),
+                Err(e) => {
+                    drop(st);
+                    tracing::warn!(entry = %making.display(), error = %e, "pooled rootfs not made");
+                    discard(&trash, &making);
+                }
+            },
+            Ok(()) => {
+                drop(st);
+                discard(&trash, &making);
+            }
+            Err(e) => {
+                // Not retried until that image is launched again (its
+                // layers pruned, the disk full): the launch makes its own.
+                tracing::warn!(entry = %making.display(), error = %e, "pooled rootfs not made");
+                st.recent.retain(|k| *k != key);
+                drop(st);
+                discard(&trash, &making);
+            }
+        }
+    }
+}
