@@ -46,8 +46,11 @@ struct State {
     /// The images launched most recently, newest last.
     recent: VecDeque<Key>,
     closed: bool,
-    seq: u64,
 }
+
+/// Entry names are unique in the process, across pools (a bench or an
+/// embedder may open more than one provisioner on a store).
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Shared {
     dir: PathBuf,
@@ -76,6 +79,12 @@ impl std::fmt::Debug for RootfsPool {
 /// (a claim is a rename).
 pub(crate) fn dir(store: &Store) -> PathBuf {
     store.root().join("pool")
+}
+
+/// Where the store's removed dirs wait for the trash thread (beside
+/// `containers`, whose names are ids).
+pub(crate) fn store_trash(store: &Store) -> berth_state::trash::Trash {
+    berth_state::trash::Trash::new(store.root().join("trash"))
 }
 
 /// Unmounts and discards every entry under `<store>/pool` (blocking): a
@@ -186,10 +195,18 @@ impl RootfsPool {
     }
 }
 
+impl Drop for RootfsPool {
+    /// The last provisioner holding the pool is gone: nothing may stay
+    /// mounted for it.
+    fn drop(&mut self) {
+        self.close(&store_trash(&self.shared.store));
+    }
+}
+
 /// The refill thread: makes an entry for the newest layer list short of
 /// `size`, one at a time, until closed.
 fn refill(s: &Shared) {
-    let trash = berth_state::trash::Trash::new(s.store.root().join("trash"));
+    let trash = store_trash(&s.store);
     loop {
         let (key, entry) = {
             let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,8 +233,8 @@ fn refill(s: &Shared) {
                     .rev()
                     .find(|r| st.ready.iter().filter(|(k, _)| k == *r).count() < s.size);
                 if let Some(k) = short.cloned() {
-                    st.seq += 1;
-                    let entry = s.dir.join(format!("{}-{}", std::process::id(), st.seq));
+                    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let entry = s.dir.join(format!("{}-{n}", std::process::id()));
                     break (k, entry);
                 }
                 st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());

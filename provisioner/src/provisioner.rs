@@ -339,7 +339,7 @@ impl ImageProvisioner {
     /// Where destroyed rootfs dirs wait for their removal (beside
     /// `containers`, whose names are ids).
     fn trash(&self) -> berth_state::trash::Trash {
-        berth_state::trash::Trash::new(self.store.root().join("trash"))
+        crate::pool::store_trash(&self.store)
     }
 
     /// Takes an unmounted container dir out of `containers` at once; its

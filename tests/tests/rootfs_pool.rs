@@ -83,6 +83,21 @@ fn the_next_launch_of_an_image_takes_its_pooled_rootfs() {
     let rc = prov.provision_blocking(&c, "busybox").unwrap().rootfs;
     assert!(!rc.join("written-by-b").exists());
 
+    // A second pool on the store, in the same process: its entries are
+    // its own, and dropping its last provisioner unmounts them.
+    wait_for_entries(&pool_dir, 1);
+    let second = ImageProvisioner::open(&store)
+        .unwrap()
+        .with_rootfs_pool(1)
+        .unwrap();
+    let d = id("d");
+    second.provision_blocking(&d, "busybox").unwrap();
+    let both = wait_for_entries(&pool_dir, 2);
+    second.destroy_blocking(&d).unwrap();
+    drop(second);
+    let left = wait_for_entries(&pool_dir, 1);
+    assert_eq!(left.len(), 1, "{both:?} → {left:?}");
+
     // A prune in another process (no pool of its own) keeps what the
     // pool's entries use.
     wait_for_entries(&pool_dir, 1);
