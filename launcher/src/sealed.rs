@@ -51,7 +51,29 @@ pub struct SealError {
 
 impl SealedExe {
     /// Copies `path` into a new memfd (close-on-exec) and seals it.
+    ///
+    /// Sealing against writes fails with EBUSY while some page of the
+    /// memfd has an extra reference the kernel waited ~75 ms for (page
+    /// migration or reclaim scanning; CI saw it once on a busy VM): the
+    /// copy is made again in a new memfd, twice at most.
     pub fn copy_of(path: &Path) -> Result<SealedExe, SealError> {
+        let mut tries = 0;
+        loop {
+            match Self::copy_once(path) {
+                Err(e)
+                    if e.op == "seal"
+                        && e.source.raw_os_error() == Some(libc::EBUSY)
+                        && tries < 2 =>
+                {
+                    tries += 1;
+                    tracing::warn!(path = %path.display(), tries, "sealing the supervisor's copy: EBUSY; copying again");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn copy_once(path: &Path) -> Result<SealedExe, SealError> {
         let err = |op: &'static str| {
             move |source: io::Error| SealError {
                 path: path.to_path_buf(),
