@@ -75,7 +75,9 @@ impl Store {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
         let lock = create_and_lock(&dir)?;
-        let (db, records) = open_db(&dir)?;
+        // A store this process just dropped may hold sled's own lock a
+        // moment longer (CI saw a reopen fail so).
+        let (db, records) = open_db_waiting_for_lock(&dir)?;
         Ok(Store {
             dir,
             db,
