@@ -17,6 +17,11 @@
 //! died leaves entries that the next recovery sweeps
 //! ([`sweep`]). A prune takes the store's content lock exclusively and
 //! empties the pool first, so no entry holds a layer it removes.
+//!
+//! A process that launches one container (`berth run`) keeps a pool of
+//! one made *once*: its thread resolves the image given up front and makes
+//! one entry while the process opens its store and recovers; the launch
+//! takes it and nothing is made after ([`RootfsPool::start_once`]).
 
 use crate::overlay;
 use crate::provisioner::ContainerImage;
@@ -39,12 +44,23 @@ struct Key {
     meta: Vec<u8>,
 }
 
+impl Key {
+    fn of(lowers: &[PathBuf], meta: &ContainerImage) -> Key {
+        Key {
+            lowers: lowers.to_vec(),
+            meta: serde_json::to_vec_pretty(meta).expect("serialisable"),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Mounted entries and the layers they were made of.
     ready: Vec<(Key, PathBuf)>,
     /// The images launched most recently, newest last.
     recent: VecDeque<Key>,
+    /// A pool made once was taken from: it makes nothing more.
+    taken: bool,
     closed: bool,
 }
 
@@ -55,6 +71,8 @@ static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 struct Shared {
     dir: PathBuf,
     size: usize,
+    /// One entry for the image resolved first, none after a take.
+    once: bool,
     store: Arc<Store>,
     state: Mutex<State>,
     wake: Condvar,
@@ -87,16 +105,26 @@ pub(crate) fn store_trash(store: &Store) -> berth_state::trash::Trash {
     berth_state::trash::Trash::new(store.root().join("trash"))
 }
 
-/// Unmounts and discards every entry under `<store>/pool` (blocking): a
-/// dead process's, at recovery.
+/// Unmounts and discards every entry under `<store>/pool` but this
+/// process's own (blocking): a dead process's, at recovery. Its own may be
+/// in the making while it recovers (`berth run`'s, made ahead).
 pub(crate) fn sweep(store: &Store, trash: &berth_state::trash::Trash) {
     let Ok(entries) = std::fs::read_dir(dir(store)) else {
         return;
     };
+    let own = format!("{}-", std::process::id());
     for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&own) {
+            continue;
+        }
         discard(trash, &e.path());
     }
 }
+
+/// What a pool made once is for: the image's lower dirs and the
+/// `container.json` template of its entries, resolved on the pool's
+/// thread (`None`: nothing to make, e.g. the image is not in the store).
+pub(crate) type Resolve = Box<dyn FnOnce() -> Option<(Vec<PathBuf>, ContainerImage)> + Send>;
 
 /// The images and layers the entries under `<store>/pool` hold (their
 /// `container.json`), for a prune.
@@ -125,9 +153,24 @@ impl RootfsPool {
     /// `size` entries per recently launched image (the refill thread
     /// starts now and makes nothing until a first provision).
     pub(crate) fn start(store: Arc<Store>, size: usize) -> std::io::Result<RootfsPool> {
+        Self::spawn(store, size, None)
+    }
+
+    /// One entry, of what `resolve` names, made now on the pool's thread;
+    /// the first take (of any image) ends the pool's making.
+    pub(crate) fn start_once(store: Arc<Store>, resolve: Resolve) -> std::io::Result<RootfsPool> {
+        Self::spawn(store, 1, Some(resolve))
+    }
+
+    fn spawn(
+        store: Arc<Store>,
+        size: usize,
+        first: Option<Resolve>,
+    ) -> std::io::Result<RootfsPool> {
         let shared = Arc::new(Shared {
             dir: dir(&store),
             size,
+            once: first.is_some(),
             store,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -135,7 +178,19 @@ impl RootfsPool {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("berth-rootfs-pool".into())
-            .spawn(move || refill(&s))?;
+            .spawn(move || {
+                if let Some(resolve) = first {
+                    if let Some((lowers, meta)) = resolve() {
+                        let key = Key::of(&lowers, &meta);
+                        let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
+                        // A launch may have come first: then it made its own.
+                        if !st.taken {
+                            st.recent.push_back(key);
+                        }
+                    }
+                }
+                refill(&s)
+            })?;
         Ok(RootfsPool {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -150,16 +205,20 @@ impl RootfsPool {
     /// one is ready; either way that image is now the most recent one and
     /// the thread tops it up.
     pub(crate) fn take(&self, lowers: &[PathBuf], meta: &ContainerImage) -> Option<PathBuf> {
-        let key = Key {
-            lowers: lowers.to_vec(),
-            meta: serde_json::to_vec_pretty(meta).expect("serialisable"),
-        };
+        let key = Key::of(lowers, meta);
         let mut st = self.state();
         if st.closed {
             return None;
         }
         st.recent.retain(|k| *k != key);
-        st.recent.push_back(key.clone());
+        if self.shared.once {
+            // Nothing more to make: an entry still in the making (or of
+            // another image) is discarded by the thread as unwanted.
+            st.taken = true;
+            st.recent.clear();
+        } else {
+            st.recent.push_back(key.clone());
+        }
         while st.recent.len() > KEYS {
             st.recent.pop_front();
         }

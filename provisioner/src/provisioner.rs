@@ -141,6 +141,63 @@ impl ImageProvisioner {
         Ok(self)
     }
 
+    /// Starts making one overlay rootfs of `image` now, on a thread, for a
+    /// process that launches one container of it soon (`berth run`: the
+    /// rootfs is made while the process opens its state and recovers). The
+    /// first provision takes it when its image and layers are the same,
+    /// else makes its own as without; nothing is made after that. Nothing
+    /// is made for an image not in the store or where the default backend
+    /// is not overlay. As with [`with_rootfs_pool`](Self::with_rootfs_pool),
+    /// [`close_pool`](Self::close_pool) (or dropping the last clone)
+    /// unmounts an entry not taken.
+    ///
+    /// ```no_run
+    /// # fn main() -> berth_provisioner::error::Result<()> {
+    /// let images = berth_provisioner::ImageProvisioner::open("/var/lib/berth/images")?
+    ///     .with_rootfs_ahead("busybox:latest")?;
+    /// // … open the state, recover, launch one container of busybox:latest …
+    /// images.close_pool();
+    /// # Ok(()) }
+    /// ```
+    pub fn with_rootfs_ahead(mut self, image: &str) -> Result<Self> {
+        if let Some(p) = self.pool.take() {
+            p.close(&self.trash());
+        }
+        if !self.overlay || self.backend != Backend::Overlay {
+            return Ok(self);
+        }
+        let store = self.store.clone();
+        let image = image.to_string();
+        let resolve: crate::pool::Resolve = Box::new(move || {
+            let resolved = store.flock("content", false).and_then(|_lock| {
+                let rec = store.resolve(&image)?;
+                let lowers = overlay_lowers(&store, &rec)?;
+                Ok((lowers, rec))
+            });
+            match resolved {
+                Ok((lowers, rec)) => Some((
+                    lowers,
+                    ContainerImage {
+                        id: String::new(),
+                        image,
+                        manifest: rec.manifest.clone(),
+                        backend: Backend::Overlay,
+                        diff_ids: rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
+                    },
+                )),
+                Err(e) => {
+                    // The launch finds the same and says so.
+                    tracing::debug!(%image, error = %e, "no rootfs made ahead");
+                    None
+                }
+            }
+        });
+        let pool = crate::pool::RootfsPool::start_once(self.store.clone(), resolve)
+            .map_err(io("start the rootfs pool thread", self.store.root()))?;
+        self.pool = Some(Arc::new(pool));
+        Ok(self)
+    }
+
     /// Unmounts and removes the pooled rootfs a process that died left
     /// under the store (blocking; recovery does it too). Not for a store
     /// whose pool runs in this process: [`close_pool`](Self::close_pool).
@@ -303,11 +360,7 @@ impl ImageProvisioner {
     /// never empty, as overlay needs one), then the image's layers,
     /// unpacked into the cache if they are not yet.
     fn overlay_lowers(&self, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
-        let mut dirs = vec![self.base_layer()?];
-        for l in &rec.layers {
-            dirs.push(cache::ensure_layer(&self.store, l)?.0);
-        }
-        Ok(dirs)
+        overlay_lowers(&self.store, rec)
     }
 
     /// Unmounts and removes container `id`'s rootfs (blocking, idempotent).
@@ -318,22 +371,6 @@ impl ImageProvisioner {
         }
         overlay::unmount(&cdir.join("rootfs"))?;
         self.discard(&cdir)
-    }
-
-    /// The bottom layer of every overlay rootfs: the empty mount points
-    /// the init mounts on in every container (`/proc`, `/dev`, `/sys`, and
-    /// `/mnt/sandbox` for the sandbox). An image that lacks them (a
-    /// busybox made by umoci has none) had them made in each container's
-    /// upper dir at every launch, five inodes on disk made and later
-    /// freed; an image that has them (or a whiteout, or a file there)
-    /// covers them, as any upper layer covers a lower one.
-    fn base_layer(&self) -> Result<PathBuf> {
-        let base = self.store.root().join("base");
-        for d in ["proc", "dev", "sys", "mnt/sandbox"] {
-            let p = base.join(d);
-            std::fs::create_dir_all(&p).map_err(io("create", &p))?;
-        }
-        Ok(base)
     }
 
     /// Where destroyed rootfs dirs wait for their removal (beside
@@ -445,6 +482,32 @@ fn blocking<T: Send + 'static>(
             },
         })
     })
+}
+
+/// An overlay rootfs's lower dirs, bottom first: the base layer, then the
+/// image's layers (unpacked into the cache if they are not yet).
+fn overlay_lowers(store: &Store, rec: &ImageRecord) -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![base_layer(store)?];
+    for l in &rec.layers {
+        dirs.push(cache::ensure_layer(store, l)?.0);
+    }
+    Ok(dirs)
+}
+
+/// The bottom layer of every overlay rootfs: the empty mount points
+/// the init mounts on in every container (`/proc`, `/dev`, `/sys`, and
+/// `/mnt/sandbox` for the sandbox). An image that lacks them (a
+/// busybox made by umoci has none) had them made in each container's
+/// upper dir at every launch, five inodes on disk made and later
+/// freed; an image that has them (or a whiteout, or a file there)
+/// covers them, as any upper layer covers a lower one.
+fn base_layer(store: &Store) -> Result<PathBuf> {
+    let base = store.root().join("base");
+    for d in ["proc", "dev", "sys", "mnt/sandbox"] {
+        let p = base.join(d);
+        std::fs::create_dir_all(&p).map_err(io("create", &p))?;
+    }
+    Ok(base)
 }
 
 impl Provisioner for ImageProvisioner {

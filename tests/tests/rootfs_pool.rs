@@ -188,3 +188,112 @@ fn an_agents_pool_is_unmounted_at_its_stop_and_after_a_kill_by_recovery_or_retir
     let leaks = env.leaks();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
+
+/// The pool's entries by their names (ready or in the making).
+fn entries(pool: &Path) -> Vec<PathBuf> {
+    fs::read_dir(pool)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_cold_berth_run_takes_the_rootfs_it_made_ahead_and_leaves_none() {
+    let env = TestEnv::new("pool-cold");
+    import_busybox(&env);
+    let store = env.state_dir.join("images");
+    let name = format!("{}-c", env.name);
+    // A first run unpacks the image's layer into the cache (a launch that
+    // finds it still unpacking makes its own rootfs, as without).
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--in-process",
+            "--name",
+            "first",
+            "--image",
+            "busybox",
+        ])
+        .args(["--", "sh", "-c", "exit 0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rootfs is made while the process opens its state and recovers;
+    // the launch takes it: its container.json is the pool's (no id).
+    let run = env
+        .berth()
+        .args(["run", "--in-process", "--name", &name, "--image", "busybox"])
+        .args(["--", "sleep", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let meta_path = store.join("containers").join(&name).join("container.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let meta = loop {
+        if let Ok(b) = fs::read(&meta_path) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "no {}", meta_path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["id"], "", "not the rootfs made ahead: {meta}");
+    assert_eq!(meta["image"], "busybox", "{meta}");
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(entries(&store.join("pool")).is_empty());
+    assert!(mounts_under(&env.state_dir).is_empty());
+
+    // Refused at admission after the rootfs was made: it is unmounted and
+    // removed before the process ends.
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--in-process",
+            "--name",
+            "refused",
+            "--image",
+            "busybox",
+        ])
+        .args(["--hostname", "bad_host", "--", "true"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad_host"), "{err}");
+    assert!(entries(&store.join("pool")).is_empty());
+    assert!(mounts_under(&env.state_dir).is_empty());
+
+    // An image the store lacks: nothing is made ahead, and the run says
+    // what was wrong.
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--in-process",
+            "--name",
+            "missing",
+            "--image",
+            "nosuch:1",
+        ])
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch"), "{err}");
+    assert!(entries(&store.join("pool")).is_empty());
+    assert!(mounts_under(&env.state_dir).is_empty());
+    let leaks = env.leaks();
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}

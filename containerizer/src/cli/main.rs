@@ -561,11 +561,37 @@ fn containerizer(
 
 async fn run(cli: &Cli, args: &RunArgs, node: &run_opts::NodeArgs) -> Result<i32> {
     let id = ContainerId::parse(&container_name(args)).map_err(anyhow::Error::msg)?;
+    // One container: its rootfs is made now, beside the store's open and
+    // the recovery (as its supervisor is started, below).
+    let images = image::provisioner(&cli.root)?;
+    let images = match (&args.image, args.rootfs_backend) {
+        (Some(image), None | Some(berth::provisioner::Backend::Overlay)) => {
+            images.with_rootfs_ahead(image)?
+        }
+        _ => images,
+    };
+    let ahead = images.clone();
+    let r = run_one(cli, args, node, id, images).await;
+    // Not taken (the launch was refused, or its image differs): unmounted
+    // before this process ends.
+    tokio::task::spawn_blocking(move || ahead.close_pool())
+        .await
+        .context("closing the rootfs made ahead")?;
+    r
+}
+
+async fn run_one(
+    cli: &Cli,
+    args: &RunArgs,
+    node: &run_opts::NodeArgs,
+    id: ContainerId,
+    images: berth::provisioner::ImageProvisioner,
+) -> Result<i32> {
     let shutdown = shutdown_signal()?;
     // One container: its supervisor starts now, beside the store's open
     // and the recovery; a pool kept topped up would start ones nobody
     // takes.
-    let c = containerizer(cli, node, Ahead::Once(1), image::provisioner(&cli.root)?)?;
+    let c = containerizer(cli, node, Ahead::Once(1), images)?;
     let summary = c.recover().await.context("recovering earlier containers")?;
     if !summary.orphans.is_empty() {
         tracing::warn!(orphans = ?summary.orphans, "cleaned up orphans");
