@@ -47,15 +47,20 @@ fn assert_clean(env: &TestEnv, rt: &str) {
     if rt != "native" {
         let root = env.runtime_dir.join("oci").join(rt);
         if root.is_dir() {
-            let out = std::process::Command::new(rt)
-                .arg("--root")
-                .arg(&root)
-                .args(["list", "--quiet"])
-                .output()
-                .unwrap();
-            assert_eq!(text(&out.stdout).trim(), "", "{rt} still lists containers");
+            assert_eq!(listed(rt, &root), "", "{rt} still lists containers");
         }
     }
+}
+
+/// The ids an OCI runtime binary lists under its state dir `root`.
+fn listed(runtime: &str, root: &std::path::Path) -> String {
+    let out = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["list", "--quiet"])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
 }
 
 fn exit_codes_and_output(rt: &str) {
@@ -496,13 +501,11 @@ fn runsc_signal_and_destroy_right_after_launch() {
     let leaks = env.leaks();
     assert!(leaks.is_empty(), "leaks: {leaks:#?}");
     let root = env.runtime_dir.join("oci").join("slowsc");
-    let out = std::process::Command::new(runsc.trim())
-        .arg("--root")
-        .arg(&root)
-        .args(["list", "--quiet"])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout).trim(), "", "runsc still lists containers");
+    assert_eq!(
+        listed(runsc.trim(), &root),
+        "",
+        "runsc still lists containers"
+    );
 }
 
 #[test]
@@ -622,19 +625,10 @@ fn a_runc_container_no_record_names_is_deleted_at_recovery() {
         "runc run: {}",
         std::fs::read_to_string(env.path("runc.err")).unwrap_or_default()
     );
-    let listed = |root: &std::path::Path| {
-        let out = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(root)
-            .args(["list", "--quiet"])
-            .output()
-            .unwrap();
-        text(&out.stdout).trim().to_string()
-    };
-    assert_eq!(listed(&root), "orphan");
+    assert_eq!(listed("runc", &root), "orphan");
 
     let agent = env.start_agent("");
-    assert_eq!(listed(&root), "", "agent log:\n{}", agent.log());
+    assert_eq!(listed("runc", &root), "", "agent log:\n{}", agent.log());
     assert!(env.ps_json(&agent).is_empty());
     agent.terminate();
     assert_clean(&env, "runc");

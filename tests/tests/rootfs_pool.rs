@@ -196,34 +196,32 @@ fn entries(pool: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `berth run --in-process --name NAME --image IMAGE ARGS…`, run to its end.
+fn cold_run(env: &TestEnv, name: &str, image: &str, args: &[&str]) -> std::process::Output {
+    env.berth()
+        .args(["run", "--in-process", "--name", name, "--image", image])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_cold_berth_run_takes_the_rootfs_it_made_ahead_and_leaves_none() {
     let env = TestEnv::new("pool-cold");
     import_busybox(&env);
     let store = env.state_dir.join("images");
-    let name = format!("{}-c", env.name);
+    let nothing_left = || {
+        assert!(entries(&store.join("pool")).is_empty());
+        assert!(mounts_under(&env.state_dir).is_empty());
+    };
     // A first run unpacks the image's layer into the cache (a launch that
     // finds it still unpacking makes its own rootfs, as without).
-    let out = env
-        .berth()
-        .args([
-            "run",
-            "--in-process",
-            "--name",
-            "first",
-            "--image",
-            "busybox",
-        ])
-        .args(["--", "sh", "-c", "exit 0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cold_run(&env, "first", "busybox", &["--", "sh", "-c", "exit 0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     // The rootfs is made while the process opens its state and recovers;
     // the launch takes it: its container.json is the pool's (no id).
+    let name = format!("{}-c", env.name);
     let run = env
         .berth()
         .args(["run", "--in-process", "--name", &name, "--image", "busybox"])
@@ -245,55 +243,28 @@ fn a_cold_berth_run_takes_the_rootfs_it_made_ahead_and_leaves_none() {
     assert_eq!(meta["id"], "", "not the rootfs made ahead: {meta}");
     assert_eq!(meta["image"], "busybox", "{meta}");
     let out = run.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(entries(&store.join("pool")).is_empty());
-    assert!(mounts_under(&env.state_dir).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    nothing_left();
 
     // Refused at admission after the rootfs was made: it is unmounted and
-    // removed before the process ends.
-    let out = env
-        .berth()
-        .args([
-            "run",
-            "--in-process",
-            "--name",
+    // removed before the process ends. An image the store lacks: nothing
+    // is made ahead. Either way the run says what was wrong.
+    for (name, image, args, named) in [
+        (
             "refused",
-            "--image",
             "busybox",
-        ])
-        .args(["--hostname", "bad_host", "--", "true"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad_host"), "{err}");
-    assert!(entries(&store.join("pool")).is_empty());
-    assert!(mounts_under(&env.state_dir).is_empty());
-
-    // An image the store lacks: nothing is made ahead, and the run says
-    // what was wrong.
-    let out = env
-        .berth()
-        .args([
-            "run",
-            "--in-process",
-            "--name",
-            "missing",
-            "--image",
-            "nosuch:1",
-        ])
-        .args(["--", "true"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nosuch"), "{err}");
-    assert!(entries(&store.join("pool")).is_empty());
-    assert!(mounts_under(&env.state_dir).is_empty());
+            &["--hostname", "bad_host", "--", "true"][..],
+            "bad_host",
+        ),
+        ("missing", "nosuch:1", &["--", "true"][..], "nosuch"),
+    ] {
+        let out = cold_run(&env, name, image, args);
+        assert_ne!(out.status.code(), Some(0), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{name}: {err}");
+        nothing_left();
+    }
     let leaks = env.leaks();
     assert!(leaks.is_empty(), "{leaks:#?}");
 }
