@@ -203,7 +203,7 @@ impl RootfsPool {
 
     /// A mounted entry of `lowers` whose `container.json` is `meta`, if
     /// one is ready; either way that image is now the most recent one and
-    /// the thread tops it up.
+    /// the thread tops it up (a pool made once makes nothing more).
     pub(crate) fn take(&self, lowers: &[PathBuf], meta: &ContainerImage) -> Option<PathBuf> {
         let key = Key::of(lowers, meta);
         let mut st = self.state();
