@@ -197,6 +197,12 @@ struct Entry {
     /// process of the container (and the supervisor exits right after
     /// writing the exit status).
     own_pid_ns: bool,
+    /// The init's mount namespace, held from its READY: so that the
+    /// namespace's teardown (every mount of the container unmounted, its
+    /// `/proc`, `/dev` and `/sys` superblocks killed) is not done by the
+    /// command's exit, ahead of its exit status, but by a blocking-pool
+    /// thread once the destroy has begun (see [`destroy`]).
+    mount_ns: Option<OwnedFd>,
 }
 
 /// How long a dump may take (CRIU is killed past it).
@@ -542,9 +548,17 @@ impl Engine {
         };
 
         let own_pid_ns = !matches!(self.kind, Kind::Posix) && new_pid_ns(Some(&spec.launch_info));
+        let own_mount_ns = matches!(self.kind, Kind::Linux(_))
+            && spec
+                .launch_info
+                .clone_namespaces
+                .contains(&(berth_state::Namespace::Mount as i32));
         match self.start_supervisor(&id, &supervisor, req, spec.stdio) {
             Ok((forked, control)) => {
                 let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
+                let mount_ns = own_mount_ns
+                    .then(|| forked.init.open_namespace("mnt").ok())
+                    .flatten();
                 tracing::info!(
                     supervisor = forked.supervisor.pid,
                     init = forked.init.pid,
@@ -557,6 +571,7 @@ impl Engine {
                         control: Some(control),
                         pidfd,
                         own_pid_ns,
+                        mount_ns,
                     },
                 );
                 Ok(forked)
@@ -1046,6 +1061,8 @@ impl Engine {
             control: None,
             pidfd: Some(Arc::new(fd)),
             own_pid_ns: !matches!(self.kind, Kind::Posix) && new_pid_ns(r.launch_info.as_ref()),
+            // A recovered container's mounts go with its last process.
+            mount_ns: None,
         }))
     }
 
@@ -1262,6 +1279,15 @@ pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), 
                 })
             }
         }
+    }
+    // The container's processes are gone: its mount namespace goes now,
+    // beside the rest of the destroy rather than ahead of it.
+    let mount_ns = engine
+        .entries()
+        .get_mut(&key)
+        .and_then(|e| e.mount_ns.take());
+    if let Some(ns) = mount_ns {
+        drop(tokio::task::spawn_blocking(move || drop(ns)));
     }
     let orphan = engine
         .runtime_orphans

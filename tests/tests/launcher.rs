@@ -492,6 +492,55 @@ async fn a_blocked_init_is_destroyed_without_running_the_command() {
     l.remove(ContainerId::new("blocked")).await.unwrap();
 }
 
+/// The fds of this process that name namespace `ns` (`mnt:[INODE]`).
+fn fds_naming(ns: &str) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == ns))
+        .count()
+}
+
+/// The launcher holds the init's mount namespace from its fork until the
+/// destroy: the command's exit does not tear its mounts down ahead of its
+/// exit status (the destroy does, beside its other stages).
+#[actix_rt::test]
+async fn the_mounts_of_an_exited_command_go_with_its_destroy() {
+    let env = TestEnv::new("mounts_go_with_destroy");
+    let l = linux(&env);
+    let root = busybox_rootfs(&env);
+    let mut info = namespaces(&[Namespace::Pid, Namespace::Mount]);
+    info.rootfs = root.display().to_string();
+    let spec = shell(&env, "mntns", "readlink /proc/self/ns/mnt", info);
+    let sandbox = spec.sandbox_dir.clone();
+    let id = ContainerId::new("mntns");
+    l.fork(spec).await.unwrap();
+    l.release(id.clone()).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), l.wait(id.clone()))
+        .await
+        .expect("the container exits within 30 s")
+        .unwrap();
+    assert!(
+        matches!(status, ExitStatus::Exited { code: 0, .. }),
+        "{status:?}"
+    );
+    let ns = read(sandbox.join("stdout")).trim().to_string();
+    assert!(ns.starts_with("mnt:["), "{ns:?}");
+    assert_ne!(ns, host_ns("mnt"));
+    assert_eq!(
+        fds_naming(&ns),
+        1,
+        "the exited container's mount namespace is held"
+    );
+    l.destroy(id.clone()).await.unwrap();
+    wait_until(
+        "the destroy lets the mount namespace go",
+        Duration::from_secs(5),
+        || fds_naming(&ns) == 0,
+    );
+    l.remove(id).await.unwrap();
+}
+
 /// Starts `launcher-holder` (a stand-in agent) for one container.
 fn hold(
     env: &TestEnv,
