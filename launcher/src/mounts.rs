@@ -572,11 +572,19 @@ fn setup_sys(sys_dir: &Path, new_net: bool, cgroups: Option<&CgroupView>) -> Ste
             None,
         )?;
     } else if sys_dir != Path::new("/sys") {
+        // With a cgroup view of its own, the host's sysfs alone, as a
+        // fresh sysfs (a network of its own) would be: none of the host's
+        // mounts below it (tracefs, debugfs, securityfs, bpffs; its cgroup
+        // hierarchies are replaced below anyway).
+        let rec = match cgroups {
+            Some(_) => MsFlags::empty(),
+            None => MsFlags::MS_REC,
+        };
         mnt_path(
             Some(Path::new("/sys")),
             sys_dir,
             None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
+            MsFlags::MS_BIND | rec,
             None,
         )?;
     }

@@ -2,7 +2,8 @@
 //! container sees the host's root read-only and cannot reach berth's own
 //! state, runtime dir or binaries (`--host-rootfs rw` opts out);
 //! `--read-only` makes an image's rootfs read-only; volumes may not cover
-//! /proc, /sys or /dev; moby's extra masked paths are masked.
+//! /proc, /sys or /dev; moby's extra masked paths are masked; an image
+//! container sees none of the host's mounts below /sys.
 
 use berth_tests::{berth_bin, busybox_layout, require_tool, TestEnv};
 use std::path::{Path, PathBuf};
@@ -171,6 +172,56 @@ fn read_only_makes_an_image_rootfs_read_only_and_leaves_the_sandbox_writable() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// An image container on the host's network sees the host's sysfs alone
+/// under /sys, as one with a network of its own sees a fresh one: none of
+/// the host's mounts below it (tracefs, debugfs, securityfs, bpffs), and
+/// under /sys/fs/cgroup only its own cgroups.
+#[test]
+fn an_image_container_sees_no_host_mount_below_sys() {
+    require_tool("umoci");
+    // Mount points below /sys other than the cgroup ones, on the host.
+    let below_sys = |mountinfo: &str| -> Vec<String> {
+        mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with("/sys/") && !p.starts_with("/sys/fs/cgroup"))
+            .map(str::to_string)
+            .collect()
+    };
+    let host = below_sys(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    assert!(
+        !host.is_empty(),
+        "this test needs a host mount below /sys besides the cgroup ones (tracefs, debugfs, ...)"
+    );
+    let env = TestEnv::new("hard-sys");
+    berth_tests::import_busybox(&env);
+    let out = env
+        .berth()
+        .args([
+            "run",
+            "--image",
+            "busybox",
+            "--",
+            "busybox",
+            "cat",
+            "/proc/self/mountinfo",
+        ])
+        .output()
+        .unwrap();
+    let inside = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{inside}{}", text(&out.stderr));
+    // Masked paths (a tmpfs on /sys/firmware) are the container's own.
+    let leaked: Vec<String> = below_sys(&inside)
+        .into_iter()
+        .filter(|p| host.contains(p))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "host mounts below /sys inside: {leaked:?}\n{inside}"
+    );
+    assert!(inside.contains(" /sys/fs/cgroup/memory "), "{inside}");
 }
 
 #[test]
