@@ -6,8 +6,8 @@
 //! (its `work/`, a whiteout and xattr probe, `incompat/volatile`): about
 //! 1–2 ms of every launch on this project's test VM. None of it depends
 //! on the container, only on its image's layers. A pooled entry is that
-//! rootfs made ahead of time in `<store>/pool/<pid>-<n>`, for the lower
-//! layers of an image launched recently; a provision of the same layers
+//! rootfs made ahead of time in `<store>/pool/<pid>-<start time>-<n>`,
+//! for the lower layers of an image launched recently; a provision of the same layers
 //! renames an entry to the container's dir (one `rename`, the mount
 //! follows its directory) and a thread makes the replacement off the
 //! launch's path.
@@ -105,6 +105,22 @@ pub(crate) fn store_trash(store: &Store) -> berth_state::trash::Trash {
     berth_state::trash::Trash::new(store.root().join("trash"))
 }
 
+/// The names of this process's entries begin with its pid and start time
+/// (`<pid>-<start>-`): a dead process's entries are never taken for this
+/// one's when this one got its pid.
+fn own_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let pid = std::process::id() as i32;
+        let start = berth_state::ProcessRef::of(pid)
+            .ok()
+            .flatten()
+            .map(|p| p.start_time)
+            .unwrap_or_default();
+        format!("{pid}-{start}-")
+    })
+}
+
 /// Unmounts and discards every entry under `<store>/pool` but this
 /// process's own (blocking): a dead process's, at recovery. Its own may be
 /// in the making while it recovers (`berth run`'s, made ahead).
@@ -112,9 +128,9 @@ pub(crate) fn sweep(store: &Store, trash: &berth_state::trash::Trash) {
     let Ok(entries) = std::fs::read_dir(dir(store)) else {
         return;
     };
-    let own = format!("{}-", std::process::id());
+    let own = own_prefix();
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&own) {
+        if e.file_name().to_string_lossy().starts_with(own) {
             continue;
         }
         discard(trash, &e.path());
@@ -293,7 +309,7 @@ fn refill(s: &Shared) {
                     .find(|r| st.ready.iter().filter(|(k, _)| k == *r).count() < s.size);
                 if let Some(k) = short.cloned() {
                     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    let entry = s.dir.join(format!("{}-{n}", std::process::id()));
+                    let entry = s.dir.join(format!("{}{n}", own_prefix()));
                     break (k, entry);
                 }
                 st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -334,5 +350,31 @@ fn refill(s: &Shared) {
                 discard(&trash, &making);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_keeps_only_this_process_s_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let pool = dir(&store);
+        let pid = std::process::id();
+        let ours = pool.join(format!("{}7", own_prefix()));
+        // Another process that had this pid (another start time), and one
+        // named as berth named entries before the start time was in it.
+        let reused = pool.join(format!("{pid}-1-7"));
+        let older = pool.join(format!("{pid}-7"));
+        for d in [&ours, &reused, &older] {
+            std::fs::create_dir_all(d.join("rootfs")).unwrap();
+        }
+        let trash = store_trash(&store);
+        sweep(&store, &trash);
+        berth_state::trash::flush();
+        assert!(ours.is_dir());
+        assert!(!reused.exists() && !older.exists());
     }
 }
