@@ -7,10 +7,10 @@
 //! 1–2 ms of every launch on this project's test VM. None of it depends
 //! on the container, only on its image's layers. A pooled entry is that
 //! rootfs made ahead of time in `<store>/pool/<pid>-<start time>-<n>`,
-//! for the lower layers of an image launched recently; a provision of the same layers
-//! renames an entry to the container's dir (one `rename`, the mount
-//! follows its directory) and a thread makes the replacement off the
-//! launch's path.
+//! for the lower layers of an image launched recently; a provision of
+//! the same layers renames an entry to the container's dir (one
+//! `rename`, the mount follows its directory) and a thread makes the
+//! replacement off the launch's path.
 //!
 //! An unclaimed entry holds no container: [`RootfsPool::close`] (the
 //! agent's stop) unmounts and discards every entry, and a process that
