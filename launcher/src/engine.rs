@@ -201,7 +201,7 @@ struct Entry {
     /// namespace's teardown (every mount of the container unmounted, its
     /// `/proc`, `/dev` and `/sys` superblocks killed) is not done by the
     /// command's exit, ahead of its exit status, but by a blocking-pool
-    /// thread once the destroy has begun (see [`destroy`]).
+    /// thread once the container is removed (see [`Engine::remove`]).
     mount_ns: Option<OwnedFd>,
 }
 
@@ -961,7 +961,15 @@ impl Engine {
     pub(crate) fn remove(&self, id: &ContainerId) -> Result<(), LaunchError> {
         let _span = tracing::info_span!("launcher.remove", container = %id).entered();
         self.delete_from_runtime(id)?;
-        self.entries().remove(&id.to_string());
+        let entry = self.entries().remove(&id.to_string());
+        // The container's mounts go off the destroy's path: its last
+        // stage returns while another thread tears them down.
+        if let Some(ns) = entry.and_then(|e| e.mount_ns) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(move || drop(ns))),
+                Err(_) => drop(ns),
+            }
+        }
         self.runtime.remove_container_dir(id).map_err(rt_err(id))
     }
 
@@ -1279,15 +1287,6 @@ pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), 
                 })
             }
         }
-    }
-    // The container's processes are gone: its mount namespace goes now,
-    // beside the rest of the destroy rather than ahead of it.
-    let mount_ns = engine
-        .entries()
-        .get_mut(&key)
-        .and_then(|e| e.mount_ns.take());
-    if let Some(ns) = mount_ns {
-        drop(tokio::task::spawn_blocking(move || drop(ns)));
     }
     let orphan = engine
         .runtime_orphans

@@ -502,10 +502,11 @@ fn fds_naming(ns: &str) -> usize {
 }
 
 /// The launcher holds the init's mount namespace from its fork until the
-/// destroy: the command's exit does not tear its mounts down ahead of its
-/// exit status (the destroy does, beside its other stages).
+/// container is removed: neither the command's exit (ahead of its exit
+/// status) nor the destroy tears its mounts down; another thread does,
+/// once it is removed.
 #[actix_rt::test]
-async fn the_mounts_of_an_exited_command_go_with_its_destroy() {
+async fn the_mounts_of_an_exited_command_go_once_it_is_removed() {
     let env = TestEnv::new("mounts_go_with_destroy");
     let l = linux(&env);
     let root = busybox_rootfs(&env);
@@ -533,12 +534,13 @@ async fn the_mounts_of_an_exited_command_go_with_its_destroy() {
         "the exited container's mount namespace is held"
     );
     l.destroy(id.clone()).await.unwrap();
+    assert_eq!(fds_naming(&ns), 1, "still held after the destroy");
+    l.remove(id).await.unwrap();
     wait_until(
-        "the destroy lets the mount namespace go",
+        "the removal lets the mount namespace go",
         Duration::from_secs(5),
         || fds_naming(&ns) == 0,
     );
-    l.remove(id).await.unwrap();
 }
 
 /// Starts `launcher-holder` (a stand-in agent) for one container.
