@@ -52,6 +52,11 @@ impl Fetcher for UriFetcher {
         uris: &[FetchUri],
         sandbox: &Path,
     ) -> BoxFuture<'static, Result<(), String>> {
+        if uris.is_empty() {
+            // Nothing to fetch: no trip through the blocking pool (a launch
+            // waits on this step).
+            return Box::pin(async { Ok(()) });
+        }
         let (uris, sandbox, id) = (uris.to_vec(), sandbox.to_path_buf(), id.to_string());
         let cache = self.cache.clone();
         Box::pin(async move {
