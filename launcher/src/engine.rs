@@ -191,6 +191,13 @@ struct Entry {
     forked: Forked,
     /// The control socket, until the release is sent.
     control: Option<UnixStream>,
+    /// The control socket again, kept past the release: the supervisor
+    /// writes one byte on it once it has recorded the init's exit status
+    /// (and it closes when the supervisor exits), so `wait` learns of the
+    /// exit without waiting for the supervisor's own exit. Being a second
+    /// fd of the socket, dropping `control` no longer closes it: an
+    /// abandoned launch is told by a shutdown (see `kill_all`).
+    exit_notice: Option<Arc<OwnedFd>>,
     /// A pidfd on the supervisor.
     pidfd: Option<Arc<OwnedFd>>,
     /// The init is pid 1 of a new pid namespace: its exit ends every
@@ -556,6 +563,7 @@ impl Engine {
         match self.start_supervisor(&id, &supervisor, req, spec.stdio) {
             Ok((forked, control)) => {
                 let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
+                let exit_notice = control.try_clone().ok().map(|c| Arc::new(OwnedFd::from(c)));
                 let mount_ns = own_mount_ns
                     .then(|| forked.init.open_namespace("mnt").ok())
                     .flatten();
@@ -569,6 +577,7 @@ impl Engine {
                     Entry {
                         forked: forked.clone(),
                         control: Some(control),
+                        exit_notice,
                         pidfd,
                         own_pid_ns,
                         mount_ns,
@@ -752,6 +761,14 @@ impl Engine {
         self.entries().contains_key(&id.to_string()) || self.runtime.container_dir(id).is_dir()
     }
 
+    /// The supervisor's control socket of `id` (see [`Entry::exit_notice`]);
+    /// `None` for a recovered container.
+    fn exit_notice(&self, id: &ContainerId) -> Option<Arc<OwnedFd>> {
+        self.entries()
+            .get(&id.to_string())
+            .and_then(|e| e.exit_notice.clone())
+    }
+
     /// A pidfd on the live supervisor of `id`, or `None` when it is gone.
     pub(crate) fn supervisor_pidfd(&self, id: &ContainerId) -> Option<Arc<OwnedFd>> {
         if let Some(fd) = self
@@ -806,7 +823,10 @@ impl Engine {
         let _span = tracing::info_span!("launcher.kill_all", container = %id).entered();
         // An unreleased init is killed by its supervisor once this closes.
         if let Some(e) = self.entries().get_mut(&id.to_string()) {
-            e.control = None;
+            // A shutdown, not a close: `exit_notice` holds the socket open.
+            if let Some(c) = e.control.take() {
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            }
         }
         let refs = self.refs(id);
         match &self.kind {
@@ -1067,6 +1087,7 @@ impl Engine {
         Some(open_pidfd(&supervisor).map(|fd| Entry {
             forked: Forked { supervisor, init },
             control: None,
+            exit_notice: None,
             pidfd: Some(Arc::new(fd)),
             own_pid_ns: !matches!(self.kind, Kind::Posix) && new_pid_ns(r.launch_info.as_ref()),
             // A recovered container's mounts go with its last process.
@@ -1214,23 +1235,62 @@ pub(crate) async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// The exit status in the supervisor's message on its control socket, if
+/// it is there whole. Peeked, not read: every waiter finds it.
+fn peek_exited(notice: &OwnedFd) -> Option<ExitStatus> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a valid socket and a live buffer of the given length.
+    let n = unsafe {
+        libc::recv(
+            notice.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    protocol::decode_exited(&buf[..n])
+}
+
 /// Resolves with the exit status of `id` once its supervisor has exited.
 pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitStatus, LaunchError> {
     let key = id.to_string();
     let (e, i) = (engine.clone(), id.clone());
-    let (done, pidfd) = blocking(key.clone(), move || {
+    let (done, pidfd, notice) = blocking(key.clone(), move || {
+        // The notice first: a status recorded after the check below makes
+        // it readable, so no exit falls between the two.
+        let notice = e.exit_notice(&i);
         if let Some(s) = e.exit_status(&i)? {
-            return Ok((Some(s), None));
+            return Ok((Some(s), None, None));
         }
         let fd = e.supervisor_pidfd(&i);
         if fd.is_none() && !e.known(&i) {
             return Err(LaunchError::UnknownContainer { id: i.to_string() });
         }
-        Ok((None, fd))
+        Ok((None, fd, notice))
     })
     .await?;
     if let Some(s) = done {
         return Ok(s);
+    }
+    if let (Some(notice), Some(fd)) = (&notice, &pidfd) {
+        // A supervisor this launcher released says when the status is
+        // recorded (a byte on its control socket): a quarter of a
+        // millisecond before its own exit would. The socket also reads as
+        // ready when the supervisor is gone; should the status be missing
+        // then, the waits below decide.
+        tokio::select! {
+            _ = watch::readable(notice) => {}
+            _ = watch::exited(fd) => {}
+        }
+        // The status itself came along: no trip to the blocking pool.
+        if let Some(s) = peek_exited(notice) {
+            return Ok(s);
+        }
+        let (e, i) = (engine.clone(), id.clone());
+        if let Some(s) = blocking(key.clone(), move || e.exit_status(&i)).await? {
+            return Ok(s);
+        }
     }
     let dir = engine.runtime.container_dir(&id);
     let own_pid_ns = engine.own_pid_ns(&id);
@@ -1265,18 +1325,43 @@ pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitSta
 }
 
 /// Kills everything of `id`, then waits until its supervisor has
-/// recorded the exit (so `wait` and `remove` may follow at once).
+/// recorded the exit (so `wait` and `remove` may follow at once): until it
+/// says so on its control socket, or has exited.
 pub(crate) async fn destroy(engine: Arc<Engine>, id: ContainerId) -> Result<(), LaunchError> {
     let key = id.to_string();
     let (e, i) = (engine.clone(), id.clone());
-    let pidfd = blocking(key.clone(), move || {
+    let (pidfd, notice) = blocking(key.clone(), move || {
         e.kill_all(&i)?;
-        Ok(e.supervisor_pidfd(&i))
+        // Only berth's own launcher has emptied the container's cgroup
+        // above: with another, what escaped the init may still run, and
+        // its supervisor (their subreaper) lives until they are gone.
+        let notice = match e.kind {
+            Kind::Linux(_) => e.exit_notice(&i),
+            Kind::Posix | Kind::Oci(_) => None,
+        };
+        Ok((e.supervisor_pidfd(&i), notice))
     })
     .await?;
     if let Some(fd) = pidfd {
         let limit = engine.cfg.destroy_timeout;
-        match tokio::time::timeout(limit, watch::exited(&fd)).await {
+        // The supervisor's message that the status is recorded is enough
+        // (nothing of the container runs any more): what it does after it,
+        // its own exit, need not hold the destroy.
+        let recorded = async {
+            if let Some(n) = &notice {
+                if watch::readable(n).await.is_ok() && peek_exited(n).is_some() {
+                    return;
+                }
+            }
+            futures::future::pending::<()>().await
+        };
+        let done = async {
+            tokio::select! {
+                _ = recorded => {}
+                _ = watch::exited(&fd) => {}
+            }
+        };
+        match tokio::time::timeout(limit, done).await {
             Ok(_) => {}
             Err(_) => {
                 return Err(LaunchError::Supervisor {

@@ -20,6 +20,31 @@ use std::io::{self, Read, Write};
 
 /// Release byte (launcher → supervisor → init).
 pub const RELEASE: u8 = b'R';
+/// Supervisor → launcher, on the control socket: the init's exit status
+/// is recorded in the runtime dir; see [`exited`].
+pub const EXITED: u8 = b'X';
+
+/// The message that tells the launcher the init's exit status once it is
+/// recorded: [`EXITED`], the status's length (u32, little endian) and the
+/// status as the runtime dir's `exit_status` file holds it.
+pub fn exited(status: &berth_state::ExitStatus) -> Vec<u8> {
+    let text = status.encode();
+    let mut msg = Vec::with_capacity(5 + text.len());
+    msg.push(EXITED);
+    msg.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    msg.extend_from_slice(text.as_bytes());
+    msg
+}
+
+/// The status in an [`exited`] message, if `msg` holds one whole.
+pub fn decode_exited(msg: &[u8]) -> Option<berth_state::ExitStatus> {
+    let (&tag, rest) = msg.split_first()?;
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let text = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
+    (tag == EXITED)
+        .then(|| berth_state::ExitStatus::decode(text))
+        .flatten()
+}
 /// Init → supervisor: set up and blocked.
 pub const READY: u8 = b'R';
 /// Init → supervisor: a step failed; `ERRNO MESSAGE` follows.
@@ -225,5 +250,35 @@ mod tests {
             Some((13, "exec /x: Permission denied (os error 13)".into()))
         );
         assert_eq!(decode_error(b""), None);
+    }
+
+    #[test]
+    fn an_exit_notice_round_trips_only_whole() {
+        use berth_state::ExitStatus;
+        for st in [
+            ExitStatus::Exited {
+                code: 3,
+                at_unix_nanos: 7,
+            },
+            ExitStatus::Signaled {
+                signal: 9,
+                at_unix_nanos: 8,
+            },
+            ExitStatus::StartError {
+                errno: 2,
+                message: "exec /nope: No such file or directory".into(),
+                at_unix_nanos: 9,
+            },
+        ] {
+            let msg = exited(&st);
+            assert_eq!(decode_exited(&msg), Some(st.clone()));
+            // A message still arriving, or something else, is not one.
+            for cut in 0..msg.len() {
+                assert_eq!(decode_exited(&msg[..cut]), None, "cut at {cut}");
+            }
+            let mut other = msg.clone();
+            other[0] = ERROR;
+            assert_eq!(decode_exited(&other), None);
+        }
     }
 }

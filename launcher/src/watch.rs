@@ -14,7 +14,13 @@ use tokio::io::Interest;
 /// Resolves once the process behind `pidfd` has exited. Works for
 /// processes that are not our children (the supervisor never is).
 pub async fn exited(pidfd: &OwnedFd) -> io::Result<()> {
-    let fd = register(pidfd.try_clone()?)?;
+    readable(pidfd).await
+}
+
+/// Resolves once `fd` reads as ready (data, end of file, or an error on a
+/// socket). Nothing is read: every waiter sees the same readiness.
+pub async fn readable(fd: &OwnedFd) -> io::Result<()> {
+    let fd = register(fd.try_clone()?)?;
     let _ready = fd.readable().await?;
     Ok(())
 }

@@ -95,7 +95,9 @@ impl ExitStatus {
         }
     }
 
-    fn encode(&self) -> String {
+    /// The `exit_status` file's text (one line; also what the supervisor
+    /// sends its launcher).
+    pub fn encode(&self) -> String {
         match self {
             ExitStatus::Exited {
                 code,
@@ -116,7 +118,9 @@ impl ExitStatus {
         }
     }
 
-    fn decode(s: &str) -> Option<ExitStatus> {
+    /// The status in [`encode`](Self::encode)'s text; `None` when it is
+    /// malformed or cut short.
+    pub fn decode(s: &str) -> Option<ExitStatus> {
         // A file without its final newline was cut short.
         let line = s.strip_suffix('\n')?;
         let mut it = line.splitn(4, ' ');

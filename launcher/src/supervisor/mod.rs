@@ -688,6 +688,10 @@ fn watch(
 ) {
     use nix::sys::wait::WaitPidFlag;
     let mut control = Some(control);
+    // The control socket once the release came: not read any more; told
+    // when the exit status is recorded (see `protocol::EXITED`), as the
+    // control socket is when the init ends before its release.
+    let mut notice: Option<UnixStream> = None;
     let mut release_w = Some(release);
     // A runtime's `start` that fails leaves its init waiting: it is killed,
     // and its exit is recorded as the start error.
@@ -706,6 +710,7 @@ fn watch(
         relay.drain();
         let st = on_init_exit(ws);
         relay.exited(attach_exit(&st));
+        st
     };
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut tags: Vec<Option<relay::Tag>> = Vec::new();
@@ -718,16 +723,18 @@ fn watch(
                 Ok(ws) => {
                     if ws.pid() == Some(init) {
                         init_done = true;
-                        // Nothing more comes over the control socket.
-                        control = None;
-                        init_ended(ws, relay);
+                        let st = init_ended(ws, relay);
+                        // Nothing more comes over the control socket: it
+                        // tells the launcher the status is recorded.
+                        tell_exited(control.take().or(notice.take()), &st);
                     }
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 // ECHILD: no child left at all.
                 Err(_) => {
                     if !init_done {
-                        init_ended(WaitStatus::Exited(init, 255), relay);
+                        let st = init_ended(WaitStatus::Exited(init, 255), relay);
+                        tell_exited(control.take().or(notice.take()), &st);
                     }
                     relay.drain();
                     relay.finish();
@@ -785,7 +792,7 @@ fn watch(
                     } else if let Some(w) = release_w.take() {
                         fire(w);
                     }
-                    control = None;
+                    notice = control.take();
                 }
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 _ => {
@@ -797,6 +804,28 @@ fn watch(
                 }
             }
         }
+    }
+}
+
+/// Tells the launcher that started the init that its exit status is
+/// recorded, and what it is (see [`protocol::exited`]); a launcher that
+/// is gone (restarted) is no error.
+fn tell_exited(notice: Option<UnixStream>, status: &ExitStatus) {
+    if let Some(n) = notice {
+        let msg = protocol::exited(status);
+        // SAFETY: a valid socket and a buffer that outlives the call.
+        unsafe {
+            libc::send(
+                n.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        // The launcher's thread, just woken, may wait on this CPU while
+        // this process exits (a few hundred microseconds): it goes first.
+        // SAFETY: no arguments.
+        unsafe { libc::sched_yield() };
     }
 }
 
