@@ -631,3 +631,41 @@ async fn v2_pids_and_devices() {
     pids.cleanup(&f.id).await.unwrap();
     assert!(!f.dir().exists());
 }
+
+/// A container that asks for no limits keeps the values the kernel gives
+/// a new cgroup (berth writes none of them at prepare); one whose cgroup
+/// was already there, with other values, has its values written.
+#[actix_rt::test]
+async fn no_limits_keep_a_new_cgroup_s_values_and_a_found_cgroup_is_set() {
+    let env = TestEnv::new("cg-defaults");
+    let c = containerizer(&env);
+    c.recover().await.unwrap();
+    let dir = |h: &str, name: &str| env.cgroup_dir(h).join(name);
+    let unlimited = |name: &str| {
+        let mem = read(dir("memory", name).join("memory.limit_in_bytes"));
+        assert!(mem.parse::<u64>().unwrap() > 1 << 60, "memory limit {mem}");
+        assert_eq!(read(dir("pids", name).join("pids.max")), "max");
+        assert_eq!(read(dir("cpu", name).join("cpu.shares")), "1024");
+    };
+    for (name, planted) in [
+        (format!("{}-new", env.name), false),
+        (format!("{}-found", env.name), true),
+    ] {
+        if planted {
+            // Left with limits (as after a crash between a prepare and
+            // its record): found, not made, so every value is written.
+            plant(&env, &name);
+            fs::write(dir("pids", &name).join("pids.max"), "5").unwrap();
+            fs::write(dir("cpu", &name).join("cpu.shares"), "2").unwrap();
+            let mem = dir("memory", &name).join("memory.limit_in_bytes");
+            fs::write(mem, (64 * MIB).to_string()).unwrap();
+        }
+        let id = ContainerId::new(&name);
+        c.launch(id.clone(), sh("sleep 1000", Resources::default()))
+            .await
+            .unwrap();
+        unlimited(&name);
+        c.destroy(id.clone()).await.unwrap();
+        c.remove(id).await.unwrap();
+    }
+}

@@ -68,6 +68,14 @@ impl Subsystem for Cpu {
         Ok(())
     }
 
+    fn fresh_suffices(dirs: &CgroupDirs, res: &Resources) -> bool {
+        // v1's default shares are 1024, what no cpus ask for; v2's default
+        // weight (100) is not what 1024 shares map to.
+        res.cpus == 0.0
+            && res.cpu_limit == 0.0
+            && dirs.of("cpu").is_some_and(|d| d.version == Version::V1)
+    }
+
     fn apply(
         id: &ContainerId,
         dirs: &CgroupDirs,

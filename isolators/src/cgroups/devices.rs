@@ -184,6 +184,34 @@ fn mknod_taken_back(devices: &[(DeviceNode, &str)]) -> Vec<(String, i64, i64)> {
     out
 }
 
+/// Writes each rule to the v1 `devices.allow` or `devices.deny` file at
+/// `path`, one `write` per rule (the file takes one rule per write) on one
+/// open: a launch's dozen default rules were a dozen opens and closes of
+/// a cgroup file. On failure: the rule and the error.
+fn write_rules(
+    path: &Path,
+    rules: impl IntoIterator<Item = String>,
+) -> Result<(), (String, std::io::Error)> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| (format!("(open {})", path.display()), e))?;
+    for rule in rules {
+        f.write_all(rule.as_bytes()).map_err(|e| (rule, e))?;
+    }
+    Ok(())
+}
+
+/// A device number in a rule: `*` for any.
+fn number(n: i64) -> String {
+    if n == -1 {
+        "*".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
 fn permissions(p: &str) -> Vec<DevicePermissions> {
     p.chars()
         .filter_map(|c| match c {
@@ -237,25 +265,16 @@ impl Subsystem for Devices {
         if update || d.version == Version::V2 {
             return Ok(());
         }
-        let c = DevicesController::new(d.path.clone(), d.path.clone());
-        let rwm = [
-            DevicePermissions::Read,
-            DevicePermissions::Write,
-            DevicePermissions::MkNod,
-        ];
         let at = |what: &str| format!("{what} in {}", d.path.display());
-        c.deny_device(DeviceType::All, -1, -1, &rwm)
-            .map_err(|e| cg_err(id, &at("deny all devices"), e))?;
-        for &(t, major, minor) in DEFAULT_ALLOWED_DEVICES {
-            let ty = if t == 'b' {
-                DeviceType::Block
-            } else {
-                DeviceType::Char
-            };
-            c.allow_device(ty, major, minor, &rwm)
-                .map_err(|e| cg_err(id, &at(&format!("allow device {t} {major}:{minor}")), e))?;
-        }
-        Ok(())
+        write_rules(&d.path.join("devices.deny"), ["a *:* rwm".to_string()]).map_err(
+            |(_, e)| IsolatorError::failed(id, format!("{}: {e}", at("deny all devices"))),
+        )?;
+        let rules = DEFAULT_ALLOWED_DEVICES
+            .iter()
+            .map(|&(t, major, minor)| format!("{t} {}:{} rwm", number(major), number(minor)));
+        write_rules(&d.path.join("devices.allow"), rules).map_err(|(rule, e)| {
+            IsolatorError::failed(id, format!("{}: {e}", at(&format!("allow device {rule}"))))
+        })
     }
 
     fn validate_config(id: &ContainerId, config: &ContainerConfig) -> Result<(), IsolatorError> {

@@ -166,6 +166,11 @@ impl Subsystem for Memory {
     const CONTROLLERS: &'static [&'static str] = &["memory"];
     const WATCHES: bool = true;
 
+    fn fresh_suffices(_dirs: &CgroupDirs, res: &Resources) -> bool {
+        // No limit, no swap limit, no protection: a new cgroup's values.
+        res.memory_bytes == 0 && res.memory_soft_bytes == 0
+    }
+
     fn validate(id: &ContainerId, res: &Resources) -> Result<(), IsolatorError> {
         if res.memory_bytes > 0 && res.memory_bytes < MIN_LIMIT {
             return Err(IsolatorError::invalid(

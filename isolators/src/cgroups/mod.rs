@@ -109,6 +109,14 @@ pub trait Subsystem: Send + Sync + 'static {
         update: bool,
     ) -> Result<(), IsolatorError>;
 
+    /// Whether a cgroup this prepare has just made already holds what
+    /// [`apply`](Self::apply) would write for `res` (the kernel's defaults:
+    /// no limit): the prepare then writes nothing, saving an open, a write
+    /// and a close of a cgroup file per value.
+    fn fresh_suffices(_dirs: &CgroupDirs, _res: &Resources) -> bool {
+        false
+    }
+
     /// Checks the rest of the config (beyond resources) before anything
     /// is created.
     fn validate_config(_id: &ContainerId, _config: &ContainerConfig) -> Result<(), IsolatorError> {
@@ -242,8 +250,9 @@ pub(crate) fn io_err(id: &ContainerId, op: &str, path: &Path, e: io::Error) -> I
 
 /// Creates the cgroup; on v2, first enables the controller in every
 /// ancestor's `cgroup.subtree_control` (the unified hierarchy only offers
-/// a controller to children whose parent enabled it).
-fn create(id: &ContainerId, d: &CgroupDir, mount: &Path) -> Result<(), IsolatorError> {
+/// a controller to children whose parent enabled it). `Ok(true)` when
+/// this call made it, `Ok(false)` when it was there.
+fn create(id: &ContainerId, d: &CgroupDir, mount: &Path) -> Result<bool, IsolatorError> {
     if d.version == Version::V2 {
         let v2_name = match d.controller {
             "cpuacct" => "cpu",
@@ -265,13 +274,14 @@ fn create(id: &ContainerId, d: &CgroupDir, mount: &Path) -> Result<(), IsolatorE
     mkdir(id, &d.path)
 }
 
-fn mkdir(id: &ContainerId, dir: &Path) -> Result<(), IsolatorError> {
+/// `Ok(true)` when this call made `dir`, `Ok(false)` when it was there.
+fn mkdir(id: &ContainerId, dir: &Path) -> Result<bool, IsolatorError> {
     match fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| io_err(id, "create cgroup", dir, e))
-        }
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)
+            .map(|()| true)
+            .map_err(|e| io_err(id, "create cgroup", dir, e)),
         Err(e) => Err(io_err(id, "create cgroup", dir, e)),
     }
 }
@@ -425,12 +435,20 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
             }
             blocking(move || {
                 let mut info = S::launch_info(&id, &dirs, &config)?;
+                // Co-mounted controllers (cpu,cpuacct) share one dir.
+                let mut made = HashSet::new();
                 for d in &dirs.0 {
                     let mount = mount_of(&h, d).unwrap_or_default();
-                    create(&id, d, &mount)?;
+                    if create(&id, d, &mount)? {
+                        made.insert(d.path.clone());
+                    }
                 }
-                let done = S::apply(&id, &dirs, &res, false)
-                    .and_then(|()| S::configure(&id, &dirs, &config, &info));
+                let fresh = dirs.0.iter().all(|d| made.contains(&d.path));
+                let applied = match fresh && S::fresh_suffices(&dirs, &res) {
+                    true => Ok(()),
+                    false => S::apply(&id, &dirs, &res, false),
+                };
+                let done = applied.and_then(|()| S::configure(&id, &dirs, &config, &info));
                 if let Err(e) = done {
                     // Nothing may be left behind by a failed prepare.
                     let _ = remove(&id, &dirs);

@@ -26,6 +26,10 @@ impl Subsystem for Pids {
     const NAME: &'static str = NAME;
     const CONTROLLERS: &'static [&'static str] = &["pids"];
 
+    fn fresh_suffices(_dirs: &CgroupDirs, res: &Resources) -> bool {
+        res.pids == 0 // pids.max is "max"
+    }
+
     fn apply(
         id: &ContainerId,
         dirs: &CgroupDirs,
