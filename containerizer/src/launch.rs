@@ -243,17 +243,29 @@ impl ContainerizerActor {
                 // container writes: made component by component on fds,
                 // and it must be new (not something the parent put there).
                 let nested = id.parent.is_some();
+                let create = move || {
+                    let rel = sandbox.strip_prefix(&base).unwrap_or(&sandbox);
+                    berth_state::safe_path::create_dirs(&base, rel, nested)
+                };
                 Box::pin(
                     async move {
-                        // The record first: after a crash it says a sandbox may exist.
-                        cp.await?;
-                        let made = tokio::task::spawn_blocking(move || {
-                            let rel = sandbox.strip_prefix(&base).unwrap_or(&sandbox);
-                            berth_state::safe_path::create_dirs(&base, rel, nested)
-                        })
-                        .await
-                        .map_err(|e| stage(&id2, "create sandbox", e))?
-                        .map_err(|e| stage(&id2, "create sandbox", e))?;
+                        let made = if nested {
+                            // The record first: after a crash it says a
+                            // sandbox may exist in the parent's.
+                            cp.await?;
+                            tokio::task::spawn_blocking(create).await
+                        } else {
+                            // Both at once: a top-level sandbox a crash
+                            // leaves without its record is an orphan that
+                            // recovery removes.
+                            let (written, made) =
+                                futures::join!(cp, tokio::task::spawn_blocking(create));
+                            written?;
+                            made
+                        };
+                        let made = made
+                            .map_err(|e| stage(&id2, "create sandbox", e))?
+                            .map_err(|e| stage(&id2, "create sandbox", e))?;
                         Ok(made.1)
                     }
                     .into_actor(self)

@@ -415,7 +415,8 @@ impl ContainerizerActor {
 }
 
 /// Sandboxes that no record explains (a crash between a remove's record
-/// delete and its sandbox removal) are removed. Nested containers'
+/// delete and its sandbox removal, or between a launch's sandbox and its
+/// first record, which are made at once) are removed. Nested containers'
 /// sandboxes live inside their parent's, so top-level names suffice.
 async fn remove_orphan_sandboxes(dir: PathBuf, known: std::collections::HashSet<String>) {
     let _ = tokio::task::spawn_blocking(move || {

@@ -595,3 +595,22 @@ async fn an_isolator_that_says_it_never_watches_is_not_asked_to() {
     assert_eq!(t.exit_code, 0, "{t:?}");
     c.remove(id).await.unwrap();
 }
+
+/// A launch makes its top-level sandbox and writes its first record at
+/// once: a crash between the two leaves a sandbox no record explains,
+/// which the next recovery removes (its name at once, its files on the
+/// trash thread). Names that are no container id are not berth's to take.
+#[actix_rt::test]
+async fn recovery_removes_a_top_level_sandbox_no_record_explains() {
+    let env = TestEnv::new("orphan-sandbox");
+    let sandboxes = env.state_dir.join("sandboxes");
+    let orphan = sandboxes.join(format!("{}-o", env.name));
+    std::fs::create_dir_all(orphan.join("sub")).unwrap();
+    std::fs::write(orphan.join("sub").join("file"), "left").unwrap();
+    let foreign = sandboxes.join("not a container id");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let c = rig(&env, Hold::Nothing, false, 0).c;
+    c.recover().await.unwrap();
+    assert!(!orphan.exists(), "{} survived recovery", orphan.display());
+    assert!(foreign.exists());
+}
