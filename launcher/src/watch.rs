@@ -1,7 +1,8 @@
 //! Learning of a container's exit without polling: the supervisor's
-//! atomic rename of `exit_status` into the runtime dir is an inotify
-//! event, and its pidfd becomes readable should it die without writing
-//! one. Both fds wait on tokio's reactor.
+//! message on its control socket (see `protocol::exited`) makes the socket
+//! readable, its atomic rename of `exit_status` into the runtime dir is an
+//! inotify event, and its pidfd becomes readable should it die without
+//! writing one. The fds wait on tokio's reactor.
 
 use std::ffi::CString;
 use std::io;
