@@ -321,6 +321,17 @@ async fn exec_failures_are_start_errors_with_the_errno() {
             if message == "exec berth-no-such-command: No such file or directory (os error 2)"),
         "{status:?}"
     );
+
+    // A start error longer than the supervisor's exit message is peeked
+    // (4 KiB) still arrives whole: from the exit status file.
+    let long = "berth-no-such-command-".repeat(300);
+    let mut spec = shell(&env, "longname", "", LaunchInfo::default());
+    spec.argv = vec![long.clone()];
+    let (status, ..) = run_to_end(&l, spec).await;
+    assert!(
+        matches!(&status, ExitStatus::StartError { message, .. } if message.contains(&long)),
+        "{status:?}"
+    );
 }
 
 async fn status_code(l: &impl Launcher, id: &str) -> Option<i32> {
