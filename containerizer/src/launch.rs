@@ -467,6 +467,8 @@ impl ContainerizerActor {
                 };
                 let calls: Vec<_> = prepared
                     .into_iter()
+                    // Each call is a round trip that this step waits on.
+                    .filter(|&i| self.isolators[i].isolates())
                     .map(|i| {
                         let h = self.isolators[i].clone();
                         let f = timed(

@@ -79,6 +79,7 @@ pub struct IsolatorHandle {
     name: String,
     addr: Addr<IsolatorActor>,
     watches: bool,
+    isolates: bool,
 }
 
 impl IsolatorActor {
@@ -86,6 +87,7 @@ impl IsolatorActor {
     pub fn spawn(isolator: Box<dyn Isolator>) -> IsolatorHandle {
         let name = isolator.name().to_string();
         let watches = isolator.watches();
+        let isolates = isolator.isolates();
         let addr = IsolatorActor {
             name: name.clone(),
             inner: isolator,
@@ -95,6 +97,7 @@ impl IsolatorActor {
             name,
             addr,
             watches,
+            isolates,
         }
     }
 }
@@ -108,6 +111,11 @@ impl IsolatorHandle {
     /// Whether its `watch` can ever resolve ([`Isolator::watches`]).
     pub fn watches(&self) -> bool {
         self.watches
+    }
+
+    /// Whether its `isolate` does anything ([`Isolator::isolates`]).
+    pub fn isolates(&self) -> bool {
+        self.isolates
     }
 
     fn call<T: Send + 'static>(

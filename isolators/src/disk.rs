@@ -74,6 +74,11 @@ impl Isolator for DiskDu {
     fn name(&self) -> &str {
         "disk/du"
     }
+
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

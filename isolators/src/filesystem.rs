@@ -50,6 +50,10 @@ impl Isolator for LinuxFilesystem {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

@@ -231,6 +231,32 @@ pub trait Isolator: Send + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Whether [`isolate`](Isolator::isolate) ever does anything. Asked
+    /// once, when the isolator is registered: only isolators that say
+    /// `true` (the default) are called at each launch's ISOLATING step,
+    /// which every launch waits on. Say `false` only when `isolate` keeps
+    /// its default.
+    ///
+    /// ```
+    /// use berth_isolators::Isolator;
+    ///
+    /// /// Adds environment at `prepare`; nothing to do once the init exists.
+    /// struct EnvOnly;
+    ///
+    /// impl Isolator for EnvOnly {
+    ///     fn name(&self) -> &str {
+    ///         "example/env-only"
+    ///     }
+    ///     fn isolates(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    /// assert!(!EnvOnly.isolates());
+    /// ```
+    fn isolates(&self) -> bool {
+        true
+    }
+
     /// Resolves when the container hits a limit. The default never resolves.
     fn watch(&mut self, _id: &ContainerId) -> BoxFuture<'static, Limitation> {
         Box::pin(futures::future::pending())

@@ -73,6 +73,10 @@ impl Isolator for PidNamespace {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
@@ -91,6 +95,10 @@ impl Isolator for IpcNamespace {
     }
 
     fn watches(&self) -> bool {
+        false
+    }
+
+    fn isolates(&self) -> bool {
         false
     }
 
@@ -115,6 +123,10 @@ impl Isolator for CgroupNamespace {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
@@ -129,6 +141,10 @@ impl Isolator for UtsNamespace {
     }
 
     fn watches(&self) -> bool {
+        false
+    }
+
+    fn isolates(&self) -> bool {
         false
     }
 

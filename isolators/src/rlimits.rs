@@ -55,6 +55,10 @@ impl Isolator for PosixRlimits {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

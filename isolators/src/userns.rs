@@ -193,6 +193,10 @@ impl Isolator for UserNamespace {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

@@ -52,6 +52,10 @@ impl Isolator for HostPathVolumes {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }

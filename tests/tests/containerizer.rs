@@ -596,6 +596,54 @@ async fn an_isolator_that_says_it_never_watches_is_not_asked_to() {
     c.remove(id).await.unwrap();
 }
 
+/// A probe that says it never isolates: its `isolate`, were it called,
+/// would show in the log.
+struct NoIsolate(Probe);
+
+impl Isolator for NoIsolate {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn isolate(&mut self, id: &ContainerId, pid: i32) -> IsolatorFuture<()> {
+        self.0.isolate(id, pid)
+    }
+    fn isolates(&self) -> bool {
+        false
+    }
+}
+
+/// ISOLATING calls only the isolators that say they isolate; the others
+/// are still prepared and cleaned up.
+#[actix_rt::test]
+async fn an_isolator_that_says_it_never_isolates_is_not_asked_to() {
+    let env = TestEnv::new("cz-noisolate");
+    let log: Log = Default::default();
+    let (tx, _entered) = mpsc::unbounded_channel();
+    let probe = |name: &str| Probe {
+        name: name.into(),
+        log: log.clone(),
+        hold: Hold::Nothing,
+        entered: tx.clone(),
+        release: Arc::new(Notify::new()),
+        fail_cleanups: 0,
+    };
+    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+        .default_isolators()
+        .isolator(probe("a"))
+        .isolator(NoIsolate(probe("quiet")))
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    c.launch(id.clone(), sh("true")).await.unwrap();
+    let t = c.wait(id.clone()).await.unwrap();
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    c.remove(id).await.unwrap();
+    assert_eq!(calls(&log), ["a:prepare", "a:isolate", "a:cleanup"]);
+}
+
 /// A launch makes its top-level sandbox and writes its first record at
 /// once: a crash between the two leaves a sandbox no record explains,
 /// which the next recovery removes (its name at once, its files on the

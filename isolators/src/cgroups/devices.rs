@@ -252,6 +252,7 @@ impl Devices {
 impl Subsystem for Devices {
     const NAME: &'static str = "cgroups/devices";
     const CONTROLLERS: &'static [&'static str] = &["devices"];
+    const ISOLATES: bool = true;
 
     fn apply(
         id: &ContainerId,

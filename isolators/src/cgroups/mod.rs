@@ -95,6 +95,9 @@ pub trait Subsystem: Send + Sync + 'static {
     /// Whether [`watch`](Subsystem::watch) can resolve (see
     /// [`Isolator::watches`]).
     const WATCHES: bool = false;
+    /// Whether [`isolates`](Subsystem::isolates) can be `true` for any
+    /// config (see [`Isolator::isolates`]).
+    const ISOLATES: bool = false;
 
     /// Checks the resources before anything is created.
     fn validate(_id: &ContainerId, _res: &Resources) -> Result<(), IsolatorError> {
@@ -482,6 +485,10 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
 
     fn watches(&self) -> bool {
         S::WATCHES
+    }
+
+    fn isolates(&self) -> bool {
+        S::ISOLATES
     }
 
     fn limitation(&mut self, id: &ContainerId) -> IsolatorFuture<Option<Limitation>> {

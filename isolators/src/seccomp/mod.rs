@@ -92,6 +92,10 @@ impl Isolator for SeccompIsolator {
         false
     }
 
+    fn isolates(&self) -> bool {
+        false
+    }
+
     fn supports_nesting(&self) -> bool {
         true
     }
