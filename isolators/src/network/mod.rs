@@ -56,11 +56,18 @@ impl CniConfig {
 #[derive(Debug, Clone)]
 pub struct CniNetwork {
     config: CniConfig,
+    /// Containers prepared for a CNI network and not yet isolated (the
+    /// attach happens at isolate): any other launch's isolate has nothing
+    /// to do, and returns without a trip to the blocking pool.
+    attaching: HashSet<String>,
 }
 
 impl CniNetwork {
     pub fn new(config: CniConfig) -> Self {
-        CniNetwork { config }
+        CniNetwork {
+            config,
+            attaching: HashSet::new(),
+        }
     }
 }
 
@@ -195,6 +202,10 @@ impl Isolator for CniNetwork {
             return Box::pin(async { Ok(None) });
         }
         let net = req.config.network.clone().unwrap_or_default();
+        if network::Mode::try_from(net.mode) == Ok(network::Mode::Cni) {
+            // Dropped at isolate, or at the cleanup that follows a failure.
+            self.attaching.insert(key(&req.id));
+        }
         let ports = req.config.port_mappings.clone();
         let cfg = self.config.clone();
         let p = Paths::new(&cfg, &req.id);
@@ -250,6 +261,9 @@ impl Isolator for CniNetwork {
     }
 
     fn isolate(&mut self, id: &ContainerId, _pid: i32) -> IsolatorFuture<()> {
+        if !self.attaching.remove(&key(id)) {
+            return Box::pin(async { Ok(()) }); // host, none, or the parent's
+        }
         let cfg = self.config.clone();
         let p = Paths::new(&cfg, id);
         Box::pin(async move {
@@ -289,6 +303,7 @@ impl Isolator for CniNetwork {
     }
 
     fn cleanup(&mut self, id: &ContainerId) -> IsolatorFuture<()> {
+        self.attaching.remove(&key(id));
         let cfg = self.config.clone();
         let p = Paths::new(&cfg, id);
         Box::pin(async move { crate::blocking(move || release(&cfg, &p)).await })
