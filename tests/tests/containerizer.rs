@@ -4,7 +4,8 @@
 use berth::isolators::{Isolator, IsolatorError, IsolatorFuture, PrepareRequest};
 use berth::state::LaunchInfo;
 use berth::{
-    ContainerConfig, ContainerId, ContainerState, Containerizer, Fetcher, TerminationReason,
+    ContainerConfig, ContainerId, ContainerState, Containerizer, ContainerizerBuilder, Fetcher,
+    TerminationReason,
 };
 use berth_tests::TestEnv;
 use futures::future::{join_all, BoxFuture};
@@ -135,9 +136,7 @@ fn rig(env: &TestEnv, hold: Hold, slow_fetch: bool, fail_cleanups: usize) -> Rig
         release: release.clone(),
         fail_cleanups,
     };
-    let mut b = Containerizer::builder(&env.state_dir, &env.runtime_dir)
-        .cgroup_root(&env.cgroup_root)
-        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+    let mut b = builder(env)
         .default_isolators()
         .isolator(probe("a", Hold::Nothing, 0))
         .isolator(probe("gate", hold, fail_cleanups))
@@ -154,6 +153,14 @@ fn rig(env: &TestEnv, hold: Hold, slow_fetch: bool, fail_cleanups: usize) -> Rig
         entered,
         release,
     }
+}
+
+/// The test's containerizer, before its isolators: dirs, cgroup root
+/// and the test supervisor.
+fn builder(env: &TestEnv) -> ContainerizerBuilder {
+    Containerizer::builder(&env.state_dir, &env.runtime_dir)
+        .cgroup_root(&env.cgroup_root)
+        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
 }
 
 fn sh(script: &str) -> ContainerConfig {
@@ -467,9 +474,7 @@ async fn destroy_while_provisioning_unwinds_the_rootfs_and_prepares_nothing() {
     let (tx, mut entered) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let rootfs = env.temp_dir.join("rootfs");
-    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
-        .cgroup_root(&env.cgroup_root)
-        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+    let c = builder(&env)
         .provisioner(SlowProvisioner {
             log: log.clone(),
             rootfs: rootfs.clone(),
@@ -543,9 +548,7 @@ impl Isolator for Limiter {
 #[actix_rt::test]
 async fn a_limitation_destroys_the_container_with_its_reason() {
     let env = TestEnv::new("cz-limit");
-    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
-        .cgroup_root(&env.cgroup_root)
-        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+    let c = builder(&env)
         .default_isolators()
         .isolator(Limiter)
         .build()
@@ -579,9 +582,7 @@ impl Isolator for QuietLimiter {
 #[actix_rt::test]
 async fn an_isolator_that_says_it_never_watches_is_not_asked_to() {
     let env = TestEnv::new("cz-nowatch");
-    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
-        .cgroup_root(&env.cgroup_root)
-        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+    let c = builder(&env)
         .default_isolators()
         .isolator(QuietLimiter(Limiter))
         .build()
@@ -627,9 +628,7 @@ async fn an_isolator_that_says_it_never_isolates_is_not_asked_to() {
         release: Arc::new(Notify::new()),
         fail_cleanups: 0,
     };
-    let c = Containerizer::builder(&env.state_dir, &env.runtime_dir)
-        .cgroup_root(&env.cgroup_root)
-        .supervisor(env!("CARGO_BIN_EXE_berth-test-supervisor"))
+    let c = builder(&env)
         .default_isolators()
         .isolator(probe("a"))
         .isolator(NoIsolate(probe("quiet")))
