@@ -35,6 +35,7 @@ pub fn run(
     userns: Option<OwnedFd>,
     release: OwnedFd,
     status: OwnedFd,
+    placed: Option<String>,
 ) -> ! {
     // Inherited from the supervisor already; said again because from
     // here on this process enters the container's namespaces and must
@@ -43,7 +44,9 @@ pub fn run(
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut status = fs::File::from(status);
     let info = req.launch_info.clone().unwrap_or_default();
-    let err = match setup(req, plan, userns).and_then(|()| open_tty(req, &info, stdio)) {
+    let err = match setup(req, plan, userns, placed.as_deref())
+        .and_then(|()| open_tty(req, &info, stdio))
+    {
         Ok(stdio) => {
             // A failed write means the supervisor is gone: nothing to do.
             let _ = status.write_all(&[protocol::READY]);
@@ -62,18 +65,23 @@ pub fn run(
     unsafe { libc::_exit(127) }
 }
 
-fn setup(req: &SupervisorRequest, plan: &Plan, userns: Option<OwnedFd>) -> StepResult {
+/// `placed`: the cgroup the init was started in (by `clone3`), not joined
+/// again.
+fn setup(
+    req: &SupervisorRequest,
+    plan: &Plan,
+    userns: Option<OwnedFd>,
+    placed: Option<&str>,
+) -> StepResult {
     let info = req.launch_info.clone().unwrap_or_default();
     // Our own session and process group: the POSIX launcher kills by group.
     nix::unistd::setsid().map_err(|e| StepError::nix("setsid", e))?;
 
     // First, so the init is in the container's cgroups before anything
     // it does is charged and before the command's first instruction.
-    for cg in &req.cgroups {
-        let procs = Path::new(cg).join("cgroup.procs");
-        // "0" means the writing process itself.
-        fs::write(&procs, "0")
-            .map_err(|e| StepError::io(format!("join cgroup {}", procs.display()), e))?;
+    for cg in req.cgroups.iter().filter(|cg| Some(cg.as_str()) != placed) {
+        super::cgroup_join::join_self(Path::new(cg))
+            .map_err(|(file, e)| StepError::io(format!("join cgroup {}", file.display()), e))?;
     }
     if req.posix {
         return Ok(());

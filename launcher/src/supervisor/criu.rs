@@ -15,7 +15,7 @@ use berth_state::{Namespace, SupervisorRequest};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// CRIU writes the restored init's pid here (in the runtime dir).
@@ -93,7 +93,7 @@ pub(super) fn restore(req: &SupervisorRequest, stdio: Stdio) -> Result<Pid, (i32
             // The container's cgroups, as the init joins them: the
             // restored tasks are forked by CRIU, so they start there.
             for dir in &cgroups {
-                std::fs::write(PathBuf::from(dir).join("cgroup.procs"), "0")?;
+                super::cgroup_join::join_self(Path::new(dir)).map_err(|(_, e)| e)?;
             }
             Ok(())
         });

@@ -14,6 +14,7 @@
 //! Single-threaded, std/nix/libc only, so it stays small and may allocate
 //! freely after fork.
 
+mod cgroup_join;
 mod child;
 mod criu;
 mod logs;
@@ -177,6 +178,12 @@ fn supervise(mut control: UnixStream) -> i32 {
             fail_early(control, 0, &format!("receive the stdio fds: {e}"));
         }
     }
+    // Out of the agent's cgroups (its service's, under a service manager),
+    // before the init is forked (it starts here too, then joins the
+    // container's own cgroups) and before our pid is written anywhere: on
+    // v2 this process goes on as a child of itself (see `cgroup_join`).
+    // SAFETY: single-threaded.
+    unsafe { cgroup_join::move_supervisor(&req.supervisor_cgroups) };
     let rt = PathBuf::from(&req.runtime_dir);
     let me = std::process::id() as i32;
     let sup_ref = match ProcessRef::of(me)
@@ -190,14 +197,6 @@ fn supervise(mut control: UnixStream) -> i32 {
         Ok(p) => p,
         Err(e) => fail_early(control, 0, &format!("write supervisor.pid: {e}")),
     };
-
-    // Out of the agent's cgroups (its service's, under a service manager),
-    // before the init is forked: the init starts here too, then joins the
-    // container's own cgroups. Best effort: a hierarchy that refuses keeps
-    // us where the agent was.
-    for dir in &req.supervisor_cgroups {
-        let _ = fs::write(Path::new(dir).join("cgroup.procs"), "0");
-    }
 
     // Orphans of the container come to us (and are reaped at once), and
     // SIGCHLD arrives as a readable fd next to the control socket.
@@ -477,17 +476,20 @@ fn start_init(req: &SupervisorRequest) -> Result<Started, (i32, String)> {
         nix::sched::unshare(CloneFlags::CLONE_NEWPID)
             .map_err(|e| (e as i32, format!("unshare CLONE_NEWPID: {e}")))?;
     }
+    // The init starts in its v2 cgroup (if it has one), not moved there.
+    let v2 = cgroup_join::open_v2(&req.cgroups);
     // SAFETY: single-threaded, so the child may do anything after fork.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
+    match unsafe { cgroup_join::fork_into(v2.as_ref().map(|(_, fd)| fd.as_fd())) } {
+        Ok(cgroup_join::Forked::Child { placed }) => {
             drop(release_w);
             drop(status_r);
             drop((ends, logs));
-            child::run(req, &plan, stdio, userns, release_r, status_w)
+            let placed = v2.and_then(|(dir, _)| placed.then_some(dir));
+            child::run(req, &plan, stdio, userns, release_r, status_w, placed)
         }
         // Our copies of the command's ends close as `stdio` drops here, so
         // the pipes end when the command's side does.
-        Ok(ForkResult::Parent { child }) => Ok((child, status_r, release_w, ends, logs)),
+        Ok(cgroup_join::Forked::Parent(child)) => Ok((child, status_r, release_w, ends, logs)),
         Err(e) => Err((e as i32, format!("fork the container's init: {e}"))),
     }
 }
