@@ -36,6 +36,9 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "| berth (embedded API) |",
         "| berth run (process) |",
         "| berth run (agent) |",
+        "| berth run (agent), quiet node (50 ms apart) |",
+        "| runc run, quiet node (50 ms apart) |",
+        "On a quiet node",
         "| berth (embedded API) + no-op remote plugin |",
         "A no-op remote isolator plugin",
         "### Where berth's time goes",
@@ -54,6 +57,8 @@ fn the_benchmark_runs_end_to_end_and_cleans_up() {
         "containerd (ctr run --rm)",
         "berth run (process)",
         "berth run (agent)",
+        "berth run (agent), quiet node (50 ms apart)",
+        "runc run, quiet node (50 ms apart)",
         "berth (embedded API) + no-op remote plugin",
     ] {
         let d = &report["lifecycle_ms"][peer];

@@ -235,12 +235,22 @@ pub fn berth_run(dirs: &Dirs, image: &str, runs: usize) -> Result<Vec<Duration>>
     timed_runs(dirs, image, runs, &["--in-process"], "run")
 }
 
-/// `berth run` handed to the agent serving `dirs`' socket, `runs` times
-/// after one warm-up (which unpacks the layer into the agent's cache).
-pub fn berth_run_agent(dirs: &Dirs, image: &str, runs: usize) -> Result<Vec<Duration>> {
+/// `berth run` handed to the agent serving `dirs`' socket after one
+/// warm-up (which unpacks the layer into the agent's cache): `runs` back
+/// to back, then `runs` more each after a pause of `apart` (a node with
+/// nothing else launching).
+pub fn berth_run_agent(
+    dirs: &Dirs,
+    image: &str,
+    runs: usize,
+    apart: Duration,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let (agent, _) = Agent::start(dirs)?;
-    let r = timed_runs(dirs, image, 1, &[], "warm")
-        .and_then(|_| timed_runs(dirs, image, runs, &[], "agent-run"));
+    let r = timed_runs(dirs, image, 1, &[], "warm").and_then(|_| {
+        let close = timed_runs(dirs, image, runs, &[], "agent-run")?;
+        let quiet = timed_runs_apart(dirs, image, runs, &[], "agent-apart", apart)?;
+        Ok((close, quiet))
+    });
     agent.terminate();
     r
 }
@@ -252,8 +262,21 @@ fn timed_runs(
     opts: &[&str],
     prefix: &str,
 ) -> Result<Vec<Duration>> {
+    timed_runs_apart(dirs, image, runs, opts, prefix, Duration::ZERO)
+}
+
+/// As [`timed_runs`], each run after a pause of `apart` (not timed).
+fn timed_runs_apart(
+    dirs: &Dirs,
+    image: &str,
+    runs: usize,
+    opts: &[&str],
+    prefix: &str,
+    apart: Duration,
+) -> Result<Vec<Duration>> {
     let mut v = Vec::new();
     for i in 0..runs {
+        std::thread::sleep(apart);
         let name = format!("{prefix}-{i}");
         let t0 = Instant::now();
         let out = dirs

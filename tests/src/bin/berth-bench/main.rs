@@ -28,6 +28,13 @@ struct Sizes {
     big_mb: usize,
 }
 
+/// The pause before each launch of the "quiet node" rows: long enough for
+/// the kernel's cgroup threadgroup lock to go idle again (an RCU grace
+/// period after its last writer), as on a node where launches are not
+/// back to back; a `cgroup.procs` write then waits a grace period.
+const QUIET: Duration = Duration::from_millis(50);
+const QUIET_LABEL: &str = "quiet node (50 ms apart)";
+
 fn sizes(mode: &str) -> Sizes {
     match mode {
         "smoke" => Sizes {
@@ -249,13 +256,20 @@ fn bench(mode: &str, base: &Path) -> Result<Report> {
     step("berth run (agent): lifecycle");
     let agent_run_dirs = berth::Dirs::new(base, "agent-run");
     let agent_run_image = berth::import(&agent_run_dirs, &layout, "berth-bench")?;
-    let runs = berth::berth_run_agent(&agent_run_dirs, &agent_run_image, sz.runs)?;
+    let (runs, apart) = berth::berth_run_agent(&agent_run_dirs, &agent_run_image, sz.runs, QUIET)?;
     rep.lifecycle_ms
         .insert("berth run (agent)".into(), Dist::of(&runs));
+    rep.lifecycle_ms.insert(
+        format!("berth run (agent), {QUIET_LABEL}"),
+        Dist::of(&apart),
+    );
 
     step("runc run: lifecycle");
-    let runc = peers::runc_lifecycles(base, &runc_true, sz.runs)?;
+    let runc = peers::runc_lifecycles(base, &runc_true, sz.runs, Duration::ZERO)?;
     rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));
+    let runc = peers::runc_lifecycles(base, &runc_true, sz.runs, QUIET)?;
+    rep.lifecycle_ms
+        .insert(format!("runc run, {QUIET_LABEL}"), Dist::of(&runc));
 
     step("containerd (ctr run --rm): lifecycle, throughput, shim memory");
     {
@@ -516,7 +530,7 @@ fn lifecycle_only(
     rep.throughput_per_s
         .insert("berth (embedded API)".into(), tput);
     step("runc run: lifecycle");
-    let runc = peers::runc_lifecycles(base, runc_true, sz.runs)?;
+    let runc = peers::runc_lifecycles(base, runc_true, sz.runs, Duration::ZERO)?;
     rep.lifecycle_ms
         .insert("berth (embedded API)".into(), Dist::of(&times));
     rep.lifecycle_ms.insert("runc run".into(), Dist::of(&runc));
@@ -563,6 +577,18 @@ fn table(r: &Report) -> String {
         "\nberth/runc p50: {:.3}×; berth/containerd p50: {:.3}×\n",
         r.ratio_berth_to_runc_p50, r.ratio_berth_to_containerd_p50
     );
+    let quiet = |k: &str| {
+        r.lifecycle_ms
+            .get(&format!("{k}, {QUIET_LABEL}"))
+            .map(|d| d.p50_ms)
+    };
+    if let (Some(b), Some(c)) = (quiet("berth run (agent)"), quiet("runc run")) {
+        let _ = writeln!(
+            s,
+            "On a quiet node (each launch {QUIET:?} after the last ended), `berth run` through an agent / `runc run` p50: {:.3}×\n",
+            b / c
+        );
+    }
     let _ = writeln!(
         s,
         "A no-op remote isolator plugin (berth.plugin.v1 over a Unix socket; Prepare, Isolate, Watch, Cleanup per launch) costs {:.3} ms per launch (p50 with it minus without; its PREPARING p50 is {:.3} ms).\n",

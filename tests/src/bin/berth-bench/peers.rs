@@ -13,10 +13,14 @@ pub fn runc_lifecycles(
     base: &Path,
     bundle: &Path,
     runs: usize,
+    apart: std::time::Duration,
 ) -> Result<Vec<std::time::Duration>> {
     let state = base.join("runc-state");
     let mut v = Vec::new();
     for i in 0..runs {
+        // Not timed: a pause before each run (a node with nothing else
+        // launching), or none.
+        std::thread::sleep(apart);
         let t0 = std::time::Instant::now();
         runc_run(
             &state,
