@@ -562,8 +562,14 @@ impl Engine {
                 .contains(&(berth_state::Namespace::Mount as i32));
         match self.start_supervisor(&id, &supervisor, req, spec.stdio) {
             Ok((forked, control)) => {
-                let pidfd = open_pidfd(&forked.supervisor).map(Arc::new);
                 let exit_notice = control.try_clone().ok().map(|c| Arc::new(OwnedFd::from(c)));
+                // The notice also tells the supervisor's end (its socket
+                // hangs up): no pidfd is held beside it, one fd fewer per
+                // running container (see `supervisor_alive`, `wait`).
+                let pidfd = match exit_notice {
+                    Some(_) => None,
+                    None => open_pidfd(&forked.supervisor).map(Arc::new),
+                };
                 let mount_ns = own_mount_ns
                     .then(|| forked.init.open_namespace("mnt").ok())
                     .flatten();
@@ -942,10 +948,13 @@ impl Engine {
         let held = self
             .entries()
             .get(&id.to_string())
-            .and_then(|e| e.pidfd.clone());
+            .map(|e| (e.exit_notice.clone(), e.pidfd.clone()));
         match held {
-            Some(fd) => !pidfd_exited(&fd),
-            None => f.supervisor.is_alive(),
+            // Its end of the control socket closes only with it (the init
+            // closes its copy first thing).
+            Some((Some(notice), _)) => !hung_up(&notice),
+            Some((None, Some(fd))) => !pidfd_exited(&fd),
+            _ => f.supervisor.is_alive(),
         }
     }
 
@@ -1237,6 +1246,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// The exit status in the supervisor's message on its control socket, if
 /// it is there whole. Peeked, not read: every waiter finds it.
+/// Whether the peer of the socket `s` has closed it (POLLHUP; data still
+/// unread does not count).
+fn hung_up(s: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        s.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    matches!(
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+        Ok(1)
+    ) && fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
+}
+
 fn peek_exited(notice: &OwnedFd) -> Option<ExitStatus> {
     let mut buf = [0u8; 4096];
     // SAFETY: a valid socket and a live buffer of the given length.
@@ -1263,8 +1288,13 @@ pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitSta
         if let Some(s) = e.exit_status(&i)? {
             return Ok((Some(s), None, None));
         }
-        let fd = e.supervisor_pidfd(&i);
-        if fd.is_none() && !e.known(&i) {
+        // With a notice, the pidfd is only wanted should the socket hang
+        // up without the status (below).
+        let fd = match notice {
+            Some(_) => None,
+            None => e.supervisor_pidfd(&i),
+        };
+        if fd.is_none() && notice.is_none() && !e.known(&i) {
             return Err(LaunchError::UnknownContainer { id: i.to_string() });
         }
         Ok((None, fd, notice))
@@ -1273,24 +1303,29 @@ pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitSta
     if let Some(s) = done {
         return Ok(s);
     }
-    if let (Some(notice), Some(fd)) = (&notice, &pidfd) {
-        // A supervisor this launcher released says when the status is
+    let mut pidfd = pidfd;
+    if let Some(notice) = &notice {
+        // A supervisor this launcher started says when the status is
         // recorded (a byte on its control socket): a quarter of a
         // millisecond before its own exit would. The socket also reads as
-        // ready when the supervisor is gone; should the status be missing
-        // then, the waits below decide.
-        tokio::select! {
-            _ = watch::readable(notice) => {}
-            _ = watch::exited(fd) => {}
-        }
+        // ready once the supervisor is gone (nothing else holds its end:
+        // the init closes its copy first thing, and what else it forks
+        // execs or exits at once); should the status be missing then,
+        // the waits below decide.
+        let _ = watch::readable_shared(notice).await;
         // The status itself came along: no trip to the blocking pool.
         if let Some(s) = peek_exited(notice) {
             return Ok(s);
         }
         let (e, i) = (engine.clone(), id.clone());
-        if let Some(s) = blocking(key.clone(), move || e.exit_status(&i)).await? {
+        let (status, fd) = blocking(key.clone(), move || {
+            Ok((e.exit_status(&i)?, e.supervisor_pidfd(&i)))
+        })
+        .await?;
+        if let Some(s) = status {
             return Ok(s);
         }
+        pidfd = fd;
     }
     let dir = engine.runtime.container_dir(&id);
     let own_pid_ns = engine.own_pid_ns(&id);
@@ -1300,7 +1335,7 @@ pub(crate) async fn wait(engine: Arc<Engine>, id: ContainerId) -> Result<ExitSta
         // and exits: its pidfd alone tells when the status is there. (An
         // inotify instance per container ran into the per-user limit of
         // 128 inotify instances with more running containers than that.)
-        (Some(fd), true) => Some(watch::exited(fd).await),
+        (Some(fd), true) => Some(watch::readable_shared(fd).await),
         // Without one, escaped processes keep the subreaper supervisor
         // alive after the init's exit: watch for the status file too.
         (Some(_), false) => {

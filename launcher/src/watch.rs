@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -24,6 +25,37 @@ pub async fn readable(fd: &OwnedFd) -> io::Result<()> {
     let fd = register(fd.try_clone()?)?;
     let _ready = fd.readable().await?;
     Ok(())
+}
+
+/// As [`readable`], without a copy of the fd where it can: the fd itself is
+/// registered (the registration keeps it open), so a container's one
+/// long-lived waiter costs the agent no second fd. A second waiter at the
+/// same time gets a copy (the reactor refuses one fd twice).
+pub async fn readable_shared(fd: &Arc<OwnedFd>) -> io::Result<()> {
+    // SAFETY: `Shared` holds the fd's `Arc`: it stays open and refers to
+    // the same file while registered.
+    let own =
+        match unsafe { AsyncFd::register_with_interest(Shared(fd.clone()), Interest::READABLE) } {
+            Ok(a) => a,
+            Err(e) => {
+                let (_, e) = e.into_parts();
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    return readable(fd).await;
+                }
+                return Err(e);
+            }
+        };
+    let _ready = own.readable().await?;
+    Ok(())
+}
+
+/// An fd held by an `Arc`, registered as it is.
+struct Shared(Arc<OwnedFd>);
+
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 /// Resolves once file `name` appears in `dir` (created or renamed into

@@ -342,17 +342,32 @@ fn update_changes_limits_and_keeps_the_others() {
     agent.terminate();
 }
 
+/// The agent's open fds.
+fn fds(agent: &berth_tests::Agent) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", agent.child.id()))
+        .unwrap()
+        .count()
+}
+
 #[test]
 fn more_containers_than_inotify_instances_all_run_and_recover() {
     // 128 is the default per-user limit of inotify instances; an earlier
     // agent used one per running container and lost the rest.
     const N: usize = 150;
+    // Fds the agent holds per running container, each watched for its
+    // exit: the supervisor's control socket (its exit notice, registered
+    // with the reactor as it is), the init's mount namespace and the OOM
+    // eventfd; a recovered one, its supervisor's pidfd and the eventfd.
+    // Six were held before (a pidfd beside the socket, and a copy of each
+    // for the wait): 5000 containers did not fit a 20000-fd limit.
+    const FDS_PER_CONTAINER: usize = 3;
     let env = TestEnv::new("ag-many");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let agent = env.start_agent("");
+    let idle_fds = fds(&agent);
     let sock = env.socket();
     let running = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
@@ -384,10 +399,23 @@ fn more_containers_than_inotify_instances_all_run_and_recover() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(running(&rt), N, "{}", agent.log());
+    // A little slack for what the agent opens besides (a client's
+    // connection, the blocking pool's work).
+    let slack = 16;
+    let launched = fds(&agent);
+    assert!(
+        launched <= idle_fds + N * FDS_PER_CONTAINER + slack,
+        "{launched} fds for {N} containers (idle: {idle_fds})"
+    );
     agent.kill9();
     let agent = env.start_agent("");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(running(&rt), N, "after the restart: {}", agent.log());
+    let recovered = fds(&agent);
+    assert!(
+        recovered <= idle_fds + N * FDS_PER_CONTAINER + slack,
+        "{recovered} fds for {N} recovered containers (idle: {idle_fds})"
+    );
     rt.block_on(async {
         let mut c = berth::agent::connect(&sock).await.unwrap();
         for i in 0..N {

@@ -231,7 +231,8 @@ fn supervise(mut control: UnixStream) -> i32 {
     let started = match (oci, restored) {
         (false, true) => start_criu(&req),
         (true, true) => start_oci_restore(&req),
-        (false, false) => start_init(&req).map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
+        (false, false) => start_init(&req, control.as_raw_fd())
+            .map(|(i, s, r, e, l)| (i, s, Release::Pipe(r), e, l)),
         (true, false) => start_oci(&req),
     };
     let (init, status_r, release, ends, logs) = match started {
@@ -435,8 +436,10 @@ fn start_criu(req: &SupervisorRequest) -> Result<StartedOci, (i32, String)> {
     Ok((init, oci::no_status_pipe()?, Release::Restored, ends, logs))
 }
 
-/// Opens the stdio, enters the pid namespace and forks the init.
-fn start_init(req: &SupervisorRequest) -> Result<Started, (i32, String)> {
+/// Opens the stdio, enters the pid namespace and forks the init, which
+/// first closes its copy of `control` (the launcher takes the socket's
+/// hang-up for the supervisor's end).
+fn start_init(req: &SupervisorRequest, control: i32) -> Result<Started, (i32, String)> {
     let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
     if req.argv.is_empty() && !req.init {
         return Err((libc::EINVAL, "empty argv".into()));
@@ -481,6 +484,8 @@ fn start_init(req: &SupervisorRequest) -> Result<Started, (i32, String)> {
     // SAFETY: single-threaded, so the child may do anything after fork.
     match unsafe { cgroup_join::fork_into(v2.as_ref().map(|(_, fd)| fd.as_fd())) } {
         Ok(cgroup_join::Forked::Child { placed }) => {
+            // SAFETY: the supervisor's fd, which this process never uses.
+            unsafe { libc::close(control) };
             drop(release_w);
             drop(status_r);
             drop((ends, logs));
