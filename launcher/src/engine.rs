@@ -1244,8 +1244,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// The exit status in the supervisor's message on its control socket, if
-/// it is there whole. Peeked, not read: every waiter finds it.
 /// Whether the peer of the socket `s` has closed it (POLLHUP; data still
 /// unread does not count).
 fn hung_up(s: &OwnedFd) -> bool {
@@ -1262,6 +1260,8 @@ fn hung_up(s: &OwnedFd) -> bool {
         .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
 }
 
+/// The exit status in the supervisor's message on its control socket, if
+/// it is there whole. Peeked, not read: every waiter finds it.
 fn peek_exited(notice: &OwnedFd) -> Option<ExitStatus> {
     let mut buf = [0u8; 4096];
     // SAFETY: a valid socket and a live buffer of the given length.
