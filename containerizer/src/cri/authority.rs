@@ -163,9 +163,15 @@ pub(crate) fn relay(client: tokio::net::UnixStream) -> tokio::io::DuplexStream {
     let (cr, mut cw) = client.into_split();
     let (mut sr, sw) = tokio::io::split(ours);
     tokio::spawn(async move {
-        if let Err(e) = relay_client(cr, sw).await {
+        let mut sw = sw;
+        if let Err(e) = relay_client(cr, &mut sw).await {
             tracing::debug!(error = %e, "CRI connection relay ended");
         }
+        // However the client's side ended (a reset, when it closed with
+        // our frames unread, is an error), the server reads its end: else
+        // the connection stayed open and the agent's graceful stop waited
+        // for it forever.
+        let _ = sw.shutdown().await;
     });
     tokio::spawn(async move {
         let _ = tokio::io::copy(&mut sr, &mut cw).await;
@@ -177,6 +183,29 @@ pub(crate) fn relay(client: tokio::net::UnixStream) -> tokio::io::DuplexStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_resets_its_connection_ends_the_servers_too() {
+        let (client, ours) = tokio::net::UnixStream::pair().unwrap();
+        let mut server = relay(ours);
+        let mut client = client;
+        client.write_all(PREFACE).await.unwrap();
+        let mut got = [0u8; 24];
+        server.read_exact(&mut got).await.unwrap();
+        // The server's frames reach the client, which closes without
+        // reading them: the relay's read of it fails with a reset.
+        server.write_all(&[0u8; 64]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(client);
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            server.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the server's end of the relay ends with the client's");
+        assert_eq!(n.unwrap(), 0);
+    }
 
     #[test]
     fn a_socket_path_authority_becomes_localhost_and_the_rest_stays() {
