@@ -1106,18 +1106,9 @@ async fn wait_resolves_when_the_init_exits_even_if_others_live_on() {
     ));
     let left = berth_launcher::freezer::all_pids(&env.cgroup_dir("freezer").join("leftover"));
     assert_eq!(left.len(), 1, "{left:?}");
-    let stat = read(format!("/proc/{}/stat", left[0]));
-    let ppid: i32 = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
     assert_eq!(
-        ppid, f.supervisor.pid,
+        ppid_of(left[0]),
+        f.supervisor.pid,
         "the escaped process belongs to the supervisor"
     );
     assert!(
