@@ -661,3 +661,97 @@ async fn recovery_removes_a_top_level_sandbox_no_record_explains() {
     assert!(!orphan.exists(), "{} survived recovery", orphan.display());
     assert!(foreign.exists());
 }
+
+/// Says it is independent; its prepare and its cleanup each wait (up to
+/// 5 s) for its partner's to have begun, which only overlapping calls do.
+struct Together {
+    name: String,
+    log: Log,
+    met: Arc<tokio::sync::Barrier>,
+}
+
+impl Together {
+    fn meet(&self, id: &ContainerId, call: &str) -> IsolatorFuture<()> {
+        let (name, log, met) = (self.name.clone(), self.log.clone(), self.met.clone());
+        log.lock().unwrap().push(format!("{name}:{call}"));
+        let (id, call) = (id.clone(), call.to_string());
+        Box::pin(async move {
+            tokio::time::timeout(std::time::Duration::from_secs(5), met.wait())
+                .await
+                .map_err(|_| {
+                    IsolatorError::failed(&id, format!("{call}: the partner's never began"))
+                })?;
+            log.lock().unwrap().push(format!("{name}:{call}-met"));
+            Ok(())
+        })
+    }
+}
+
+impl Isolator for Together {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn independent(&self) -> bool {
+        true
+    }
+    fn prepare(&mut self, req: &PrepareRequest) -> IsolatorFuture<Option<LaunchInfo>> {
+        let met = self.meet(&req.id, "prepare");
+        Box::pin(async move { met.await.map(|()| None) })
+    }
+    fn cleanup(&mut self, id: &ContainerId) -> IsolatorFuture<()> {
+        self.meet(id, "cleanup")
+    }
+}
+
+/// Consecutive independent isolators are prepared together and cleaned
+/// up together (each waits for the other's call to begin); an isolator
+/// after them is prepared only once both are done, and cleaned up first.
+#[actix_rt::test]
+async fn independent_isolators_are_prepared_and_cleaned_up_together() {
+    let env = TestEnv::new("cz-together");
+    let log: Log = Default::default();
+    let met = Arc::new(tokio::sync::Barrier::new(2));
+    let together = |name: &str| Together {
+        name: name.into(),
+        log: log.clone(),
+        met: met.clone(),
+    };
+    let (tx, _entered) = mpsc::unbounded_channel();
+    let after = Probe {
+        name: "after".into(),
+        log: log.clone(),
+        hold: Hold::Nothing,
+        entered: tx,
+        release: Arc::new(Notify::new()),
+        fail_cleanups: 0,
+    };
+    let c = builder(&env)
+        .isolator(together("x"))
+        .isolator(together("y"))
+        .isolator(after)
+        .build()
+        .unwrap();
+    c.recover().await.unwrap();
+    let id = ContainerId::new(&env.name);
+    c.launch(id.clone(), sh("true")).await.unwrap();
+    let t = c.wait(id.clone()).await.unwrap();
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    c.remove(id).await.unwrap();
+    let log = calls(&log);
+    let at = |e: &str| {
+        log.iter()
+            .position(|l| l == e)
+            .unwrap_or_else(|| panic!("no {e} in {log:?}"))
+    };
+    for x in ["x", "y"] {
+        assert!(
+            at(&format!("{x}:prepare-met")) < at("after:prepare"),
+            "{log:?}"
+        );
+        assert!(at("after:cleanup") < at(&format!("{x}:cleanup")), "{log:?}");
+        assert!(
+            at(&format!("{x}:cleanup-met")) > at("after:cleanup"),
+            "{log:?}"
+        );
+    }
+}
