@@ -37,6 +37,14 @@ pub struct LauncherConfig {
     /// cold `berth run`); otherwise it fills after the first launch and
     /// is topped up after each.
     pub supervisor_pool_once: bool,
+    /// A pooled supervisor moves into `.supervisors` as it starts rather
+    /// than at its claim, taking that move (a fork into the v2 cgroup and
+    /// a `tasks` write per v1 hierarchy) off each launch. An unclaimed one
+    /// then sits in berth's cgroup root until its launcher is dropped or
+    /// its process ends: an embedder that checks the root is empty right
+    /// after dropping its containerizer (while its runtime still runs)
+    /// finds it there.
+    pub supervisor_pool_placed: bool,
 }
 
 impl LauncherConfig {
@@ -52,6 +60,7 @@ impl LauncherConfig {
             destroy_timeout: Duration::from_secs(30),
             supervisor_pool: 0,
             supervisor_pool_once: false,
+            supervisor_pool_placed: false,
         }
     }
 

@@ -11,9 +11,12 @@
 //! launch's path.
 //!
 //! An unclaimed member holds nothing: no container, no record, no cgroup
-//! of berth's (it leaves the agent's cgroups only once it has its
-//! request). It ends when its control socket closes: when the launcher is
-//! dropped, or when the agent dies (a crash leaves nothing to recover).
+//! of berth's. By default it leaves the agent's cgroups only once it has
+//! its request; a pool that [places](SupervisorPool::place_in) its
+//! members starts each with the supervisors' cgroups (`.supervisors`)
+//! to move into as it detaches, so a claim finds it there already. It
+//! ends when its control socket closes: when the launcher is dropped, or
+//! when the agent dies (a crash leaves nothing to recover).
 
 use crate::sealed::SealedExe;
 use std::os::fd::{AsFd, AsRawFd};
@@ -41,6 +44,9 @@ struct Inner {
     /// Filled once, never topped up (see `SupervisorPool::once`).
     once: bool,
     members: Mutex<Vec<Member>>,
+    /// The supervisors' cgroups a member moves into as it starts (none:
+    /// it moves at its claim).
+    placement: Mutex<Vec<std::path::PathBuf>>,
     /// Wakes the refill thread (started with the first claim, when the
     /// sealed copy exists); its end closing stops the thread.
     refill: Mutex<Option<mpsc::Sender<()>>>,
@@ -65,9 +71,23 @@ impl SupervisorPool {
                 size,
                 once,
                 members: Mutex::new(Vec::new()),
+                placement: Mutex::new(Vec::new()),
                 refill: Mutex::new(None),
             }),
         }
+    }
+
+    /// Members started from now on move into `dirs` (each
+    /// `<hierarchy>/<cgroup root>/.supervisors`) as they start, at the
+    /// priority of the launch path (a `tasks` write takes the kernel's
+    /// cgroup mutex, which a member at `SCHED_IDLE` must not hold), and
+    /// their claim moves nothing.
+    pub(crate) fn place_in(&self, dirs: Vec<std::path::PathBuf>) {
+        *self
+            .inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = dirs;
     }
 
     /// Starts filling a one-shot pool (nothing for a topped-up one, which
@@ -148,6 +168,28 @@ impl SupervisorPool {
     }
 }
 
+impl Drop for Inner {
+    /// Unclaimed members end as their sockets close; lifted out of
+    /// SCHED_IDLE first, so that on a busy node a placed one does not sit
+    /// in berth's cgroup long after its launcher is gone.
+    fn drop(&mut self) {
+        let members = self.members.get_mut().unwrap_or_else(|p| p.into_inner());
+        for m in members.drain(..) {
+            // Still blocked in its read: alive, its pid still its own.
+            if waiting(&m.control) {
+                // SAFETY: a plain syscall with a valid param.
+                unsafe {
+                    libc::sched_setscheduler(
+                        m.pid,
+                        libc::SCHED_OTHER,
+                        &libc::sched_param { sched_priority: 0 },
+                    )
+                };
+            }
+        }
+    }
+}
+
 /// A member still blocked in its read: nothing to read and no hangup
 /// (POLLHUP is always reported).
 fn waiting(s: &UnixStream) -> bool {
@@ -189,12 +231,23 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
             if len >= inner.size {
                 break;
             }
-            match spawn_member(&exe, idle) {
-                Ok(s) => inner
-                    .members
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(s),
+            let placement = inner
+                .placement
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            drop(inner);
+            match spawn_member(&exe, idle, &placement) {
+                Ok(s) => {
+                    let Some(inner) = pool.upgrade() else {
+                        return;
+                    };
+                    inner
+                        .members
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(s);
+                }
                 Err(e) => {
                     // The next claim tries again; launches meanwhile spawn
                     // their own supervisor as without a pool.
@@ -212,17 +265,31 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
 }
 
 /// Spawns a supervisor with no request yet and reaps its first process
-/// (which only detaches).
-fn spawn_member(exe: &SealedExe, idle: bool) -> std::io::Result<Member> {
+/// (which only detaches, into `placement` where there is one).
+fn spawn_member(
+    exe: &SealedExe,
+    idle: bool,
+    placement: &[std::path::PathBuf],
+) -> std::io::Result<Member> {
     let (ours, theirs) = UnixStream::pair()?;
     let fd = theirs.as_raw_fd().to_string();
     // `--pooled-idle`: it goes to SCHED_IDLE itself; a claim lifts it back.
-    let argv: [&std::ffi::OsStr; 4] = [
+    let mut argv: Vec<&std::ffi::OsStr> = vec![
         crate::config::SUPERVISOR_BIN.as_ref(),
         "--control-fd".as_ref(),
         fd.as_ref(),
         if idle { "--pooled-idle" } else { "--pooled" }.as_ref(),
     ];
+    // Made on first use, as a launch makes them (and again after a
+    // `berth retire`); one that cannot be made is left out.
+    let placed: Vec<&std::path::PathBuf> = placement
+        .iter()
+        .filter(|d| d.is_dir() || std::fs::create_dir_all(d).is_ok())
+        .collect();
+    for d in &placed {
+        argv.push("--placed-in".as_ref());
+        argv.push(d.as_os_str());
+    }
     let mut child = crate::spawn::spawn(
         &exe.exec_path(),
         &argv,

@@ -1341,3 +1341,91 @@ async fn a_one_shot_pool_starts_before_the_first_launch_and_is_not_topped_up() {
         "the second supervisor was pooled: the pool was topped up"
     );
 }
+
+/// Pids of the pooled supervisors started for `env` (their command line
+/// names its cgroup root, in `--placed-in`).
+fn placed_members(env: &TestEnv) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("--placed-in") && cmdline.contains(&format!("/{}/", env.cgroup_root))
+        })
+        .collect()
+}
+
+/// A placed pool's member moves into `.supervisors` as it starts: it
+/// waits there (at SCHED_IDLE), and the launch that takes it moves it
+/// nowhere (on v2 it is not even forked again: its pid stays the
+/// supervisor's). Once the launcher is gone, so are its members.
+#[actix_rt::test]
+async fn a_placed_pool_member_waits_in_the_supervisors_cgroup() {
+    let env = TestEnv::new("supervisor_pool_placed");
+    let mut cfg = config(&env);
+    cfg.supervisor_pool = 1;
+    cfg.supervisor_pool_placed = true;
+    let l = LinuxLauncher::new(cfg).unwrap();
+    // The first launch spawns its own and starts the pool filling.
+    let (status, out, _) = run_to_end(
+        &l,
+        shell(&env, "placed-first", "echo one", LaunchInfo::default()),
+    )
+    .await;
+    assert_eq!((status.code(), out.as_str()), (0, "one\n"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let member = loop {
+        if let [pid] = placed_members(&env)[..] {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no placed member");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Every hierarchy it is in (v1 controllers, v2's "0::", named ones):
+    // the supervisors' cgroup under this test's root.
+    let want = format!(
+        "/{}/{}",
+        env.cgroup_root,
+        berth_launcher::SUPERVISORS_CGROUP
+    );
+    let cgroups = read(format!("/proc/{member}/cgroup"));
+    for line in cgroups.lines() {
+        let (hierarchy, path) = line.split_once(':').unwrap().1.split_once(':').unwrap();
+        if hierarchy.contains("cpuset") {
+            continue; // its `.supervisors` has no cpus to join
+        }
+        assert_eq!(path, want, "{line} (all: {cgroups})");
+    }
+    // SAFETY: a plain syscall.
+    assert_eq!(
+        unsafe { libc::sched_getscheduler(member) },
+        libc::SCHED_IDLE
+    );
+
+    let spec = shell(&env, "placed-claim", "echo two", LaunchInfo::default());
+    let cid = spec.id.clone();
+    let forked = l.fork(spec).await.expect("fork");
+    assert!(pooled(&forked.supervisor));
+    assert_eq!(forked.supervisor.pid, member, "the claim moved the member");
+    l.release(cid.clone()).await.expect("release");
+    let status = tokio::time::timeout(Duration::from_secs(30), l.wait(cid.clone()))
+        .await
+        .expect("the container exits within 30 s")
+        .expect("wait");
+    assert_eq!(status.code(), 0);
+    l.destroy(cid.clone()).await.expect("destroy");
+    l.remove(cid).await.expect("remove");
+
+    drop(l);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !placed_members(&env).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool members outlived their launcher: {:?}",
+            placed_members(&env)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

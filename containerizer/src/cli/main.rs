@@ -626,7 +626,11 @@ fn containerizer(
         Ahead::Pool(n) => b.supervisor_pool(n),
         Ahead::Once(n) => b.supervisor_pool_once(n),
     };
-    Ok(b.cgroup_root(&cli.cgroup_root)
+    // The agent's idle members end with it (their sockets close), a
+    // cold run's with the run: none outlives its process in berth's
+    // cgroup for long.
+    Ok(b.supervisor_pool_placed(true)
+        .cgroup_root(&cli.cgroup_root)
         .node_options(node.options())
         .default_isolators()
         .fetcher(node.fetcher(&cli.root))

@@ -79,7 +79,16 @@ pub fn retire(cli: &Cli) -> Result<i32> {
         .collect();
     for d in &roots {
         let sup = d.join(SUPERVISORS);
-        let procs = std::fs::read_to_string(sup.join("cgroup.procs")).unwrap_or_default();
+        let procs_of = || std::fs::read_to_string(sup.join("cgroup.procs")).unwrap_or_default();
+        // With no container left, what still runs there is a stopped
+        // agent's idle pooled supervisors, which end as soon as they get
+        // the CPU to read their closed sockets: given a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut procs = procs_of();
+        while !procs.trim().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            procs = procs_of();
+        }
         if !procs.trim().is_empty() {
             bail!(
                 "supervisors still run in {} (pids {}): their containers are not gone",

@@ -94,6 +94,30 @@ pub(crate) unsafe fn move_supervisor(dirs: &[String]) {
     }
 }
 
+/// A placed pool member's detach (see the launcher's pool): the fork
+/// that leaves the launcher's child starts in the v2 cgroup among `dirs`
+/// (where there is one) and joins the v1 ones; the parent exits, and the
+/// launcher reaps it. An error is the fork's (a join that fails leaves
+/// the supervisor where it was, as at a claim).
+///
+/// # Safety
+/// As `fork`: the caller is single-threaded.
+pub(crate) unsafe fn detach_into(dirs: &[String]) -> nix::Result<()> {
+    let v2 = open_v2(dirs);
+    // SAFETY: the caller is single-threaded.
+    match unsafe { fork_into(v2.as_ref().map(|(_, fd)| fd.as_fd())) }? {
+        // SAFETY: _exit is always safe; the child carries on.
+        Forked::Parent(_) => unsafe { libc::_exit(0) },
+        Forked::Child { placed } => {
+            let placed = v2.filter(|_| placed).map(|(dir, _)| dir);
+            for dir in dirs.iter().filter(|d| Some(*d) != placed.as_ref()) {
+                let _ = join_self(Path::new(dir));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The one v2 cgroup among `dirs`, open: what [`fork_into`] starts a
 /// child in. None when every dir is v1 (or cannot be opened: the child
 /// then joins it by writing, and reports that error).

@@ -65,23 +65,38 @@ pub fn main() -> ! {
     // makes it dumpable again, as any process.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let args: Vec<String> = std::env::args().collect();
+    // A pooled member placed as it starts (see the launcher's pool).
+    let placed_in: Vec<String> = args
+        .iter()
+        .zip(args.iter().skip(1))
+        .filter(|(flag, _)| *flag == "--placed-in")
+        .map(|(_, dir)| dir.clone())
+        .collect();
     // Pooled: wait for a claim on CPU nobody else wants (see the pool in
-    // the launcher); the claim lifts us back to SCHED_OTHER.
-    if std::env::args().any(|a| a == "--pooled-idle") {
-        // SAFETY: a plain syscall with a valid param.
-        unsafe {
-            libc::sched_setscheduler(
-                0,
-                libc::SCHED_IDLE,
-                &libc::sched_param { sched_priority: 0 },
-            )
-        };
+    // the launcher); the claim lifts us back to SCHED_OTHER. A placed
+    // member first moves (below): at SCHED_IDLE it could be preempted
+    // for long holding the kernel's cgroup mutex, which every launch
+    // needs.
+    let idle = || {
+        if args.iter().any(|a| a == "--pooled-idle") {
+            // SAFETY: a plain syscall with a valid param.
+            unsafe {
+                libc::sched_setscheduler(
+                    0,
+                    libc::SCHED_IDLE,
+                    &libc::sched_param { sched_priority: 0 },
+                )
+            };
+        }
+    };
+    if placed_in.is_empty() {
+        idle();
     }
     // Exec'd from the sealed copy by its fd, the kernel named us after
     // the fd's number: `ps` and `top` show the name.
     // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"berth-supervisor".as_ptr(), 0, 0, 0) };
-    let args: Vec<String> = std::env::args().collect();
     let fd = args
         .iter()
         .position(|a| a == "--control-fd")
@@ -89,7 +104,7 @@ pub fn main() -> ! {
         .and_then(|s| s.parse::<i32>().ok());
     let Some(fd) = fd.filter(|fd| *fd > 2) else {
         eprintln!(
-            "usage: berth-supervisor --control-fd FD [--id ID | --pooled | --pooled-idle] (started by berth's launcher)"
+            "usage: berth-supervisor --control-fd FD [--id ID | --pooled | --pooled-idle] [--placed-in DIR]... (started by berth's launcher)"
         );
         std::process::exit(2);
     };
@@ -105,11 +120,19 @@ pub fn main() -> ! {
 
     // Detach: the launcher reaps this first process at once; the second
     // is nobody's child in the agent and outlives it.
-    // SAFETY: single-threaded here, so fork is safe.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => std::process::exit(0),
-        Ok(ForkResult::Child) => {}
-        Err(e) => fail_early(control, e as i32, &format!("supervisor fork: {e}")),
+    if placed_in.is_empty() {
+        // SAFETY: single-threaded here, so fork is safe.
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+            Ok(ForkResult::Child) => {}
+            Err(e) => fail_early(control, e as i32, &format!("supervisor fork: {e}")),
+        }
+    } else {
+        // SAFETY: single-threaded here.
+        if let Err(e) = unsafe { cgroup_join::detach_into(&placed_in) } {
+            fail_early(control, e as i32, &format!("supervisor fork: {e}"));
+        }
+        idle();
     }
     let _ = nix::unistd::setsid();
     // Do not pin the agent's working directory (or its mount).
@@ -121,7 +144,7 @@ pub fn main() -> ! {
         let mut c = &control;
         let _ = c.write_all(&std::process::id().to_le_bytes());
     }
-    std::process::exit(supervise(control))
+    std::process::exit(supervise(control, &placed_in))
 }
 
 /// Reports a failure before the request was read, then exits.
@@ -137,7 +160,9 @@ fn fail_early(mut control: UnixStream, errno: i32, message: &str) -> ! {
     std::process::exit(1)
 }
 
-fn supervise(mut control: UnixStream) -> i32 {
+/// `placed_in`: the supervisors' cgroups this process joined as it
+/// started (a placed pool member), not joined again.
+fn supervise(mut control: UnixStream, placed_in: &[String]) -> i32 {
     let req = match protocol::read_request(&mut control) {
         Ok(r) => r,
         Err(e) => fail_early(control, 0, &format!("read request: {e}")),
@@ -182,8 +207,14 @@ fn supervise(mut control: UnixStream) -> i32 {
     // before the init is forked (it starts here too, then joins the
     // container's own cgroups) and before our pid is written anywhere: on
     // v2 this process goes on as a child of itself (see `cgroup_join`).
+    let to_join: Vec<String> = req
+        .supervisor_cgroups
+        .iter()
+        .filter(|d| !placed_in.contains(d))
+        .cloned()
+        .collect();
     // SAFETY: single-threaded.
-    unsafe { cgroup_join::move_supervisor(&req.supervisor_cgroups) };
+    unsafe { cgroup_join::move_supervisor(&to_join) };
     let rt = PathBuf::from(&req.runtime_dir);
     let me = std::process::id() as i32;
     let sup_ref = match ProcessRef::of(me)
