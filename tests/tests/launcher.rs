@@ -1399,10 +1399,8 @@ async fn a_placed_pool_member_waits_in_the_supervisors_cgroup() {
         assert_eq!(path, want, "{line} (all: {cgroups})");
     }
     // SAFETY: a plain syscall.
-    assert_eq!(
-        unsafe { libc::sched_getscheduler(member) },
-        libc::SCHED_IDLE
-    );
+    let policy = unsafe { libc::sched_getscheduler(member) };
+    assert_eq!(policy, libc::SCHED_IDLE);
 
     let spec = shell(&env, "placed-claim", "echo two", LaunchInfo::default());
     let cid = spec.id.clone();
