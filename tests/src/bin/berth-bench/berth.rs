@@ -86,9 +86,7 @@ pub fn containerizer_with(dirs: &Dirs, node: berth::NodeOptions) -> Result<Conta
             .unwrap_or_else(|p| p.into_inner())
             .push(p.clone());
     }
-    // As `berth agent`'s: its pooled supervisors placed as they start.
     Ok(Containerizer::builder(&dirs.root, &dirs.runtime)
-        .supervisor_pool_placed(true)
         .cgroup_root(&dirs.cgroup_root)
         .node_options(node)
         .default_isolators()
