@@ -311,36 +311,20 @@ impl ContainerizerActor {
             }
             let mut cleaned = Vec::new();
             let mut failed = Vec::new();
-            // A run of independent isolators is cleaned up together.
-            let mut rest = &handles[..];
-            while let Some((_, first)) = rest.first() {
-                let len = match first.independent() {
-                    true => rest
-                        .iter()
-                        .position(|(_, h)| !h.independent())
-                        .unwrap_or(rest.len()),
-                    false => 1,
-                };
-                let (now, later) = rest.split_at(len);
-                rest = later;
-                let calls = now.iter().map(|(i, h)| {
-                    let call = timed(
-                        &inflight,
-                        &id2,
-                        CallKind::Cleanup,
-                        h.name(),
-                        h.cleanup(id2.clone()),
-                    );
-                    async move { (*i, h, call.await) }
-                });
-                for (i, h, r) in join_all(calls).await {
-                    match r {
-                        Ok(()) => {
-                            crate::failpoint::hit(&format!("destroy:after-cleanup:{}", h.name()));
-                            cleaned.push(i)
-                        }
-                        Err(e) => failed.push(format!("{}: {e}", h.name())),
+            for (i, h) in handles {
+                let call = timed(
+                    &inflight,
+                    &id2,
+                    CallKind::Cleanup,
+                    h.name(),
+                    h.cleanup(id2.clone()),
+                );
+                match call.await {
+                    Ok(()) => {
+                        crate::failpoint::hit(&format!("destroy:after-cleanup:{}", h.name()));
+                        cleaned.push(i)
                     }
+                    Err(e) => failed.push(format!("{}: {e}", h.name())),
                 }
             }
             if failed.is_empty() {

@@ -389,22 +389,13 @@ impl ContainerizerActor {
             }
             Step::Prepare(i) if i == self.isolators.len() => ready(Ok(Some(Step::Fork))),
             Step::Prepare(i) => {
-                // A run of independent isolators is prepared together; the
-                // others one at a time, in order.
-                let n = self.isolators.len();
-                let end = match self.isolators[i].independent() {
-                    true => (i..n)
-                        .find(|&k| !self.isolators[k].independent())
-                        .unwrap_or(n),
-                    false => i + 1,
-                };
                 let sandbox = self.sandbox_dir(&id);
                 let cgroup_root = self.cgroup_root.clone();
                 let c = match self.get_mut(&id) {
                     Ok(c) => c,
                     Err(e) => return ready(Err(e)),
                 };
-                c.prepared.extend(i..end);
+                c.prepared.push(i);
                 let req = PrepareRequest {
                     id: id.clone(),
                     config: c.record.config.clone().unwrap_or_default(),
@@ -414,30 +405,21 @@ impl ContainerizerActor {
                         .map(std::path::PathBuf::from),
                     cgroup_root,
                 };
-                let calls: Vec<_> = self.isolators[i..end]
-                    .iter()
-                    .map(|h| {
-                        let call = timed(
-                            &self.inflight,
-                            &id,
-                            CallKind::Prepare,
-                            h.name(),
-                            h.prepare(req.clone()),
-                        );
-                        let h = h.clone();
-                        async move { (h, call.await) }
-                    })
-                    .collect();
-                Box::pin(join_all(calls).into_actor(self).map(move |done, act, _| {
-                    for (h, r) in done {
-                        let info =
-                            r.map_err(|e| stage(&id, &format!("prepare of {}", h.name()), e))?;
-                        crate::failpoint::hit(&format!("launch:after-prepare:{}", h.name()));
-                        if let Some(info) = info {
-                            act.get_mut(&id)?.infos.push((h.name().to_string(), info));
-                        }
+                let h = self.isolators[i].clone();
+                let call = timed(
+                    &self.inflight,
+                    &id,
+                    CallKind::Prepare,
+                    h.name(),
+                    h.prepare(req),
+                );
+                Box::pin(call.into_actor(self).map(move |r, act, _| {
+                    let info = r.map_err(|e| stage(&id, &format!("prepare of {}", h.name()), e))?;
+                    crate::failpoint::hit(&format!("launch:after-prepare:{}", h.name()));
+                    if let Some(info) = info {
+                        act.get_mut(&id)?.infos.push((h.name().to_string(), info));
                     }
-                    Ok(Some(Step::Prepare(end)))
+                    Ok(Some(Step::Prepare(i + 1)))
                 }))
             }
             Step::Fork => {

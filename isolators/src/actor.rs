@@ -80,7 +80,6 @@ pub struct IsolatorHandle {
     addr: Addr<IsolatorActor>,
     watches: bool,
     isolates: bool,
-    independent: bool,
 }
 
 impl IsolatorActor {
@@ -89,7 +88,6 @@ impl IsolatorActor {
         let name = isolator.name().to_string();
         let watches = isolator.watches();
         let isolates = isolator.isolates();
-        let independent = isolator.independent();
         let addr = IsolatorActor {
             name: name.clone(),
             inner: isolator,
@@ -100,7 +98,6 @@ impl IsolatorActor {
             addr,
             watches,
             isolates,
-            independent,
         }
     }
 }
@@ -119,12 +116,6 @@ impl IsolatorHandle {
     /// Whether its `isolate` does anything ([`Isolator::isolates`]).
     pub fn isolates(&self) -> bool {
         self.isolates
-    }
-
-    /// Whether it may be prepared and cleaned up together with its
-    /// independent neighbours ([`Isolator::independent`]).
-    pub fn independent(&self) -> bool {
-        self.independent
     }
 
     fn call<T: Send + 'static>(

@@ -7,11 +7,11 @@
 //! | call | when | order |
 //! |---|---|---|
 //! | [`recover`](Isolator::recover) | agent start | all isolators in parallel |
-//! | [`prepare`](Isolator::prepare) | PREPARING, before the init exists | serially, in isolator order (a run of [`independent`](Isolator::independent) ones together) |
+//! | [`prepare`](Isolator::prepare) | PREPARING, before the init exists | serially, in isolator order |
 //! | [`isolate`](Isolator::isolate) | ISOLATING, init forked but blocked | in parallel |
 //! | [`watch`](Isolator::watch) | once RUNNING | in parallel; resolving = a limitation |
 //! | [`update`](Isolator::update) / [`usage`](Isolator::usage) / [`status`](Isolator::status) | on request | in parallel |
-//! | [`cleanup`](Isolator::cleanup) | destroy | serially, in reverse order (a run of independent ones together); every isolator tried |
+//! | [`cleanup`](Isolator::cleanup) | destroy | serially, in reverse order; every isolator tried |
 //!
 //! Every call has a default, so a plugin implements only what it needs. The
 //! framework runs each isolator in its own actor ([`IsolatorActor`]): calls
@@ -288,46 +288,6 @@ pub trait Isolator: Send + 'static {
     /// ```
     fn watches(&self) -> bool {
         true
-    }
-
-    /// Whether [`prepare`](Isolator::prepare) and
-    /// [`cleanup`](Isolator::cleanup) neither touch what another
-    /// isolator's do (its own cgroup hierarchy, say) nor need what an
-    /// earlier isolator's `prepare` made. Asked once, when the isolator is
-    /// registered: consecutive isolators that say `true` are prepared
-    /// together and cleaned up together rather than one after the other
-    /// (their launch infos still merge in registration order), which
-    /// takes their round trips off every launch's and destroy's critical
-    /// path. The default, `false`, keeps the isolator in order: prepared
-    /// after every isolator registered before it, cleaned up before them.
-    ///
-    /// ```
-    /// use berth_isolators::{Isolator, IsolatorFuture};
-    /// use berth_state::ContainerId;
-    ///
-    /// /// Keeps a file of its own per container in a directory only it
-    /// /// uses: nothing another isolator does can get in its way.
-    /// struct OwnDir;
-    ///
-    /// impl Isolator for OwnDir {
-    ///     fn name(&self) -> &str {
-    ///         "example/own-dir"
-    ///     }
-    ///     fn independent(&self) -> bool {
-    ///         true
-    ///     }
-    ///     fn cleanup(&mut self, id: &ContainerId) -> IsolatorFuture<()> {
-    ///         let path = std::env::temp_dir().join(format!("own-dir-{id}"));
-    ///         Box::pin(async move {
-    ///             let _ = std::fs::remove_file(path);
-    ///             Ok(())
-    ///         })
-    ///     }
-    /// }
-    /// assert!(OwnDir.independent());
-    /// ```
-    fn independent(&self) -> bool {
-        false
     }
 
     /// Asked once the container's processes are gone and before any

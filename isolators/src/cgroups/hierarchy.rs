@@ -152,22 +152,6 @@ impl Hierarchies {
         })
     }
 
-    /// Whether every one of `controllers` that the host has is on a v1
-    /// hierarchy of its own (co-mounted, if at all, only with others of
-    /// `controllers`): its cgroups are then directories that no other
-    /// controller's isolator makes or removes. On v2 every controller
-    /// shares the one directory per container.
-    pub fn v1_alone(&self, controllers: &[&str]) -> bool {
-        controllers.iter().all(|c| match self.v1.get(*c) {
-            Some(mount) => self
-                .v1
-                .iter()
-                .filter(|(_, m)| *m == mount)
-                .all(|(other, _)| controllers.contains(&other.as_str())),
-            None => self.place(c).is_none(),
-        })
-    }
-
     /// What the host runs.
     pub fn mode(&self) -> Mode {
         let v2_ctrls = self.v2.as_ref().is_some_and(|(_, c)| !c.is_empty());
@@ -195,25 +179,6 @@ mod tests {
 
     const UNIFIED: &str =
         "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
-
-    #[test]
-    fn only_controllers_on_their_own_v1_hierarchies_stand_alone() {
-        let h = Hierarchies::parse(HYBRID, |_| "hugetlb".into());
-        assert!(h.v1_alone(&["cpu", "cpuacct"]));
-        assert!(h.v1_alone(&["memory"]));
-        // Not on this host at all: nothing to share.
-        assert!(h.v1_alone(&["pids"]));
-        // Co-mounted with a controller of another isolator.
-        let shared = HYBRID.replace("rw,memory", "rw,memory,pids");
-        let h = Hierarchies::parse(&shared, |_| String::new());
-        assert!(!h.v1_alone(&["memory"]));
-        assert!(!h.v1_alone(&["pids"]));
-        assert!(h.v1_alone(&["cpu", "cpuacct"]));
-        // On v2 (devices always is), every controller shares one directory.
-        let h = Hierarchies::parse(UNIFIED, |_| "cpu memory pids".into());
-        assert!(!h.v1_alone(&["memory"]));
-        assert!(!h.v1_alone(&["devices"]));
-    }
 
     #[test]
     fn hybrid_uses_v1_controllers() {

@@ -491,12 +491,6 @@ impl<S: Subsystem> Isolator for CgroupIsolator<S> {
         S::ISOLATES
     }
 
-    /// On v1, each controller's cgroups are directories of its own
-    /// hierarchy; on v2 they are one directory the controllers share.
-    fn independent(&self) -> bool {
-        self.hierarchies.v1_alone(S::CONTROLLERS)
-    }
-
     fn limitation(&mut self, id: &ContainerId) -> IsolatorFuture<Option<Limitation>> {
         let (id, dirs) = (id.clone(), self.dirs(id));
         Box::pin(async move { Ok(blocking(move || S::limitation(&id, &dirs)).await) })
