@@ -12,8 +12,8 @@
 //!
 //! An unclaimed member holds nothing: no container, no record, no cgroup
 //! of berth's. By default it leaves the agent's cgroups only once it has
-//! its request; a pool that [places](SupervisorPool::place_in) its
-//! members starts each with the supervisors' cgroups (`.supervisors`)
+//! its request; a pool given a placement (see [`SupervisorPool::new`])
+//! starts each with the supervisors' cgroups (`.supervisors`)
 //! to move into as it detaches, so a claim finds it there already. It
 //! ends when its control socket closes: when the launcher is dropped, or
 //! when the agent dies (a crash leaves nothing to recover).
@@ -21,6 +21,7 @@
 use crate::sealed::SealedExe;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -46,48 +47,40 @@ struct Inner {
     members: Mutex<Vec<Member>>,
     /// The supervisors' cgroups a member moves into as it starts (none:
     /// it moves at its claim).
-    placement: Mutex<Vec<std::path::PathBuf>>,
+    placement: Vec<PathBuf>,
     /// Wakes the refill thread (started with the first claim, when the
     /// sealed copy exists); its end closing stops the thread.
     refill: Mutex<Option<mpsc::Sender<()>>>,
 }
 
+/// `placement`: the supervisors' cgroups (each `<hierarchy>/<cgroup
+/// root>/.supervisors`) a member moves into as it starts, at the priority
+/// of the launch path (a `tasks` write takes the kernel's cgroup mutex,
+/// which a member at `SCHED_IDLE` must not hold), so that its claim moves
+/// nothing; empty: it moves at its claim.
 impl SupervisorPool {
-    pub(crate) fn new(size: usize) -> SupervisorPool {
-        Self::with(size, false)
+    pub(crate) fn new(size: usize, placement: Vec<PathBuf>) -> SupervisorPool {
+        Self::with(size, false, placement)
     }
 
     /// `size` supervisors started by [`start`](Self::start) and not
     /// replaced once taken: a process that launches one container starts
     /// its supervisor beside its own start (store, recovery, provisioning)
     /// and leaves none behind unused.
-    pub(crate) fn once(size: usize) -> SupervisorPool {
-        Self::with(size, true)
+    pub(crate) fn once(size: usize, placement: Vec<PathBuf>) -> SupervisorPool {
+        Self::with(size, true, placement)
     }
 
-    fn with(size: usize, once: bool) -> SupervisorPool {
+    fn with(size: usize, once: bool, placement: Vec<PathBuf>) -> SupervisorPool {
         SupervisorPool {
             inner: Arc::new(Inner {
                 size,
                 once,
                 members: Mutex::new(Vec::new()),
-                placement: Mutex::new(Vec::new()),
+                placement,
                 refill: Mutex::new(None),
             }),
         }
-    }
-
-    /// Members started from now on move into `dirs` (each
-    /// `<hierarchy>/<cgroup root>/.supervisors`) as they start, at the
-    /// priority of the launch path (a `tasks` write takes the kernel's
-    /// cgroup mutex, which a member at `SCHED_IDLE` must not hold), and
-    /// their claim moves nothing.
-    pub(crate) fn place_in(&self, dirs: Vec<std::path::PathBuf>) {
-        *self
-            .inner
-            .placement
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = dirs;
     }
 
     /// Starts filling a one-shot pool (nothing for a topped-up one, which
@@ -231,11 +224,7 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
             if len >= inner.size {
                 break;
             }
-            let placement = inner
-                .placement
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let placement = inner.placement.clone();
             drop(inner);
             match spawn_member(&exe, idle, &placement) {
                 Ok(s) => {
@@ -266,11 +255,7 @@ fn refill(pool: Weak<Inner>, exe: Arc<SealedExe>, wakes: mpsc::Receiver<()>) {
 
 /// Spawns a supervisor with no request yet and reaps its first process
 /// (which only detaches, into `placement` where there is one).
-fn spawn_member(
-    exe: &SealedExe,
-    idle: bool,
-    placement: &[std::path::PathBuf],
-) -> std::io::Result<Member> {
+fn spawn_member(exe: &SealedExe, idle: bool, placement: &[PathBuf]) -> std::io::Result<Member> {
     let (ours, theirs) = UnixStream::pair()?;
     let fd = theirs.as_raw_fd().to_string();
     // `--pooled-idle`: it goes to SCHED_IDLE itself; a claim lifts it back.
@@ -282,7 +267,7 @@ fn spawn_member(
     ];
     // Made on first use, as a launch makes them (and again after a
     // `berth retire`); one that cannot be made is left out.
-    let placed: Vec<&std::path::PathBuf> = placement
+    let placed: Vec<&PathBuf> = placement
         .iter()
         .filter(|d| d.is_dir() || std::fs::create_dir_all(d).is_ok())
         .collect();
